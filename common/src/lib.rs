@@ -1,0 +1,20 @@
+//! The shared contract of all Flint processes.
+//!
+//! - [`ids`]: typed identifiers (32-char hex in JSON and on the wire).
+//! - [`config`]: `conf/config.yaml` / legacy `flink-conf.yaml` loading and typed options.
+//! - [`resources`]: resource profiles and slot reports.
+//! - [`rpc`]: remote channels — framing, the per-process RPC service, typed asks and tells.
+//! - [`messages`]: every message type that crosses a process boundary, with its gateway.
+//! - [`ha`]: leader election seams (standalone now, ZooKeeper later).
+//! - [`process`]: what every daemon does alike: arguments, config, logging, signals.
+
+pub mod config;
+pub mod ha;
+pub mod ids;
+pub mod messages;
+pub mod process;
+pub mod resources;
+pub mod rpc;
+
+/// Flint's version, reported as `flink-version` by the REST API.
+pub const FLINT_VERSION: &str = env!("CARGO_PKG_VERSION");

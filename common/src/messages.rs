@@ -1,0 +1,299 @@
+//! Every message that crosses a process boundary, and the typed gateways that send them.
+//!
+//! Messages are grouped by the endpoint that receives them. Each is declared with
+//! [`rpc_message!`](crate::rpc_message), which fixes its reply type and whether a fenced
+//! endpoint checks the sender's fencing token. Callers use the gateways at the end of
+//! this module; nobody builds frames by hand.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{InstanceId, JobId, LeaderSessionId, ResourceId};
+use crate::resources::{ResourceProfile, SlotReport};
+use crate::rpc::{RpcAddress, RpcError, RpcMessage, RpcService};
+use crate::rpc_message;
+
+/// Endpoint names.
+pub mod endpoints {
+    pub const RESOURCE_MANAGER: &str = "resourcemanager";
+    pub const DISPATCHER: &str = "dispatcher";
+    pub const TASK_EXECUTOR: &str = "taskmanager";
+}
+
+// ---------------------------------------------------------------------------------
+// Leader discovery (any leader-elected endpoint)
+
+/// Asks an endpoint for its current leader session. Unfenced: this is how a peer learns
+/// the token to put on fenced messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdentifyLeader {}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    /// `None` while the endpoint is not leader.
+    pub leader_session_id: Option<LeaderSessionId>,
+    pub protocol_version: u16,
+}
+
+rpc_message!(unfenced IdentifyLeader => LeaderInfo);
+
+// ---------------------------------------------------------------------------------
+// TaskExecutor → ResourceManager
+
+/// The machine a TaskExecutor runs on (the REST API's `hardware`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HardwareDescription {
+    pub cpu_cores: u32,
+    pub physical_memory: u64,
+    pub free_memory: u64,
+    pub managed_memory: u64,
+}
+
+/// A TaskExecutor's memory budget in bytes (the REST API's `memoryConfiguration`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskExecutorMemoryConfiguration {
+    pub framework_heap: u64,
+    pub task_heap: u64,
+    pub framework_off_heap: u64,
+    pub task_off_heap: u64,
+    pub network_memory: u64,
+    pub managed_memory: u64,
+    pub jvm_metaspace: u64,
+    pub jvm_overhead: u64,
+    pub total_flink_memory: u64,
+    pub total_process_memory: u64,
+}
+
+/// Registration of a TaskExecutor at the ResourceManager, with its initial slot report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisterTaskExecutor {
+    pub protocol_version: u16,
+    pub resource_id: ResourceId,
+    /// Where the TaskExecutor's endpoint is reached.
+    pub address: RpcAddress,
+    pub data_port: u16,
+    pub hardware: HardwareDescription,
+    pub memory: TaskExecutorMemoryConfiguration,
+    pub total_resource: ResourceProfile,
+    pub default_slot_resource: ResourceProfile,
+    pub slot_report: SlotReport,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RegistrationResponse {
+    Success { instance_id: InstanceId, heartbeat_interval_ms: u64 },
+    Rejected { reason: String },
+}
+
+rpc_message!(fenced RegisterTaskExecutor => RegistrationResponse);
+
+/// A TaskExecutor going away on purpose (graceful shutdown).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DisconnectTaskManager {
+    pub resource_id: ResourceId,
+    pub reason: String,
+}
+
+rpc_message!(fenced DisconnectTaskManager => ());
+
+// ---------------------------------------------------------------------------------
+// ResourceManager → TaskExecutor
+
+/// Heartbeat request; the TaskExecutor answers with its slot report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatFromResourceManager {
+    pub resource_manager_session: LeaderSessionId,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskExecutorHeartbeatPayload {
+    pub resource_id: ResourceId,
+    pub slot_report: SlotReport,
+    /// Resident memory of the TaskExecutor process in bytes.
+    #[serde(default)]
+    pub process_memory: u64,
+}
+
+rpc_message!(unfenced HeartbeatFromResourceManager => TaskExecutorHeartbeatPayload);
+
+/// The ResourceManager no longer knows this TaskExecutor (heartbeat timeout, revoked
+/// leadership); the TaskExecutor should register again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DisconnectResourceManager {
+    pub resource_manager_session: Option<LeaderSessionId>,
+    pub reason: String,
+}
+
+rpc_message!(unfenced DisconnectResourceManager => ());
+
+// ---------------------------------------------------------------------------------
+// REST → ResourceManager (read-only; answered only while leader)
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum ResourceManagerError {
+    #[error("the ResourceManager is not the leader")]
+    NotLeader,
+    #[error("No TaskExecutor registered under {resource_id}.")]
+    UnknownTaskExecutor { resource_id: ResourceId },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestResourceOverview {}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceOverview {
+    pub task_managers: usize,
+    pub slots_total: usize,
+    pub slots_free: usize,
+}
+
+rpc_message!(unfenced RequestResourceOverview => Result<ResourceOverview, ResourceManagerError>);
+
+/// One allocated slot as the REST API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocatedSlotInfo {
+    pub job_id: JobId,
+    pub resource: ResourceProfile,
+}
+
+/// What the ResourceManager knows of one registered TaskExecutor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskManagerInfo {
+    pub resource_id: ResourceId,
+    pub address: RpcAddress,
+    pub data_port: u16,
+    /// Epoch milliseconds of the last heartbeat answer.
+    pub last_heartbeat_ms: u64,
+    pub slots_number: usize,
+    pub free_slots: usize,
+    pub total_resource: ResourceProfile,
+    pub free_resource: ResourceProfile,
+    pub hardware: HardwareDescription,
+    pub memory: TaskExecutorMemoryConfiguration,
+    pub allocated_slots: Vec<AllocatedSlotInfo>,
+    pub process_memory: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestTaskManagerInfos {}
+
+rpc_message!(unfenced RequestTaskManagerInfos => Result<Vec<TaskManagerInfo>, ResourceManagerError>);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestTaskManagerInfo {
+    pub resource_id: ResourceId,
+}
+
+rpc_message!(unfenced RequestTaskManagerInfo => Result<TaskManagerInfo, ResourceManagerError>);
+
+// ---------------------------------------------------------------------------------
+// REST → Dispatcher
+
+/// A job as `/jobs` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStatusEntry {
+    pub job_id: JobId,
+    pub name: String,
+    /// Flink's job status name (`RUNNING`, `FINISHED`, ...).
+    pub status: String,
+    pub start_time_ms: i64,
+    pub end_time_ms: i64,
+    pub last_modification_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListJobs {}
+
+rpc_message!(unfenced ListJobs => Vec<JobStatusEntry>);
+
+// ---------------------------------------------------------------------------------
+// Gateways
+
+/// A remote endpoint with the fencing token and timeout to use for it.
+#[derive(Clone)]
+pub struct RemoteEndpoint {
+    pub rpc: RpcService,
+    pub address: RpcAddress,
+    pub fencing_token: Option<LeaderSessionId>,
+    pub timeout: Duration,
+}
+
+impl RemoteEndpoint {
+    pub fn new(rpc: RpcService, address: RpcAddress, timeout: Duration) -> Self {
+        Self { rpc, address, fencing_token: None, timeout }
+    }
+
+    pub fn with_token(mut self, token: Option<LeaderSessionId>) -> Self {
+        self.fencing_token = token;
+        self
+    }
+
+    pub fn ask<M: RpcMessage>(&self, msg: &M) -> impl Future<Output = Result<M::Response, RpcError>> + Send + 'static {
+        self.rpc.ask(&self.address, self.fencing_token, msg, self.timeout)
+    }
+
+    pub fn tell<M: RpcMessage>(&self, msg: &M) -> Result<(), RpcError> {
+        self.rpc.tell(&self.address, self.fencing_token, msg)
+    }
+}
+
+/// How the TaskExecutor and the REST layer talk to the ResourceManager.
+#[derive(Clone)]
+pub struct ResourceManagerGateway(pub RemoteEndpoint);
+
+type Reply<T> = std::pin::Pin<Box<dyn Future<Output = Result<T, RpcError>> + Send + 'static>>;
+
+impl ResourceManagerGateway {
+    pub fn identify(&self) -> Reply<LeaderInfo> {
+        Box::pin(self.0.ask(&IdentifyLeader {}))
+    }
+
+    pub fn register_task_executor(&self, registration: &RegisterTaskExecutor) -> Reply<RegistrationResponse> {
+        Box::pin(self.0.ask(registration))
+    }
+
+    pub fn disconnect_task_manager(&self, resource_id: ResourceId, reason: impl Into<String>) -> Reply<()> {
+        Box::pin(self.0.ask(&DisconnectTaskManager { resource_id, reason: reason.into() }))
+    }
+
+    pub fn overview(&self) -> Reply<Result<ResourceOverview, ResourceManagerError>> {
+        Box::pin(self.0.ask(&RequestResourceOverview {}))
+    }
+
+    pub fn task_managers(&self) -> Reply<Result<Vec<TaskManagerInfo>, ResourceManagerError>> {
+        Box::pin(self.0.ask(&RequestTaskManagerInfos {}))
+    }
+
+    pub fn task_manager(&self, resource_id: ResourceId) -> Reply<Result<TaskManagerInfo, ResourceManagerError>> {
+        Box::pin(self.0.ask(&RequestTaskManagerInfo { resource_id }))
+    }
+}
+
+/// How the ResourceManager talks to a TaskExecutor.
+#[derive(Clone)]
+pub struct TaskExecutorGateway(pub RemoteEndpoint);
+
+impl TaskExecutorGateway {
+    pub fn heartbeat(&self, resource_manager_session: LeaderSessionId) -> Reply<TaskExecutorHeartbeatPayload> {
+        Box::pin(self.0.ask(&HeartbeatFromResourceManager { resource_manager_session }))
+    }
+
+    pub fn disconnect_resource_manager(&self, session: Option<LeaderSessionId>, reason: impl Into<String>) {
+        let msg = DisconnectResourceManager { resource_manager_session: session, reason: reason.into() };
+        if let Err(e) = self.0.tell(&msg) {
+            tracing::debug!(error = %e, "could not tell task executor to disconnect");
+        }
+    }
+}
+
+/// How the REST layer talks to the Dispatcher.
+#[derive(Clone)]
+pub struct DispatcherGateway(pub RemoteEndpoint);
+
+impl DispatcherGateway {
+    pub fn list_jobs(&self) -> Reply<Vec<JobStatusEntry>> {
+        Box::pin(self.0.ask(&ListJobs {}))
+    }
+}

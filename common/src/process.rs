@@ -1,0 +1,134 @@
+//! What every Flint process does the same way: command-line arguments, loading and
+//! validating the configuration, logging, waiting for a stop signal, and reading its
+//! own resource usage.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Configuration};
+
+/// The arguments every Flint daemon takes, as Flink's do.
+#[derive(Debug, Clone, Parser)]
+pub struct DaemonArgs {
+    /// The configuration directory (holding config.yaml or flink-conf.yaml).
+    #[arg(long = "configDir", short = 'c', env = "FLINT_CONF_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// A configuration override, `-D key=value`; repeatable.
+    #[arg(short = 'D', value_name = "key=value")]
+    pub dynamic: Vec<String>,
+}
+
+impl DaemonArgs {
+    /// Loads the configuration: file, then `-D` overrides; fails on invalid values and
+    /// warns about unknown keys.
+    pub fn load_configuration(&self) -> Result<Configuration, ConfigError> {
+        let dynamic =
+            self.dynamic.iter().map(|d| Configuration::parse_dynamic_property(d)).collect::<Result<Vec<_>, _>>()?;
+        let config_dir = self.config_dir.clone().or_else(|| std::env::var_os("FLINK_CONF_DIR").map(PathBuf::from));
+        let config = Configuration::load(config_dir.as_deref(), &dynamic)?;
+        config.validate()?;
+        config.warn_unknown_keys();
+        Ok(config)
+    }
+}
+
+/// Logs to the file named by `FLINT_LOG_FILE` (the scripts set it), else to stderr.
+/// The level comes from `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let file = std::env::var_os("FLINT_LOG_FILE")
+        .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+    match file {
+        Some(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// The log directory: `FLINT_LOG_DIR`, `env.log.dir`, or the directory of `FLINT_LOG_FILE`.
+pub fn log_dir(config: &Configuration) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("FLINT_LOG_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Ok(Some(dir)) = config.get_optional(&crate::config::options::ENV_LOG_DIR) {
+        return Some(PathBuf::from(dir));
+    }
+    std::env::var_os("FLINT_LOG_FILE").and_then(|f| PathBuf::from(f).parent().map(|p| p.to_path_buf()))
+}
+
+/// A token cancelled on SIGTERM or SIGINT. Call from within a tokio runtime.
+pub fn shutdown_on_signals(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("could not install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    });
+}
+
+/// Milliseconds since the epoch.
+pub fn epoch_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn proc_kib(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l[key.len()..].split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resident memory of this process in bytes (VmRSS), 0 where unknown.
+pub fn resident_memory_bytes() -> u64 {
+    proc_kib("/proc/self/status", "VmRSS:").unwrap_or(0) * 1024
+}
+
+/// Physical and available memory of the machine in bytes.
+pub fn machine_memory_bytes() -> (u64, u64) {
+    (
+        proc_kib("/proc/meminfo", "MemTotal:").unwrap_or(0) * 1024,
+        proc_kib("/proc/meminfo", "MemAvailable:").unwrap_or(0) * 1024,
+    )
+}
+
+/// Number of CPU cores this process may use.
+pub fn cpu_cores() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_resource_usage() {
+        assert!(resident_memory_bytes() > 0);
+        let (total, available) = machine_memory_bytes();
+        assert!(total >= available && total > 0);
+        assert!(cpu_cores() >= 1);
+        assert!(epoch_ms() > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn dynamic_properties_override_and_bad_ones_fail() {
+        let args = DaemonArgs::parse_from(["x", "-D", "rest.port=9999", "-Dtaskmanager.numberOfTaskSlots=3"]);
+        let config = args.load_configuration().unwrap();
+        assert_eq!(config.get_raw("rest.port"), Some("9999"));
+        assert_eq!(config.get_raw("taskmanager.numberOfTaskSlots"), Some("3"));
+        let bad = DaemonArgs::parse_from(["x", "-D", "heartbeat.interval=soon"]);
+        let err = bad.load_configuration().unwrap_err().to_string();
+        assert!(err.contains("heartbeat.interval") && err.contains("soon"), "{err}");
+    }
+}

@@ -1,0 +1,124 @@
+//! The JobManager process.
+//!
+//! [`run`] starts, in order: the RPC service (`jobmanager.bind-host`,
+//! `jobmanager.rpc.port`), the ResourceManager in its own actix system and thread, then
+//! in this thread's actix system the Dispatcher and the REST server with the dashboard.
+//! It runs until the shutdown token is cancelled (SIGTERM/SIGINT, or `DELETE /cluster`)
+//! and then stops in reverse: REST (finishing requests in flight), Dispatcher,
+//! ResourceManager (leaving its election), RPC.
+//!
+//! - [`dispatcher`]: the Dispatcher actor.
+//! - [`rest`]: the monitoring REST API and dashboard.
+
+pub mod dispatcher;
+pub mod rest;
+
+use std::sync::Arc;
+
+use flint_common::config::{options, ConfigError, Configuration};
+use flint_common::ha::StandaloneLeaderElection;
+use flint_common::messages::{endpoints, DispatcherGateway, RemoteEndpoint, ResourceManagerGateway};
+use flint_common::rpc::{RpcService, RpcServiceConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Errors that stop the JobManager.
+#[derive(Debug, thiserror::Error)]
+pub enum JobManagerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rpc(#[from] flint_common::rpc::service::RpcStartError),
+    #[error("could not start the REST server on {address} (rest.port / rest.bind-port): {reason}")]
+    Rest { address: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs a JobManager until `shutdown` is cancelled.
+pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(), JobManagerError> {
+    let rpc_address = config.get(&options::JOB_MANAGER_RPC_ADDRESS)?;
+    let rpc_port = config.get(&options::JOB_MANAGER_RPC_PORT)?;
+    let bind_host = config.get_optional(&options::JOB_MANAGER_BIND_HOST)?.unwrap_or_else(|| "0.0.0.0".into());
+    let ask_timeout = config.get(&options::PEKKO_ASK_TIMEOUT)?;
+    let rm_config = flint_resourcemanager::ResourceManagerConfig::from_configuration(&config)?;
+    let rest_bind = config.get_optional(&options::REST_BIND_ADDRESS)?.unwrap_or_else(|| "0.0.0.0".into());
+    let rest_ports = match config.get_optional(&options::REST_BIND_PORT)? {
+        Some(range) => range.ports(),
+        None => vec![config.get(&options::REST_PORT)?],
+    };
+    let refresh_interval_ms = config.get(&options::WEB_REFRESH_INTERVAL)?;
+
+    let rpc = RpcService::start(RpcServiceConfig {
+        bind_host,
+        ports: vec![rpc_port],
+        advertised_host: rpc_address.clone(),
+        max_frame_size: config.get(&options::PEKKO_FRAMESIZE)?.bytes() as usize,
+        connect_timeout: ask_timeout,
+    })?;
+    config.set(options::JOB_MANAGER_RPC_PORT.key, rpc.port().to_string());
+
+    let resource_manager =
+        flint_resourcemanager::spawn(rm_config, rpc.clone(), Arc::new(StandaloneLeaderElection::new()))?;
+    let rm_gateway =
+        ResourceManagerGateway(RemoteEndpoint::new(rpc.clone(), resource_manager.address.clone(), ask_timeout));
+    let dispatcher_gateway =
+        DispatcherGateway(RemoteEndpoint::new(rpc.clone(), rpc.address_of(endpoints::DISPATCHER), ask_timeout));
+    let log_dir = flint_common::process::log_dir(&config);
+
+    let system = actix::System::new();
+    let result = system.block_on(async {
+        flint_common::process::shutdown_on_signals(shutdown.clone());
+        let dispatcher = dispatcher::start(&rpc, Arc::new(StandaloneLeaderElection::new()));
+
+        let mut listener = None;
+        let mut last_error = String::new();
+        for port in &rest_ports {
+            match std::net::TcpListener::bind((rest_bind.as_str(), *port)) {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        let Some(listener) = listener else {
+            return Err(JobManagerError::Rest { address: format!("{rest_bind}:{rest_ports:?}"), reason: last_error });
+        };
+        let rest_port = listener.local_addr()?.port();
+        config.set(options::REST_PORT.key, rest_port.to_string());
+        let state = actix_web::web::Data::new(rest::RestState {
+            resource_manager: rm_gateway,
+            dispatcher: dispatcher_gateway,
+            config,
+            log_dir,
+            shutdown: shutdown.clone(),
+            refresh_interval_ms,
+        });
+        let server =
+            actix_web::HttpServer::new(move || actix_web::App::new().app_data(state.clone()).configure(rest::routes))
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(5)
+                .listen(listener)
+                .map_err(|e| JobManagerError::Rest {
+                    address: format!("{rest_bind}:{rest_port}"),
+                    reason: e.to_string(),
+                })?
+                .run();
+        let server_handle = server.handle();
+        let server_task = actix_rt::spawn(server);
+        info!(rest = %format!("http://{rest_bind}:{rest_port}"), rpc = %rpc.host_port(), "job manager started");
+
+        shutdown.cancelled().await;
+        info!("stopping job manager");
+        server_handle.stop(true).await;
+        let _ = server_task.await;
+        let _ = dispatcher.send(dispatcher::Stop).await;
+        Ok(())
+    });
+    resource_manager.stop();
+    rpc.stop();
+    info!("job manager stopped");
+    result
+}

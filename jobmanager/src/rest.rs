@@ -1,0 +1,355 @@
+//! Flink's monitoring REST API (v1), served by actix-web.
+//!
+//! Every route is served both under `/v1` and unversioned, with Flink 1.20's paths,
+//! field names and status codes. Handlers only translate: they ask the Dispatcher or
+//! the ResourceManager through their gateways, exactly as a remote client would.
+//! Errors are mapped to status codes in one place ([`RestError`]) and always come as
+//! `{"errors": ["..."]}`. The dashboard's static files are served at `/`.
+
+use std::path::PathBuf;
+use std::time::UNIX_EPOCH;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use flint_common::config::Configuration;
+use flint_common::ids::{JobId, ResourceId};
+use flint_common::messages::{DispatcherGateway, ResourceManagerError, ResourceManagerGateway, TaskManagerInfo};
+use flint_common::resources::ResourceProfile;
+use flint_common::rpc::RpcError;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// What the handlers share.
+pub struct RestState {
+    pub resource_manager: ResourceManagerGateway,
+    pub dispatcher: DispatcherGateway,
+    /// The effective configuration, with the ports actually bound.
+    pub config: Configuration,
+    pub log_dir: Option<PathBuf>,
+    pub shutdown: CancellationToken,
+    pub refresh_interval_ms: u64,
+}
+
+/// Flint's version and revision as the REST API reports them.
+pub const REVISION: &str = env!("FLINT_REVISION");
+
+/// An error answer: a status code and messages.
+#[derive(Debug)]
+pub struct RestError {
+    pub status: StatusCode,
+    pub errors: Vec<String>,
+}
+
+impl RestError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, errors: vec![message.into()] }
+    }
+
+    fn leader_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service temporarily unavailable due to an ongoing leader election. Please refresh.",
+        )
+    }
+}
+
+impl std::fmt::Display for RestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.errors.join("; "))
+    }
+}
+
+impl ResponseError for RestError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({ "errors": self.errors }))
+    }
+}
+
+impl From<RpcError> for RestError {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::Fenced { .. } | RpcError::Unreachable { .. } | RpcError::UnknownEndpoint { .. } => {
+                RestError::leader_unavailable()
+            }
+            other => RestError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                errors: vec![
+                    "Internal server error.".into(),
+                    format!("<Exception on server side:\n{other}\nEnd of exception on server side>"),
+                ],
+            },
+        }
+    }
+}
+
+impl From<ResourceManagerError> for RestError {
+    fn from(e: ResourceManagerError) -> Self {
+        match e {
+            ResourceManagerError::NotLeader => RestError::leader_unavailable(),
+            ResourceManagerError::UnknownTaskExecutor { .. } => RestError::new(StatusCode::NOT_FOUND, e.to_string()),
+        }
+    }
+}
+
+type Rest = Result<HttpResponse, RestError>;
+
+fn parse_job_id(raw: &str) -> Result<JobId, RestError> {
+    raw.parse().map_err(|_| {
+        RestError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Bad request, could not parse parameters: Cannot resolve path parameter (jobid) from value \"{raw}\"."
+            ),
+        )
+    })
+}
+
+fn resource_json(p: &ResourceProfile) -> Value {
+    json!({
+        "cpuCores": p.cpu_cores,
+        "taskHeapMemory": p.task_heap_mb,
+        "taskOffHeapMemory": p.task_off_heap_mb,
+        "managedMemory": p.managed_mb,
+        "networkMemory": p.network_mb,
+        "extendedResources": {},
+    })
+}
+
+fn task_manager_json(tm: &TaskManagerInfo) -> Value {
+    let m = &tm.memory;
+    json!({
+        "id": tm.resource_id.as_str(),
+        "path": tm.address.to_string(),
+        "dataPort": tm.data_port,
+        "jmxPort": -1,
+        "timeSinceLastHeartbeat": tm.last_heartbeat_ms,
+        "slotsNumber": tm.slots_number,
+        "freeSlots": tm.free_slots,
+        "totalResource": resource_json(&tm.total_resource),
+        "freeResource": resource_json(&tm.free_resource),
+        "hardware": {
+            "cpuCores": tm.hardware.cpu_cores,
+            "physicalMemory": tm.hardware.physical_memory,
+            "freeMemory": tm.hardware.free_memory,
+            "managedMemory": tm.hardware.managed_memory,
+        },
+        "memoryConfiguration": {
+            "frameworkHeap": m.framework_heap,
+            "taskHeap": m.task_heap,
+            "frameworkOffHeap": m.framework_off_heap,
+            "taskOffHeap": m.task_off_heap,
+            "networkMemory": m.network_memory,
+            "managedMemory": m.managed_memory,
+            "jvmMetaspace": m.jvm_metaspace,
+            "jvmOverhead": m.jvm_overhead,
+            "totalFlinkMemory": m.total_flink_memory,
+            "totalProcessMemory": m.total_process_memory,
+        },
+    })
+}
+
+async fn config(state: web::Data<RestState>) -> Rest {
+    Ok(HttpResponse::Ok().json(json!({
+        "refresh-interval": state.refresh_interval_ms,
+        "timezone-name": "Coordinated Universal Time",
+        "timezone-offset": 0,
+        "flink-version": flint_common::FLINT_VERSION,
+        "flink-revision": REVISION,
+        "features": {
+            "web-submit": false,
+            "web-cancel": false,
+            "web-rescale": false,
+            "web-history": false,
+        },
+    })))
+}
+
+async fn overview(state: web::Data<RestState>) -> Rest {
+    let resources = state.resource_manager.overview().await??;
+    let jobs = state.dispatcher.list_jobs().await?;
+    let count = |status: &str| jobs.iter().filter(|j| j.status == status).count();
+    Ok(HttpResponse::Ok().json(json!({
+        "taskmanagers": resources.task_managers,
+        "slots-total": resources.slots_total,
+        "slots-available": resources.slots_free,
+        "jobs-running": jobs.len() - count("FINISHED") - count("CANCELED") - count("FAILED"),
+        "jobs-finished": count("FINISHED"),
+        "jobs-cancelled": count("CANCELED"),
+        "jobs-failed": count("FAILED"),
+        "flink-version": flint_common::FLINT_VERSION,
+        "flink-commit": REVISION,
+    })))
+}
+
+async fn task_managers(state: web::Data<RestState>) -> Rest {
+    let tms = state.resource_manager.task_managers().await??;
+    let list: Vec<Value> = tms.iter().map(task_manager_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "taskmanagers": list })))
+}
+
+async fn task_manager(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
+    let tm = state.resource_manager.task_manager(ResourceId::new(path.into_inner())).await??;
+    let mut body = task_manager_json(&tm);
+    let slots: Vec<Value> = tm
+        .allocated_slots
+        .iter()
+        .map(|s| json!({ "jobId": s.job_id, "resource": resource_json(&s.resource) }))
+        .collect();
+    body["allocatedSlots"] = json!(slots);
+    // Flint has no JVM: the process's resident memory stands for "heap"; JVM-only
+    // figures (non-heap, direct buffers, garbage collectors) are zero or empty.
+    body["metrics"] = json!({
+        "heapUsed": tm.process_memory,
+        "heapCommitted": tm.process_memory,
+        "heapMax": tm.memory.total_process_memory.max(tm.process_memory),
+        "nonHeapUsed": 0, "nonHeapCommitted": 0, "nonHeapMax": 0,
+        "directCount": 0, "directUsed": 0, "directMax": 0,
+        "mappedCount": 0, "mappedUsed": 0, "mappedMax": 0,
+        "memorySegmentsAvailable": 0, "memorySegmentsTotal": 0,
+        "nettyShuffleMemorySegmentsAvailable": 0, "nettyShuffleMemorySegmentsUsed": 0,
+        "nettyShuffleMemorySegmentsTotal": 0, "nettyShuffleMemoryAvailable": 0,
+        "nettyShuffleMemoryUsed": 0, "nettyShuffleMemoryTotal": 0,
+        "garbageCollectors": [],
+    });
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn jobmanager_config(state: web::Data<RestState>) -> Rest {
+    let entries: Vec<Value> = state.config.entries().map(|(k, v)| json!({ "key": k, "value": v })).collect();
+    Ok(HttpResponse::Ok().json(entries))
+}
+
+async fn jobmanager_environment() -> Rest {
+    Ok(HttpResponse::Ok().json(json!({
+        "jvm": {
+            "version": format!("Flint {} (native, no JVM)", flint_common::FLINT_VERSION),
+            "arch": std::env::consts::ARCH,
+            "options": std::env::args().skip(1).collect::<Vec<_>>(),
+        },
+        "classpath": [],
+    })))
+}
+
+async fn jobmanager_logs(state: web::Data<RestState>) -> Rest {
+    let mut logs = Vec::new();
+    if let Some(dir) = &state.log_dir {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if !meta.is_file() {
+                    continue;
+                }
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
+                logs.push(json!({ "name": entry.file_name().to_string_lossy(), "size": meta.len(), "mtime": mtime }));
+            }
+        }
+    }
+    logs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(HttpResponse::Ok().json(json!({ "logs": logs })))
+}
+
+async fn jobs(state: web::Data<RestState>) -> Rest {
+    let jobs = state.dispatcher.list_jobs().await?;
+    let list: Vec<Value> = jobs.iter().map(|j| json!({ "id": j.job_id, "status": j.status })).collect();
+    Ok(HttpResponse::Ok().json(json!({ "jobs": list })))
+}
+
+async fn jobs_overview(state: web::Data<RestState>) -> Rest {
+    let jobs = state.dispatcher.list_jobs().await?;
+    let list: Vec<Value> = jobs
+        .iter()
+        .map(|j| {
+            let end = j.end_time_ms;
+            let duration = if end >= 0 {
+                end - j.start_time_ms
+            } else {
+                flint_common::process::epoch_ms() as i64 - j.start_time_ms
+            };
+            json!({
+                "jid": j.job_id,
+                "name": j.name,
+                "state": j.status,
+                "start-time": j.start_time_ms,
+                "end-time": end,
+                "duration": duration,
+                "last-modification": j.last_modification_ms,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "jobs": list })))
+}
+
+async fn job(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
+    let job_id = parse_job_id(&path)?;
+    let jobs = state.dispatcher.list_jobs().await?;
+    match jobs.iter().find(|j| j.job_id == job_id) {
+        Some(j) => Ok(HttpResponse::Ok().json(json!({ "jid": j.job_id, "name": j.name, "state": j.status }))),
+        None => Err(RestError::new(StatusCode::NOT_FOUND, format!("Job {job_id} not found"))),
+    }
+}
+
+async fn shutdown_cluster(state: web::Data<RestState>) -> Rest {
+    tracing::info!("shutdown requested through the REST API");
+    state.shutdown.cancel();
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+async fn static_file(req: HttpRequest) -> HttpResponse {
+    let path = req.path().trim_start_matches('/');
+    match flint_webui::asset(path) {
+        Some(asset) if req.method() == Method::GET => {
+            HttpResponse::Ok().content_type(asset.content_type).body(asset.body)
+        }
+        _ => not_found(req).await,
+    }
+}
+
+/// Unknown paths: 404 in Flink's words.
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let message = if req.method() == Method::GET {
+        format!("Unable to load requested file {}.", req.path())
+    } else {
+        format!("Not found: {}", req.path())
+    };
+    RestError::new(StatusCode::NOT_FOUND, message).error_response()
+}
+
+/// A path served for one method; any other method gets Flink's 404, not a 405.
+fn resource<F, Args>(path: &str, method: fn() -> actix_web::Route, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path).route(method().to(handler)).default_service(web::to(not_found))
+}
+
+fn api(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/config", web::get, config))
+        .service(resource("/overview", web::get, overview))
+        .service(resource("/taskmanagers", web::get, task_managers))
+        .service(resource("/taskmanagers/{taskmanagerid}", web::get, task_manager))
+        .service(resource("/jobmanager/config", web::get, jobmanager_config))
+        .service(resource("/jobmanager/environment", web::get, jobmanager_environment))
+        .service(resource("/jobmanager/logs", web::get, jobmanager_logs))
+        .service(resource("/jobs", web::get, jobs))
+        .service(resource("/jobs/overview", web::get, jobs_overview))
+        .service(resource("/jobs/{jobid}", web::get, job))
+        .service(resource("/cluster", web::delete, shutdown_cluster));
+}
+
+/// The whole application: API (versioned and not), dashboard, 404s.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::scope("/v1").configure(api).default_service(web::to(not_found)))
+        .configure(api)
+        .route("/", web::get().to(static_file))
+        .default_service(web::to(static_file));
+}

@@ -1,0 +1,190 @@
+//! The TaskManager process: one TaskExecutor with its slots.
+//!
+//! [`run`] starts, in order: the RPC service (on `taskmanager.bind-host` and a port from
+//! `taskmanager.rpc.port`), the data port reservation (`taskmanager.data.port`, used by
+//! the data plane later), and the TaskExecutor actor in its own actix system, which
+//! registers at the ResourceManager at `jobmanager.rpc.address:jobmanager.rpc.port`.
+//! It runs until the shutdown token is cancelled, then deregisters and stops.
+//!
+//! - [`task_executor`]: the TaskExecutor actor and its slot table.
+
+pub mod task_executor;
+
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+
+use flint_common::config::{options, ConfigError, Configuration};
+use flint_common::ids::ResourceId;
+use flint_common::messages::{endpoints, HardwareDescription, TaskExecutorMemoryConfiguration};
+use flint_common::process::{cpu_cores, machine_memory_bytes};
+use flint_common::resources::ResourceProfile;
+use flint_common::rpc::{RpcAddress, RpcService, RpcServiceConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::task_executor::{TaskExecutor, TaskExecutorDescription};
+
+/// Errors that stop the TaskManager from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskManagerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rpc(#[from] flint_common::rpc::service::RpcStartError),
+    #[error("could not reserve a data port on {bind_host} from taskmanager.data.port '{ports}': {reason}")]
+    DataPort { bind_host: String, ports: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The TaskManager's settings, read from the configuration.
+#[derive(Clone, Debug)]
+pub struct TaskManagerConfig {
+    pub host: String,
+    pub bind_host: String,
+    pub rpc_ports: Vec<u16>,
+    pub data_ports: Vec<u16>,
+    pub num_slots: u32,
+    pub resource_id: Option<String>,
+    pub resource_manager_address: RpcAddress,
+    pub heartbeat_timeout: Duration,
+    pub ask_timeout: Duration,
+    pub max_frame_size: usize,
+    pub registration_initial_backoff: Duration,
+    pub registration_max_backoff: Duration,
+    pub cpu_cores: f64,
+    pub task_heap: u64,
+    pub managed_memory: u64,
+    pub network_memory: u64,
+    pub process_size: u64,
+}
+
+/// The local address that routes to `host`: what peers there see us as. No packet is
+/// sent (connecting a UDP socket only picks a route).
+fn local_address_towards(host: &str, port: u16) -> Option<String> {
+    let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect((host, port)).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
+}
+
+impl TaskManagerConfig {
+    pub fn from_configuration(config: &Configuration) -> Result<Self, ConfigError> {
+        let jm_host = config.get(&options::JOB_MANAGER_RPC_ADDRESS)?;
+        let jm_port = config.get(&options::JOB_MANAGER_RPC_PORT)?;
+        let host = match config.get_optional(&options::TASK_MANAGER_HOST)? {
+            Some(h) => h,
+            None => local_address_towards(&jm_host, jm_port).unwrap_or_else(|| "localhost".into()),
+        };
+        let num_slots = config.get(&options::TASK_MANAGER_NUM_TASK_SLOTS)?;
+        Ok(Self {
+            bind_host: config.get_optional(&options::TASK_MANAGER_BIND_HOST)?.unwrap_or_else(|| "0.0.0.0".into()),
+            host,
+            rpc_ports: config.get(&options::TASK_MANAGER_RPC_PORT)?.ports(),
+            data_ports: config.get(&options::TASK_MANAGER_DATA_PORT)?.ports(),
+            num_slots,
+            resource_id: config.get_optional(&options::TASK_MANAGER_RESOURCE_ID)?,
+            resource_manager_address: RpcAddress::new(format!("{jm_host}:{jm_port}"), endpoints::RESOURCE_MANAGER),
+            heartbeat_timeout: config.get(&options::HEARTBEAT_TIMEOUT)?,
+            ask_timeout: config.get(&options::PEKKO_ASK_TIMEOUT)?,
+            max_frame_size: config.get(&options::PEKKO_FRAMESIZE)?.bytes() as usize,
+            registration_initial_backoff: config.get(&options::CLUSTER_REGISTRATION_INITIAL_TIMEOUT)?,
+            registration_max_backoff: config.get(&options::CLUSTER_REGISTRATION_MAX_TIMEOUT)?,
+            cpu_cores: config.get_optional(&options::TASK_MANAGER_CPU_CORES)?.unwrap_or(f64::from(num_slots)),
+            task_heap: config.get_optional(&options::TASK_MANAGER_TASK_HEAP_SIZE)?.map_or(0, |m| m.bytes()),
+            managed_memory: config.get(&options::TASK_MANAGER_MANAGED_MEMORY_SIZE)?.bytes(),
+            network_memory: config.get(&options::TASK_MANAGER_NETWORK_MEMORY_MIN)?.bytes(),
+            process_size: config.get_optional(&options::TASK_MANAGER_PROCESS_SIZE)?.map_or(0, |m| m.bytes()),
+        })
+    }
+
+    /// Total resources, and those of one slot (an equal share).
+    fn profiles(&self) -> (ResourceProfile, ResourceProfile) {
+        let mib = 1024 * 1024;
+        let total = ResourceProfile {
+            cpu_cores: self.cpu_cores,
+            task_heap_mb: self.task_heap / mib,
+            task_off_heap_mb: 0,
+            managed_mb: self.managed_memory / mib,
+            network_mb: self.network_memory / mib,
+        };
+        let n = u64::from(self.num_slots.max(1));
+        let slot = ResourceProfile {
+            cpu_cores: total.cpu_cores / n as f64,
+            task_heap_mb: total.task_heap_mb / n,
+            task_off_heap_mb: 0,
+            managed_mb: total.managed_mb / n,
+            network_mb: total.network_mb / n,
+        };
+        (total, slot)
+    }
+}
+
+fn reserve_data_port(config: &TaskManagerConfig) -> Result<TcpListener, TaskManagerError> {
+    let mut last = String::from("no ports given");
+    for port in &config.data_ports {
+        match TcpListener::bind((config.bind_host.as_str(), *port)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(TaskManagerError::DataPort {
+        bind_host: config.bind_host.clone(),
+        ports: format!("{:?}", config.data_ports),
+        reason: last,
+    })
+}
+
+/// Runs a TaskManager until `shutdown` is cancelled.
+pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), TaskManagerError> {
+    let tm = TaskManagerConfig::from_configuration(&config)?;
+    let rpc = RpcService::start(RpcServiceConfig {
+        bind_host: tm.bind_host.clone(),
+        ports: tm.rpc_ports.clone(),
+        advertised_host: tm.host.clone(),
+        max_frame_size: tm.max_frame_size,
+        connect_timeout: tm.ask_timeout,
+    })?;
+    let data_listener = reserve_data_port(&tm)?;
+    let data_port = data_listener.local_addr()?.port();
+    let resource_id = match &tm.resource_id {
+        Some(id) => ResourceId::new(id.clone()),
+        None => ResourceId::generate_for(&tm.host, rpc.port()),
+    };
+    let (physical, available) = machine_memory_bytes();
+    let (total_resource, slot_resource) = tm.profiles();
+    let description = TaskExecutorDescription {
+        resource_id: resource_id.clone(),
+        data_port,
+        hardware: HardwareDescription {
+            cpu_cores: cpu_cores(),
+            physical_memory: physical,
+            free_memory: available,
+            managed_memory: tm.managed_memory,
+        },
+        memory: TaskExecutorMemoryConfiguration {
+            task_heap: tm.task_heap,
+            network_memory: tm.network_memory,
+            managed_memory: tm.managed_memory,
+            total_flink_memory: tm.task_heap + tm.network_memory + tm.managed_memory,
+            total_process_memory: tm.process_size,
+            ..Default::default()
+        },
+        total_resource,
+        slot_resource,
+    };
+    info!(%resource_id, rpc = %rpc.host_port(), data_port, slots = tm.num_slots, "starting task manager");
+
+    let system = actix::System::new();
+    let result = system.block_on(async {
+        let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description));
+        task_executor::register_endpoint(&rpc, te.clone());
+        flint_common::process::shutdown_on_signals(shutdown.clone());
+        shutdown.cancelled().await;
+        info!("stopping task manager");
+        let _ = te.send(task_executor::Shutdown).await;
+    });
+    rpc.stop();
+    drop(data_listener);
+    info!("task manager stopped");
+    Ok(result)
+}

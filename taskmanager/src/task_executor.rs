@@ -1,0 +1,358 @@
+//! The TaskExecutor actor: finds the ResourceManager, registers (with retry and
+//! backoff), answers heartbeats with its slot report, and registers again whenever the
+//! ResourceManager restarts, tells it that it is unknown, or goes silent.
+//!
+//! ```text
+//!   Disconnected --register ok--> Registered --timeout / disconnect / new leader--> Disconnected
+//!        ^  |                                                                          |
+//!        |  +--error: retry after backoff (initial-timeout, doubling, max-timeout)     |
+//!        +----------------------------------------------------------------------------+
+//! ```
+//!
+//! Loss of the ResourceManager is noticed three ways: no heartbeat request within
+//! `heartbeat.timeout`; the ResourceManager telling us to disconnect; or the connection
+//! to it breaking, after which the current leader is asked for its session id and a
+//! changed (or missing) one triggers registration.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use flint_common::ids::{InstanceId, LeaderSessionId, ResourceId, SlotId};
+use flint_common::messages::*;
+use flint_common::process::resident_memory_bytes;
+use flint_common::resources::{ResourceProfile, SlotReport, SlotStatus};
+use flint_common::rpc::{Endpoint, RpcAddress, RpcError, RpcService, PROTOCOL_VERSION};
+use tracing::{debug, error, info, warn};
+
+use crate::TaskManagerConfig;
+
+/// The slots of this TaskExecutor. All free until job scheduling allocates them.
+pub struct SlotTable {
+    slots: Vec<SlotStatus>,
+}
+
+impl SlotTable {
+    pub fn new(resource_id: &ResourceId, count: u32, profile: ResourceProfile) -> Self {
+        let slots = (0..count)
+            .map(|i| SlotStatus {
+                slot_id: SlotId::new(resource_id.clone(), i),
+                profile,
+                allocation_id: None,
+                job_id: None,
+            })
+            .collect();
+        Self { slots }
+    }
+
+    pub fn report(&self) -> SlotReport {
+        SlotReport { slots: self.slots.clone() }
+    }
+}
+
+struct Connection {
+    gateway: ResourceManagerGateway,
+    session: LeaderSessionId,
+    instance_id: InstanceId,
+    last_heartbeat: Instant,
+}
+
+/// What a TaskExecutor tells the ResourceManager about itself.
+#[derive(Clone)]
+pub struct TaskExecutorDescription {
+    pub resource_id: ResourceId,
+    pub data_port: u16,
+    pub hardware: HardwareDescription,
+    pub memory: TaskExecutorMemoryConfiguration,
+    pub total_resource: ResourceProfile,
+    pub slot_resource: ResourceProfile,
+}
+
+pub struct TaskExecutor {
+    rpc: RpcService,
+    config: TaskManagerConfig,
+    description: TaskExecutorDescription,
+    slots: SlotTable,
+    resource_manager: RpcAddress,
+    connection: Option<Connection>,
+    /// Bumped by every registration start; answers of older attempts are ignored.
+    registration_generation: u64,
+    registering: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Registered {
+    generation: u64,
+    session: LeaderSessionId,
+    instance_id: InstanceId,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PeerDisconnected(String);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LeaderChecked {
+    session: LeaderSessionId,
+    result: Result<LeaderInfo, RpcError>,
+}
+
+/// Graceful stop: tell the ResourceManager we are leaving.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl TaskExecutor {
+    pub fn new(rpc: RpcService, config: TaskManagerConfig, description: TaskExecutorDescription) -> Self {
+        let slots = SlotTable::new(&description.resource_id, config.num_slots, description.slot_resource);
+        let resource_manager = config.resource_manager_address.clone();
+        Self {
+            rpc,
+            config,
+            description,
+            slots,
+            resource_manager,
+            connection: None,
+            registration_generation: 0,
+            registering: false,
+        }
+    }
+
+    fn gateway(&self, token: Option<LeaderSessionId>) -> ResourceManagerGateway {
+        ResourceManagerGateway(
+            RemoteEndpoint::new(self.rpc.clone(), self.resource_manager.clone(), self.config.ask_timeout)
+                .with_token(token),
+        )
+    }
+
+    fn registration(&self) -> RegisterTaskExecutor {
+        let d = &self.description;
+        RegisterTaskExecutor {
+            protocol_version: PROTOCOL_VERSION,
+            resource_id: d.resource_id.clone(),
+            address: self.rpc.address_of(endpoints::TASK_EXECUTOR),
+            data_port: d.data_port,
+            hardware: d.hardware.clone(),
+            memory: d.memory.clone(),
+            total_resource: d.total_resource,
+            default_slot_resource: d.slot_resource,
+            slot_report: self.slots.report(),
+        }
+    }
+
+    /// Drops the current connection (if any) and registers anew in the background.
+    fn start_registration(&mut self, ctx: &mut Context<Self>, reason: &str) {
+        if let Some(old) = self.connection.take() {
+            info!(reason, session = %old.session, "disconnected from the resource manager");
+        }
+        if self.registering {
+            return;
+        }
+        self.registering = true;
+        self.registration_generation += 1;
+        let generation = self.registration_generation;
+        let unfenced = self.gateway(None);
+        let registration = self.registration();
+        let initial = self.config.registration_initial_backoff;
+        let max = self.config.registration_max_backoff;
+        let addr = ctx.address();
+        let target = self.resource_manager.clone();
+        info!(resource_manager = %target, reason, "registering at the resource manager");
+        actix::spawn(async move {
+            let mut backoff = initial;
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                let outcome = register_once(&unfenced, &registration).await;
+                match outcome {
+                    Ok((session, instance_id)) => {
+                        addr.do_send(Registered { generation, session, instance_id });
+                        return;
+                    }
+                    Err(RegistrationFailure::Rejected(reason)) => {
+                        error!(attempt, reason, "the resource manager refused the registration")
+                    }
+                    Err(RegistrationFailure::Failed(reason)) => {
+                        if attempt == 1 || attempt % 10 == 0 {
+                            warn!(attempt, resource_manager = %target, reason, "registration failed; retrying")
+                        } else {
+                            debug!(attempt, reason, "registration failed; retrying")
+                        }
+                    }
+                }
+                if !addr.connected() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max);
+            }
+        });
+    }
+}
+
+enum RegistrationFailure {
+    Rejected(String),
+    Failed(String),
+}
+
+/// One registration attempt: learn the leader's session, then register fenced by it.
+async fn register_once(
+    unfenced: &ResourceManagerGateway,
+    registration: &RegisterTaskExecutor,
+) -> Result<(LeaderSessionId, InstanceId), RegistrationFailure> {
+    let info = unfenced.identify().await.map_err(|e| RegistrationFailure::Failed(e.to_string()))?;
+    let session = info
+        .leader_session_id
+        .ok_or_else(|| RegistrationFailure::Failed("the resource manager has no leader yet".into()))?;
+    let fenced = ResourceManagerGateway(unfenced.0.clone().with_token(Some(session)));
+    match fenced.register_task_executor(registration).await {
+        Ok(RegistrationResponse::Success { instance_id, .. }) => Ok((session, instance_id)),
+        Ok(RegistrationResponse::Rejected { reason }) => Err(RegistrationFailure::Rejected(reason)),
+        Err(e) => Err(RegistrationFailure::Failed(e.to_string())),
+    }
+}
+
+impl Actor for TaskExecutor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Forward broken outbound connections into the mailbox.
+        let mut disconnects = self.rpc.disconnects();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            loop {
+                match disconnects.recv().await {
+                    Ok(peer) => addr.do_send(PeerDisconnected(peer)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let check_every = (self.config.heartbeat_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        ctx.run_interval(check_every, |act, ctx| {
+            let timeout = act.config.heartbeat_timeout;
+            if act.connection.as_ref().is_some_and(|c| c.last_heartbeat.elapsed() > timeout) {
+                let reason = format!("no heartbeat from the resource manager within {} ms", timeout.as_millis());
+                act.start_registration(ctx, &reason);
+            }
+        });
+        self.start_registration(ctx, "task executor started");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.rpc.unregister_endpoint(endpoints::TASK_EXECUTOR);
+    }
+}
+
+impl Handler<Registered> for TaskExecutor {
+    type Result = ();
+    fn handle(&mut self, msg: Registered, _ctx: &mut Context<Self>) {
+        if msg.generation != self.registration_generation {
+            return;
+        }
+        self.registering = false;
+        info!(session = %msg.session, instance_id = %msg.instance_id, resource_id = %self.description.resource_id,
+            "registered at the resource manager");
+        self.connection = Some(Connection {
+            gateway: self.gateway(Some(msg.session)),
+            session: msg.session,
+            instance_id: msg.instance_id,
+            last_heartbeat: Instant::now(),
+        });
+    }
+}
+
+impl Handler<HeartbeatFromResourceManager> for TaskExecutor {
+    type Result = MessageResult<HeartbeatFromResourceManager>;
+    fn handle(&mut self, msg: HeartbeatFromResourceManager, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(c) = self.connection.as_mut() {
+            if c.session == msg.resource_manager_session {
+                c.last_heartbeat = Instant::now();
+            }
+        }
+        MessageResult(TaskExecutorHeartbeatPayload {
+            resource_id: self.description.resource_id.clone(),
+            slot_report: self.slots.report(),
+            process_memory: resident_memory_bytes(),
+        })
+    }
+}
+
+impl Handler<DisconnectResourceManager> for TaskExecutor {
+    type Result = ();
+    fn handle(&mut self, msg: DisconnectResourceManager, ctx: &mut Context<Self>) {
+        let ours = self.connection.as_ref().map(|c| c.session);
+        if msg.resource_manager_session.is_none() || msg.resource_manager_session == ours || ours.is_none() {
+            let reason = format!("the resource manager disconnected us: {}", msg.reason);
+            self.start_registration(ctx, &reason);
+        }
+    }
+}
+
+impl Handler<PeerDisconnected> for TaskExecutor {
+    type Result = ();
+    fn handle(&mut self, msg: PeerDisconnected, ctx: &mut Context<Self>) {
+        let Some(connection) = self.connection.as_ref() else { return };
+        if msg.0 != self.resource_manager.host_port {
+            return;
+        }
+        // The connection broke: is the leader we registered with still there?
+        let session = connection.session;
+        let gateway = self.gateway(None);
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = gateway.identify().await;
+            addr.do_send(LeaderChecked { session, result });
+        });
+    }
+}
+
+impl Handler<LeaderChecked> for TaskExecutor {
+    type Result = ();
+    fn handle(&mut self, msg: LeaderChecked, ctx: &mut Context<Self>) {
+        if self.connection.as_ref().map(|c| c.session) != Some(msg.session) {
+            return;
+        }
+        match msg.result {
+            Ok(info) if info.leader_session_id == Some(msg.session) => {
+                debug!("connection to the resource manager was re-established; same leader")
+            }
+            Ok(_) => self.start_registration(ctx, "the resource manager has a new leader session"),
+            Err(e) => self.start_registration(ctx, &format!("lost the connection to the resource manager: {e}")),
+        }
+    }
+}
+
+impl Handler<Shutdown> for TaskExecutor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let connection = self.connection.take();
+        let resource_id = self.description.resource_id.clone();
+        self.registration_generation += 1;
+        ctx.stop();
+        Box::pin(async move {
+            if let Some(c) = connection {
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    c.gateway.disconnect_task_manager(resource_id, "the task manager is shutting down"),
+                )
+                .await
+                {
+                    Ok(Ok(())) => info!(instance_id = %c.instance_id, "deregistered from the resource manager"),
+                    Ok(Err(e)) => debug!(error = %e, "could not deregister from the resource manager"),
+                    Err(_) => debug!("deregistering from the resource manager timed out"),
+                }
+            }
+        })
+    }
+}
+
+/// Registers the TaskExecutor's endpoint (unfenced: its peers are fenced instead).
+pub fn register_endpoint(rpc: &RpcService, addr: Addr<TaskExecutor>) {
+    rpc.register_endpoint(
+        Endpoint::new(endpoints::TASK_EXECUTOR)
+            .on_actor::<HeartbeatFromResourceManager, _>(addr.clone())
+            .on_actor::<DisconnectResourceManager, _>(addr),
+    );
+}

@@ -1,0 +1,1 @@
+//! Test harness for integration tests that start real Flint processes.
