@@ -1,1 +1,355 @@
 //! Test harness for integration tests that start real Flint processes.
+//!
+//! A [`Harness`] owns a fresh Flint "home" under the system temp directory (its own
+//! `conf/`, `log/` and pid directory), picks free ports, starts the real binaries (built
+//! by the same `cargo` profile as the test) directly or through the real scripts, and
+//! talks to them over REST. Every wait has a deadline and prints the tails of all
+//! process logs when it runs out. On drop, every process it started — directly or via
+//! the scripts' pid files — is killed by pid.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding the binaries of the profile this test was built with.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLINT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+/// The repository root (for `scripts/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn is_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// A process started directly by the harness.
+pub struct Process {
+    pub name: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Process {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        signal(self.pid(), nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `deadline` for the exit code.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<i32> {
+        signal(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(deadline)
+    }
+
+    /// Waits for the process to exit on its own; `None` if it did not within `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+    }
+}
+
+/// An HTTP answer: status code and parsed JSON body (or `Value::Null`).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's Flint installation and the processes it runs.
+pub struct Harness {
+    pub home: PathBuf,
+    pub conf_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub pid_dir: PathBuf,
+    pub rest_port: u16,
+    pub rpc_port: u16,
+    config: BTreeMap<String, String>,
+    processes: Vec<Process>,
+    agent: ureq::Agent,
+}
+
+impl Harness {
+    /// A fresh home with free REST and RPC ports and fast-failing defaults.
+    pub fn new(test_name: &str) -> Self {
+        let home = std::env::temp_dir().join(format!(
+            "flint-it-{}-{}-{}",
+            test_name,
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&home);
+        let conf_dir = home.join("conf");
+        let log_dir = home.join("log");
+        let pid_dir = home.join("pids");
+        for d in [&conf_dir, &log_dir, &pid_dir] {
+            fs::create_dir_all(d).expect("create harness dirs");
+        }
+        let rest_port = free_port();
+        let rpc_port = free_port();
+        let mut config = BTreeMap::new();
+        for (k, v) in [
+            ("jobmanager.rpc.address", "localhost".to_string()),
+            ("jobmanager.rpc.port", rpc_port.to_string()),
+            ("jobmanager.bind-host", "localhost".to_string()),
+            ("taskmanager.bind-host", "localhost".to_string()),
+            ("taskmanager.host", "localhost".to_string()),
+            ("rest.address", "localhost".to_string()),
+            ("rest.bind-address", "localhost".to_string()),
+            ("rest.port", rest_port.to_string()),
+            ("env.log.dir", log_dir.display().to_string()),
+            ("env.pid.dir", pid_dir.display().to_string()),
+            ("cluster.registration.max-timeout", "1 s".to_string()),
+        ] {
+            config.insert(k.to_string(), v);
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let harness = Self { home, conf_dir, log_dir, pid_dir, rest_port, rpc_port, config, processes: Vec::new(), agent };
+        harness.write_config();
+        harness
+    }
+
+    /// Sets a configuration key (written to `conf/config.yaml` at once).
+    pub fn set(&mut self, key: &str, value: impl ToString) -> &mut Self {
+        self.config.insert(key.to_string(), value.to_string());
+        self.write_config();
+        self
+    }
+
+    fn write_config(&self) {
+        let mut text = String::from("# written by the Flint test harness\n");
+        for (k, v) in &self.config {
+            text.push_str(&format!("{k}: \"{v}\"\n"));
+        }
+        fs::write(self.conf_dir.join("config.yaml"), text).expect("write config.yaml");
+    }
+
+    /// Writes `conf/masters` and `conf/workers`.
+    pub fn write_hosts(&self, masters: &[&str], workers: &[&str]) {
+        fs::write(self.conf_dir.join("masters"), masters.join("\n") + "\n").expect("masters");
+        fs::write(self.conf_dir.join("workers"), workers.join("\n") + "\n").expect("workers");
+    }
+
+    fn spawn(&mut self, binary: &str, name: &str, extra: &[String]) -> &mut Process {
+        let log = self.log_dir.join(format!("{name}.log"));
+        let out = fs::File::create(self.log_dir.join(format!("{name}.out"))).expect("create .out");
+        let err = out.try_clone().expect("clone .out");
+        let mut cmd = Command::new(bin_dir().join(binary));
+        cmd.arg("--configDir").arg(&self.conf_dir);
+        for d in extra {
+            cmd.arg("-D").arg(d);
+        }
+        cmd.env("FLINT_LOG_FILE", &log).env("RUST_LOG", "info,flint=debug").stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("could not start {binary} from {}: {e}", bin_dir().display()));
+        self.processes.push(Process { name: name.to_string(), log, child });
+        self.processes.last_mut().expect("just pushed")
+    }
+
+    /// Starts a jobmanager directly (not through the scripts).
+    pub fn start_jobmanager(&mut self, name: &str) -> usize {
+        self.spawn("flint-jobmanager", name, &[]);
+        self.processes.len() - 1
+    }
+
+    /// Starts a taskmanager directly, with extra `-D` settings.
+    pub fn start_taskmanager(&mut self, name: &str, extra: &[String]) -> usize {
+        self.spawn("flint-taskmanager", name, extra);
+        self.processes.len() - 1
+    }
+
+    pub fn process(&mut self, index: usize) -> &mut Process {
+        &mut self.processes[index]
+    }
+
+    /// Runs one of `scripts/` with this home's conf, log and pid dirs.
+    pub fn script(&self, name: &str, args: &[&str]) -> Output {
+        let output = Command::new("bash")
+            .arg(repo_root().join("scripts").join(name))
+            .args(args)
+            .env("FLINT_CONF_DIR", &self.conf_dir)
+            .env("FLINT_LOG_DIR", &self.log_dir)
+            .env("FLINT_PID_DIR", &self.pid_dir)
+            .env("FLINT_BIN_DIR", bin_dir())
+            .env("RUST_LOG", "info,flint=debug")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("could not run scripts/{name}: {e}"));
+        if !output.status.success() {
+            self.dump_logs();
+            panic!(
+                "scripts/{name} {args:?} failed with {}:\nstdout:\n{}\nstderr:\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        output
+    }
+
+    /// Pids recorded in the scripts' pid files.
+    pub fn script_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        if let Ok(entries) = fs::read_dir(&self.pid_dir) {
+            for entry in entries.flatten() {
+                if let Ok(text) = fs::read_to_string(entry.path()) {
+                    pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                }
+            }
+        }
+        pids
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.rest_port, path)
+    }
+
+    fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, String> {
+        let mut response = result.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let mut text = String::new();
+        response.body_mut().as_reader().read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Reply { status, body, text })
+    }
+
+    /// `GET` on the REST port; `Err` when the server cannot be reached.
+    pub fn get(&self, path: &str) -> Result<Reply, String> {
+        Self::reply(self.agent.get(&self.url(path)).call())
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Reply, String> {
+        Self::reply(self.agent.delete(&self.url(path)).call())
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Reply, String> {
+        Self::reply(self.agent.post(&self.url(path)).send_json(body))
+    }
+
+    /// `GET` that must answer 200 with JSON.
+    pub fn get_ok(&self, path: &str) -> Value {
+        match self.get(path) {
+            Ok(r) if r.status == 200 => r.body,
+            other => {
+                self.dump_logs();
+                panic!("GET {path} did not answer 200: {other:?}");
+            }
+        }
+    }
+
+    /// Polls `check` until it returns `Some`, at most `deadline`; on time-out prints the
+    /// logs and fails naming `what`.
+    pub fn wait_for<T>(&self, what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            if Instant::now() >= until {
+                self.dump_logs();
+                panic!("timed out after {deadline:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `/overview` satisfies `check`; returns it.
+    pub fn wait_for_overview(&self, what: &str, deadline: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(what, deadline, || {
+            let reply = self.get("/overview").ok()?;
+            (reply.status == 200 && check(&reply.body)).then_some(reply.body)
+        })
+    }
+
+    /// Prints the last lines of every log and out file.
+    pub fn dump_logs(&self) {
+        eprintln!("===== logs of {} =====", self.home.display());
+        let mut files: Vec<PathBuf> =
+            fs::read_dir(&self.log_dir).map(|e| e.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        files.sort();
+        for file in files {
+            let text = fs::read_to_string(&file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!("----- {} ({} lines, last {}) -----", file.display(), lines.len(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for p in &mut self.processes {
+            if p.is_running() {
+                p.kill9();
+            }
+        }
+        for pid in self.script_pids() {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("flint-") {
+                signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.home);
+        }
+    }
+}
