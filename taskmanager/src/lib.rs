@@ -175,7 +175,7 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     info!(%resource_id, rpc = %rpc.host_port(), data_port, slots = tm.num_slots, "starting task manager");
 
     let system = actix::System::new();
-    let result = system.block_on(async {
+    system.block_on(async {
         let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description));
         task_executor::register_endpoint(&rpc, te.clone());
         flint_common::process::shutdown_on_signals(shutdown.clone());
@@ -186,5 +186,5 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     rpc.stop();
     drop(data_listener);
     info!("task manager stopped");
-    Ok(result)
+    Ok(())
 }

@@ -174,7 +174,7 @@ impl TaskExecutor {
                         error!(attempt, reason, "the resource manager refused the registration")
                     }
                     Err(RegistrationFailure::Failed(reason)) => {
-                        if attempt == 1 || attempt % 10 == 0 {
+                        if attempt == 1 || attempt.is_multiple_of(10) {
                             warn!(attempt, resource_manager = %target, reason, "registration failed; retrying")
                         } else {
                             debug!(attempt, reason, "registration failed; retrying")

@@ -161,7 +161,8 @@ impl Harness {
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        let harness = Self { home, conf_dir, log_dir, pid_dir, rest_port, rpc_port, config, processes: Vec::new(), agent };
+        let harness =
+            Self { home, conf_dir, log_dir, pid_dir, rest_port, rpc_port, config, processes: Vec::new(), agent };
         harness.write_config();
         harness
     }
@@ -196,8 +197,13 @@ impl Harness {
         for d in extra {
             cmd.arg("-D").arg(d);
         }
-        cmd.env("FLINT_LOG_FILE", &log).env("RUST_LOG", "info,flint=debug").stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("could not start {binary} from {}: {e}", bin_dir().display()));
+        cmd.env("FLINT_LOG_FILE", &log)
+            .env("RUST_LOG", "info,flint=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child =
+            cmd.spawn().unwrap_or_else(|e| panic!("could not start {binary} from {}: {e}", bin_dir().display()));
         self.processes.push(Process { name: name.to_string(), log, child });
         self.processes.last_mut().expect("just pushed")
     }

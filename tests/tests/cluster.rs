@@ -211,5 +211,9 @@ fn rest_api_matches_flink_field_names_types_and_status_codes() {
     // The dashboard is served at the root.
     let root = h.get("/").unwrap();
     assert_eq!(root.status, 200);
-    assert!(root.text.contains("<html") || root.text.contains("<!DOCTYPE"), "{}", &root.text[..200.min(root.text.len())]);
+    assert!(
+        root.text.contains("<html") || root.text.contains("<!DOCTYPE"),
+        "{}",
+        &root.text[..200.min(root.text.len())]
+    );
 }

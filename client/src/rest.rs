@@ -1,0 +1,262 @@
+//! A small blocking client for the JobManager's REST API (plain HTTP, JSON).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use ureq::Agent;
+
+/// Talks to one JobManager REST endpoint.
+pub struct RestClient {
+    agent: Agent,
+    base_url: String,
+}
+
+/// Why a REST call failed.
+#[derive(Debug)]
+pub enum RestError {
+    /// The cluster could not be reached at all.
+    Connect { base_url: String, reason: String },
+    /// The cluster answered with an error status.
+    Status {
+        base_url: String,
+        path: String,
+        status: u16,
+        /// The messages of a `{"errors": [...]}` body, else the raw body.
+        errors: Vec<String>,
+    },
+    /// The answer could not be read or understood.
+    Response { base_url: String, path: String, reason: String },
+}
+
+impl fmt::Display for RestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestError::Connect { base_url, reason } => {
+                write!(f, "Could not connect to the Flint cluster at {base_url}: {reason}")
+            }
+            RestError::Status { base_url, path, status, errors } => {
+                write!(f, "The Flint cluster at {base_url} answered GET {path} with HTTP {status}")?;
+                if let Some(reason) = status_reason(*status) {
+                    write!(f, " {reason}")?;
+                }
+                match errors.as_slice() {
+                    [] => Ok(()),
+                    [one] => write!(f, ": {one}"),
+                    many => {
+                        write!(f, ":")?;
+                        for error in many {
+                            write!(f, "\n  {error}")?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            RestError::Response { base_url, path, reason } => {
+                write!(f, "Unexpected answer from the Flint cluster at {base_url} to GET {path}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RestError {}
+
+impl RestClient {
+    /// A client for the endpoint at `base_url` (e.g. `http://localhost:8081`).
+    pub fn new(base_url: &str) -> RestClient {
+        let agent: Agent = Agent::config_builder()
+            // Error statuses are answers too: their body carries the message.
+            .http_status_as_error(false)
+            // Like Flink's REST client, talk to the cluster directly.
+            .proxy(None)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            .user_agent(concat!("flint/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        RestClient { agent, base_url: base_url.trim_end_matches('/').to_string() }
+    }
+
+    /// The base URL this client talks to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET path` and decodes the JSON answer.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
+        let url = format!("{}{path}", self.base_url);
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("Accept", "application/json")
+            .call()
+            .map_err(|e| RestError::Connect { base_url: self.base_url.clone(), reason: connect_reason(&e) })?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().map_err(|e| self.response_error(path, e.to_string()))?;
+        if !(200..300).contains(&status) {
+            return Err(RestError::Status {
+                base_url: self.base_url.clone(),
+                path: path.to_string(),
+                status,
+                errors: error_messages(&body),
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| self.response_error(path, e.to_string()))
+    }
+
+    fn response_error(&self, path: &str, reason: String) -> RestError {
+        RestError::Response { base_url: self.base_url.clone(), path: path.to_string(), reason }
+    }
+}
+
+fn connect_reason(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Io(e) => e.to_string(),
+        ureq::Error::HostNotFound => "host not found".to_string(),
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        other => other.to_string(),
+    }
+}
+
+/// Extracts the messages of a REST error body (`{"errors": ["..."]}`); any
+/// other non-empty body is returned as one (shortened) message.
+pub fn error_messages(body: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        errors: Vec<serde_json::Value>,
+    }
+    if let Ok(parsed) = serde_json::from_str::<ErrorBody>(body) {
+        return parsed
+            .errors
+            .into_iter()
+            .map(|e| match e {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect();
+    }
+    let body = body.trim();
+    if body.is_empty() {
+        return Vec::new();
+    }
+    const MAX: usize = 500;
+    if body.chars().count() > MAX {
+        let short: String = body.chars().take(MAX).collect();
+        vec![format!("{short}...")]
+    } else {
+        vec![body.to_string()]
+    }
+}
+
+fn status_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// Serves one canned HTTP response on a local port; returns the base URL.
+    fn serve_once(status: &str, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let status = status.to_string();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn get_json_decodes_success() {
+        let (url, server) = serve_once("200 OK", r#"{"taskmanagers":3}"#);
+        let value: serde_json::Value = RestClient::new(&url).get_json("/overview").unwrap();
+        assert_eq!(value["taskmanagers"], 3);
+        let request = server.join().unwrap();
+        assert!(request.starts_with("GET /overview HTTP/1.1\r\n"), "{request}");
+    }
+
+    #[test]
+    fn get_json_reports_rest_errors() {
+        let (url, server) = serve_once("404 Not Found", r#"{"errors":["Not found: /nope"]}"#);
+        let err = RestClient::new(&url).get_json::<serde_json::Value>("/nope").unwrap_err();
+        server.join().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("The Flint cluster at {url} answered GET /nope with HTTP 404 Not Found: Not found: /nope")
+        );
+    }
+
+    #[test]
+    fn get_json_reports_bad_json() {
+        let (url, server) = serve_once("200 OK", "not json");
+        let err = RestClient::new(&url).get_json::<serde_json::Value>("/overview").unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, RestError::Response { .. }), "{err}");
+    }
+
+    #[test]
+    fn unreachable_cluster() {
+        // Bind and drop, so the port is (almost certainly) closed.
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}");
+        let err = RestClient::new(&url).get_json::<serde_json::Value>("/overview").unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with(&format!("Could not connect to the Flint cluster at {url}: ")), "{message}");
+    }
+
+    #[test]
+    fn error_message_extraction() {
+        assert_eq!(error_messages(r#"{"errors":["a","b"]}"#), vec!["a", "b"]);
+        assert_eq!(error_messages(r#"{"errors":[{"x":1}]}"#), vec![r#"{"x":1}"#]);
+        assert_eq!(error_messages("  plain text "), vec!["plain text"]);
+        assert!(error_messages("").is_empty());
+        let long = "x".repeat(600);
+        assert_eq!(error_messages(&long)[0].len(), 503);
+    }
+
+    #[test]
+    fn multiple_errors_are_listed() {
+        let err = RestError::Status {
+            base_url: "http://h:1".into(),
+            path: "/p".into(),
+            status: 500,
+            errors: vec!["first".into(), "second".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "The Flint cluster at http://h:1 answered GET /p with HTTP 500 Internal Server Error:\n  first\n  second"
+        );
+    }
+}
