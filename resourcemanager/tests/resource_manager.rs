@@ -123,7 +123,11 @@ impl Cluster {
         }
     }
 
-    async fn wait_for_overview(&self, from: &RpcService, check: impl Fn(&ResourceOverview) -> bool) -> ResourceOverview {
+    async fn wait_for_overview(
+        &self,
+        from: &RpcService,
+        check: impl Fn(&ResourceOverview) -> bool,
+    ) -> ResourceOverview {
         let until = Instant::now() + DEADLINE;
         loop {
             if let Ok(Ok(o)) = self.gateway(from, None).overview().await {
@@ -152,7 +156,8 @@ async fn registration_is_fenced_and_counted() {
     let te = FakeTaskExecutor::start(2);
     let session = cluster.leader_session(&te.rpc).await;
 
-    let reply = cluster.gateway(&te.rpc, Some(session)).register_task_executor(&te.registration(PROTOCOL_VERSION)).await;
+    let reply =
+        cluster.gateway(&te.rpc, Some(session)).register_task_executor(&te.registration(PROTOCOL_VERSION)).await;
     assert!(matches!(reply, Ok(RegistrationResponse::Success { .. })), "{reply:?}");
     let o = cluster.wait_for_overview(&te.rpc, |o| o.task_managers == 1).await;
     assert_eq!((o.slots_total, o.slots_free), (2, 2));
@@ -229,7 +234,8 @@ async fn a_silent_task_executor_is_removed_after_the_heartbeat_timeout() {
     let healthy = FakeTaskExecutor::start(1);
     let session = cluster.leader_session(&silent.rpc).await;
     for te in [&silent, &healthy] {
-        let r = cluster.gateway(&te.rpc, Some(session)).register_task_executor(&te.registration(PROTOCOL_VERSION)).await;
+        let r =
+            cluster.gateway(&te.rpc, Some(session)).register_task_executor(&te.registration(PROTOCOL_VERSION)).await;
         assert!(matches!(r, Ok(RegistrationResponse::Success { .. })));
     }
     cluster.wait_for_overview(&healthy.rpc, |o| o.task_managers == 2 && o.slots_total == 3).await;
