@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{InstanceId, JobId, LeaderSessionId, ResourceId};
+use crate::ids::{AllocationId, InstanceId, JobId, LeaderSessionId, ResourceId, SlotId};
 use crate::resources::{ResourceProfile, SlotReport};
 use crate::rpc::{RpcAddress, RpcError, RpcMessage, RpcService};
 use crate::rpc_message;
@@ -127,6 +127,94 @@ pub struct DisconnectResourceManager {
 }
 
 rpc_message!(unfenced DisconnectResourceManager => ());
+
+// ---------------------------------------------------------------------------------
+// Slots: JobMaster → ResourceManager → TaskExecutor → JobMaster
+
+/// A JobMaster asks for one slot (fenced by the ResourceManager's session). The slot
+/// arrives later as an [`OfferSlots`] from the TaskExecutor that got it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestSlot {
+    pub job_id: JobId,
+    pub allocation_id: AllocationId,
+    pub profile: ResourceProfile,
+    /// Where the TaskExecutor offers the slot.
+    pub job_master: RpcAddress,
+}
+
+rpc_message!(fenced RequestSlot => Result<(), ResourceManagerError>);
+
+/// A JobMaster no longer needs a requested slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelSlotRequest {
+    pub allocation_id: AllocationId,
+}
+
+rpc_message!(fenced CancelSlotRequest => bool);
+
+/// A TaskExecutor freed a slot (its JobMaster released it, or the offer was refused).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotifySlotAvailable {
+    pub resource_id: ResourceId,
+    pub slot_id: SlotId,
+    pub allocation_id: AllocationId,
+}
+
+rpc_message!(fenced NotifySlotAvailable => ());
+
+/// ResourceManager → TaskExecutor: allocate this slot for a job and offer it to the
+/// job's JobMaster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocateSlot {
+    pub slot_id: SlotId,
+    pub job_id: JobId,
+    pub allocation_id: AllocationId,
+    pub profile: ResourceProfile,
+    pub job_master: RpcAddress,
+    pub resource_manager_session: LeaderSessionId,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum SlotAllocationError {
+    #[error("slot {slot_id} is allocated to {allocation_id} of job {job_id}")]
+    SlotOccupied { slot_id: SlotId, allocation_id: AllocationId, job_id: JobId },
+    #[error("no slot {slot_id} at this task executor")]
+    UnknownSlot { slot_id: SlotId },
+    #[error("the task executor is not registered with resource manager session {session}")]
+    WrongResourceManager { session: LeaderSessionId },
+}
+
+rpc_message!(unfenced AllocateSlot => Result<(), SlotAllocationError>);
+
+/// One slot offered to a JobMaster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotOffer {
+    pub allocation_id: AllocationId,
+    pub slot_index: u32,
+    pub profile: ResourceProfile,
+}
+
+/// TaskExecutor → JobMaster (fenced by the JobMaster's session): slots allocated for
+/// its job. The reply lists the accepted allocations; the rest are freed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OfferSlots {
+    pub resource_id: ResourceId,
+    pub task_executor: RpcAddress,
+    /// `host:port` of the TaskExecutor's data server.
+    pub data_address: String,
+    pub slots: Vec<SlotOffer>,
+}
+
+rpc_message!(fenced OfferSlots => Vec<AllocationId>);
+
+/// JobMaster → TaskExecutor: give a slot back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FreeSlot {
+    pub allocation_id: AllocationId,
+    pub cause: String,
+}
+
+rpc_message!(unfenced FreeSlot => bool);
 
 // ---------------------------------------------------------------------------------
 // REST → ResourceManager (read-only; answered only while leader)
@@ -269,6 +357,18 @@ impl ResourceManagerGateway {
     pub fn task_manager(&self, resource_id: ResourceId) -> Reply<Result<TaskManagerInfo, ResourceManagerError>> {
         Box::pin(self.0.ask(&RequestTaskManagerInfo { resource_id }))
     }
+
+    pub fn request_slot(&self, request: &RequestSlot) -> Reply<Result<(), ResourceManagerError>> {
+        Box::pin(self.0.ask(request))
+    }
+
+    pub fn cancel_slot_request(&self, allocation_id: AllocationId) -> Reply<bool> {
+        Box::pin(self.0.ask(&CancelSlotRequest { allocation_id }))
+    }
+
+    pub fn notify_slot_available(&self, notice: &NotifySlotAvailable) -> Reply<()> {
+        Box::pin(self.0.ask(notice))
+    }
 }
 
 /// How the ResourceManager talks to a TaskExecutor.
@@ -280,11 +380,33 @@ impl TaskExecutorGateway {
         Box::pin(self.0.ask(&HeartbeatFromResourceManager { resource_manager_session }))
     }
 
+    pub fn allocate_slot(&self, request: &AllocateSlot) -> Reply<Result<(), SlotAllocationError>> {
+        Box::pin(self.0.ask(request))
+    }
+
+    pub fn free_slot(&self, allocation_id: AllocationId, cause: impl Into<String>) -> Reply<bool> {
+        Box::pin(self.0.ask(&FreeSlot { allocation_id, cause: cause.into() }))
+    }
+
     pub fn disconnect_resource_manager(&self, session: Option<LeaderSessionId>, reason: impl Into<String>) {
         let msg = DisconnectResourceManager { resource_manager_session: session, reason: reason.into() };
         if let Err(e) = self.0.tell(&msg) {
             tracing::debug!(error = %e, "could not tell task executor to disconnect");
         }
+    }
+}
+
+/// How a TaskExecutor talks to a JobMaster.
+#[derive(Clone)]
+pub struct JobMasterGateway(pub RemoteEndpoint);
+
+impl JobMasterGateway {
+    pub fn identify(&self) -> Reply<LeaderInfo> {
+        Box::pin(self.0.ask(&IdentifyLeader {}))
+    }
+
+    pub fn offer_slots(&self, offer: &OfferSlots) -> Reply<Vec<AllocationId>> {
+        Box::pin(self.0.ask(offer))
     }
 }
 

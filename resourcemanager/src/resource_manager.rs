@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use flint_common::config::{options, ConfigError, Configuration};
 use flint_common::ha::{LeaderContender, LeaderElection};
-use flint_common::ids::{InstanceId, LeaderSessionId, ResourceId};
+use flint_common::ids::{AllocationId, InstanceId, LeaderSessionId, ResourceId, SlotId};
 use flint_common::messages::*;
 use flint_common::process::epoch_ms;
 use flint_common::resources::ResourceProfile;
 use flint_common::rpc::{Endpoint, FencingToken, RpcAddress, RpcError, RpcService, PROTOCOL_VERSION};
 use tracing::{debug, info, warn};
 
-use crate::slot_manager::{SlotManager, SlotManagerAction, SlotState};
+use crate::slot_manager::{SlotManager, SlotManagerAction, SlotRequest, SlotRequestFailure, SlotState};
 
 /// The ResourceManager's settings.
 #[derive(Clone, Debug)]
@@ -69,6 +69,8 @@ pub struct ResourceManager {
     election: Arc<dyn LeaderElection>,
     slot_manager: SlotManager,
     workers: BTreeMap<ResourceId, WorkerRegistration>,
+    /// This actor's own address, for answers of asynchronous calls.
+    myself: Option<Addr<ResourceManager>>,
 }
 
 // Internal messages.
@@ -79,6 +81,14 @@ struct GrantLeadership(LeaderSessionId);
 #[derive(Message)]
 #[rtype(result = "()")]
 struct RevokeLeadership;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SlotAllocationAnswer {
+    allocation_id: AllocationId,
+    slot_id: SlotId,
+    result: Result<Result<(), SlotAllocationError>, RpcError>,
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -123,13 +133,71 @@ impl ResourceManager {
                 SlotManagerAction::AllocationLost { allocation_id, job_id, reason } => {
                     warn!(%allocation_id, %job_id, reason, "slot allocation lost")
                 }
-                SlotManagerAction::AllocateSlot { slot_id, allocation_id, job_id, .. } => {
-                    // Slot requests reach the ResourceManager only once job scheduling
-                    // exists; until then nothing produces this action.
-                    debug!(%slot_id, %allocation_id, %job_id, "allocate slot")
+                SlotManagerAction::AllocateSlot {
+                    slot_id,
+                    instance_id,
+                    allocation_id,
+                    job_id,
+                    profile,
+                    target_address,
+                } => {
+                    self.allocate_at_task_executor(slot_id, instance_id, allocation_id, job_id, profile, target_address)
                 }
             }
         }
+    }
+
+    /// Asks the TaskExecutor owning `slot_id` to allocate it; the answer comes back as
+    /// a [`SlotAllocationAnswer`].
+    fn allocate_at_task_executor(
+        &mut self,
+        slot_id: SlotId,
+        instance_id: InstanceId,
+        allocation_id: AllocationId,
+        job_id: flint_common::ids::JobId,
+        profile: ResourceProfile,
+        target_address: String,
+    ) {
+        let (Some(session), Some(myself)) = (self.session, self.myself.clone()) else { return };
+        let job_master = match target_address.parse() {
+            Ok(address) => address,
+            Err(e) => {
+                warn!(%allocation_id, target_address, error = %e, "slot request names an invalid job master address");
+                let actions = self.slot_manager.slot_request_failed(
+                    allocation_id,
+                    &slot_id,
+                    SlotRequestFailure::Rejected(e),
+                    Instant::now(),
+                );
+                return self.perform(actions);
+            }
+        };
+        let gateway = match self.workers.get(&slot_id.resource_id) {
+            Some(worker) if worker.instance_id == instance_id => worker.gateway.clone(),
+            _ => {
+                let actions = self.slot_manager.slot_request_failed(
+                    allocation_id,
+                    &slot_id,
+                    SlotRequestFailure::Unreachable("the task manager is no longer registered".into()),
+                    Instant::now(),
+                );
+                return self.perform(actions);
+            }
+        };
+        debug!(%slot_id, %allocation_id, %job_id, "allocating slot at task manager");
+        let request = AllocateSlot {
+            slot_id: slot_id.clone(),
+            job_id,
+            allocation_id,
+            profile,
+            job_master,
+            resource_manager_session: session,
+        };
+        let fut = gateway.allocate_slot(&request);
+        actix::spawn(async move {
+            let result = fut.await;
+            myself.do_send(SlotAllocationAnswer { allocation_id, slot_id, result });
+        });
     }
 
     fn remove_worker(&mut self, resource_id: &ResourceId, reason: &str, tell_worker: bool) {
@@ -218,6 +286,7 @@ impl Actor for ResourceManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.myself = Some(ctx.address());
         ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat_round(ctx));
     }
 
@@ -345,6 +414,74 @@ impl Handler<RegisterTaskExecutor> for ResourceManager {
     }
 }
 
+impl Handler<SlotAllocationAnswer> for ResourceManager {
+    type Result = ();
+    fn handle(&mut self, msg: SlotAllocationAnswer, _ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let actions = match msg.result {
+            Ok(Ok(())) => self.slot_manager.slot_request_succeeded(msg.allocation_id, &msg.slot_id),
+            Ok(Err(SlotAllocationError::SlotOccupied { allocation_id, job_id, .. })) => {
+                self.slot_manager.slot_request_failed(
+                    msg.allocation_id,
+                    &msg.slot_id,
+                    SlotRequestFailure::SlotOccupied { by: allocation_id, job_id },
+                    now,
+                )
+            }
+            Ok(Err(e)) => self.slot_manager.slot_request_failed(
+                msg.allocation_id,
+                &msg.slot_id,
+                SlotRequestFailure::Rejected(e.to_string()),
+                now,
+            ),
+            Err(e) => self.slot_manager.slot_request_failed(
+                msg.allocation_id,
+                &msg.slot_id,
+                SlotRequestFailure::Unreachable(e.to_string()),
+                now,
+            ),
+        };
+        self.perform(actions);
+    }
+}
+
+impl Handler<RequestSlot> for ResourceManager {
+    type Result = MessageResult<RequestSlot>;
+    fn handle(&mut self, msg: RequestSlot, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.is_leader() {
+            return MessageResult(Err(ResourceManagerError::NotLeader));
+        }
+        info!(job_id = %msg.job_id, allocation_id = %msg.allocation_id, job_master = %msg.job_master, "slot requested");
+        let request = SlotRequest {
+            allocation_id: msg.allocation_id,
+            job_id: msg.job_id,
+            profile: msg.profile,
+            target_address: msg.job_master.to_string(),
+        };
+        let actions = self.slot_manager.request_slot(request, Instant::now());
+        self.perform(actions);
+        MessageResult(Ok(()))
+    }
+}
+
+impl Handler<CancelSlotRequest> for ResourceManager {
+    type Result = bool;
+    fn handle(&mut self, msg: CancelSlotRequest, _ctx: &mut Context<Self>) -> bool {
+        self.slot_manager.cancel_slot_request(msg.allocation_id)
+    }
+}
+
+impl Handler<NotifySlotAvailable> for ResourceManager {
+    type Result = ();
+    fn handle(&mut self, msg: NotifySlotAvailable, _ctx: &mut Context<Self>) {
+        if self.workers.contains_key(&msg.resource_id) {
+            debug!(slot_id = %msg.slot_id, allocation_id = %msg.allocation_id, "slot available again");
+            let actions = self.slot_manager.free_slot(&msg.slot_id, msg.allocation_id, Instant::now());
+            self.perform(actions);
+        }
+    }
+}
+
 impl Handler<DisconnectTaskManager> for ResourceManager {
     type Result = ();
     fn handle(&mut self, msg: DisconnectTaskManager, _ctx: &mut Context<Self>) {
@@ -441,6 +578,7 @@ pub fn spawn(
                 election: thread_election.clone(),
                 slot_manager,
                 workers: BTreeMap::new(),
+                myself: None,
             }
             .start();
             rpc.register_endpoint(
@@ -451,7 +589,10 @@ pub fn spawn(
                     .on_actor::<DisconnectTaskManager, _>(rm.clone())
                     .on_actor::<RequestResourceOverview, _>(rm.clone())
                     .on_actor::<RequestTaskManagerInfos, _>(rm.clone())
-                    .on_actor::<RequestTaskManagerInfo, _>(rm.clone()),
+                    .on_actor::<RequestTaskManagerInfo, _>(rm.clone())
+                    .on_actor::<RequestSlot, _>(rm.clone())
+                    .on_actor::<CancelSlotRequest, _>(rm.clone())
+                    .on_actor::<NotifySlotAvailable, _>(rm.clone()),
             );
             thread_election.start(Arc::new(Contender(rm)));
             let _ = tx.send(actix::System::current());

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use flint_common::ids::{InstanceId, LeaderSessionId, ResourceId, SlotId};
+use flint_common::ids::{AllocationId, InstanceId, JobId, LeaderSessionId, ResourceId, SlotId};
 use flint_common::messages::*;
 use flint_common::process::resident_memory_bytes;
 use flint_common::resources::{ResourceProfile, SlotReport, SlotStatus};
@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::TaskManagerConfig;
 
-/// The slots of this TaskExecutor. All free until job scheduling allocates them.
+/// The slots of this TaskExecutor: the ground truth reported to the ResourceManager.
 pub struct SlotTable {
     slots: Vec<SlotStatus>,
 }
@@ -46,6 +46,46 @@ impl SlotTable {
 
     pub fn report(&self) -> SlotReport {
         SlotReport { slots: self.slots.clone() }
+    }
+
+    /// Allocates `slot_id` for a job; allocating it again for the same allocation is a
+    /// no-op.
+    pub fn allocate(
+        &mut self,
+        slot_id: &SlotId,
+        allocation_id: AllocationId,
+        job_id: JobId,
+    ) -> Result<(), SlotAllocationError> {
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| &s.slot_id == slot_id)
+            .ok_or_else(|| SlotAllocationError::UnknownSlot { slot_id: slot_id.clone() })?;
+        match slot.allocation_id {
+            None => {
+                slot.allocation_id = Some(allocation_id);
+                slot.job_id = Some(job_id);
+                Ok(())
+            }
+            Some(existing) if existing == allocation_id => Ok(()),
+            Some(existing) => Err(SlotAllocationError::SlotOccupied {
+                slot_id: slot_id.clone(),
+                allocation_id: existing,
+                job_id: slot.job_id.unwrap_or(job_id),
+            }),
+        }
+    }
+
+    /// Frees the slot holding `allocation_id`; returns its id.
+    pub fn free(&mut self, allocation_id: AllocationId) -> Option<SlotId> {
+        let slot = self.slots.iter_mut().find(|s| s.allocation_id == Some(allocation_id))?;
+        slot.allocation_id = None;
+        slot.job_id = None;
+        Some(slot.slot_id.clone())
+    }
+
+    pub fn slot_of(&self, allocation_id: AllocationId) -> Option<&SlotStatus> {
+        self.slots.iter().find(|s| s.allocation_id == Some(allocation_id))
     }
 }
 
@@ -96,6 +136,14 @@ struct PeerDisconnected(String);
 struct LeaderChecked {
     session: LeaderSessionId,
     result: Result<LeaderInfo, RpcError>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct OfferAnswer {
+    allocation_id: AllocationId,
+    /// `Ok(accepted)`, or why the offer could not be made.
+    result: Result<bool, String>,
 }
 
 /// Graceful stop: tell the ResourceManager we are leaving.
@@ -324,6 +372,109 @@ impl Handler<LeaderChecked> for TaskExecutor {
     }
 }
 
+impl TaskExecutor {
+    /// Offers a freshly allocated slot to its JobMaster (learning the JobMaster's
+    /// session first); the outcome comes back as an [`OfferAnswer`].
+    fn offer_slot(&self, ctx: &mut Context<Self>, allocation_id: AllocationId, job_master: RpcAddress) {
+        let Some(slot) = self.slots.slot_of(allocation_id) else { return };
+        let offer = OfferSlots {
+            resource_id: self.description.resource_id.clone(),
+            task_executor: self.rpc.address_of(endpoints::TASK_EXECUTOR),
+            data_address: format!("{}:{}", self.config.host, self.description.data_port),
+            slots: vec![SlotOffer { allocation_id, slot_index: slot.slot_id.index, profile: slot.profile }],
+        };
+        let endpoint = RemoteEndpoint::new(self.rpc.clone(), job_master, self.config.ask_timeout);
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let mut last_error = String::new();
+            for attempt in 0..3u32 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                let unfenced = JobMasterGateway(endpoint.clone());
+                let session = match unfenced.identify().await {
+                    Ok(LeaderInfo { leader_session_id: Some(s), .. }) => s,
+                    Ok(_) => {
+                        last_error = "the job master is not leader".into();
+                        continue;
+                    }
+                    Err(e) => {
+                        last_error = e.to_string();
+                        continue;
+                    }
+                };
+                let fenced = JobMasterGateway(endpoint.clone().with_token(Some(session)));
+                match fenced.offer_slots(&offer).await {
+                    Ok(accepted) => {
+                        addr.do_send(OfferAnswer { allocation_id, result: Ok(accepted.contains(&allocation_id)) });
+                        return;
+                    }
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            addr.do_send(OfferAnswer { allocation_id, result: Err(last_error) });
+        });
+    }
+
+    /// Frees a slot and tells the ResourceManager at once (the next heartbeat would too).
+    fn free_slot(&mut self, allocation_id: AllocationId, cause: &str) -> bool {
+        let Some(slot_id) = self.slots.free(allocation_id) else { return false };
+        info!(%slot_id, %allocation_id, cause, "slot freed");
+        if let Some(c) = &self.connection {
+            let notice =
+                NotifySlotAvailable { resource_id: self.description.resource_id.clone(), slot_id, allocation_id };
+            let fut = c.gateway.notify_slot_available(&notice);
+            actix::spawn(async move {
+                if let Err(e) = fut.await {
+                    debug!(error = %e, "could not tell the resource manager about a free slot");
+                }
+            });
+        }
+        true
+    }
+}
+
+impl Handler<AllocateSlot> for TaskExecutor {
+    type Result = MessageResult<AllocateSlot>;
+    fn handle(&mut self, msg: AllocateSlot, ctx: &mut Context<Self>) -> Self::Result {
+        let session = self.connection.as_ref().map(|c| c.session);
+        if session != Some(msg.resource_manager_session) {
+            return MessageResult(Err(SlotAllocationError::WrongResourceManager {
+                session: msg.resource_manager_session,
+            }));
+        }
+        let result = self.slots.allocate(&msg.slot_id, msg.allocation_id, msg.job_id);
+        if result.is_ok() {
+            info!(slot_id = %msg.slot_id, allocation_id = %msg.allocation_id, job_id = %msg.job_id, "slot allocated");
+            self.offer_slot(ctx, msg.allocation_id, msg.job_master);
+        }
+        MessageResult(result)
+    }
+}
+
+impl Handler<OfferAnswer> for TaskExecutor {
+    type Result = ();
+    fn handle(&mut self, msg: OfferAnswer, _ctx: &mut Context<Self>) {
+        match msg.result {
+            Ok(true) => debug!(allocation_id = %msg.allocation_id, "slot offer accepted"),
+            Ok(false) => {
+                self.free_slot(msg.allocation_id, "the job master declined the slot offer");
+            }
+            Err(e) => {
+                warn!(allocation_id = %msg.allocation_id, error = %e, "could not offer slot to the job master");
+                self.free_slot(msg.allocation_id, "the job master could not be reached");
+            }
+        }
+    }
+}
+
+impl Handler<FreeSlot> for TaskExecutor {
+    type Result = bool;
+    fn handle(&mut self, msg: FreeSlot, _ctx: &mut Context<Self>) -> bool {
+        self.free_slot(msg.allocation_id, &msg.cause)
+    }
+}
+
 impl Handler<Shutdown> for TaskExecutor {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
@@ -353,6 +504,8 @@ pub fn register_endpoint(rpc: &RpcService, addr: Addr<TaskExecutor>) {
     rpc.register_endpoint(
         Endpoint::new(endpoints::TASK_EXECUTOR)
             .on_actor::<HeartbeatFromResourceManager, _>(addr.clone())
-            .on_actor::<DisconnectResourceManager, _>(addr),
+            .on_actor::<DisconnectResourceManager, _>(addr.clone())
+            .on_actor::<AllocateSlot, _>(addr.clone())
+            .on_actor::<FreeSlot, _>(addr),
     );
 }
