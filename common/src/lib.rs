@@ -6,11 +6,13 @@
 //! - [`rpc`]: remote channels — framing, the per-process RPC service, typed asks and tells.
 //! - [`messages`]: every message type that crosses a process boundary, with its gateway.
 //! - [`ha`]: leader election seams (standalone now, ZooKeeper later).
+//! - [`job`]: job files (JSON/YAML), their validation and the derived JobGraph plan.
 //! - [`process`]: what every daemon does alike: arguments, config, logging, signals.
 
 pub mod config;
 pub mod ha;
 pub mod ids;
+pub mod job;
 pub mod messages;
 pub mod process;
 pub mod resources;

@@ -11,6 +11,7 @@
 //! - [`rest`]: the monitoring REST API and dashboard.
 
 pub mod dispatcher;
+pub mod execution_graph;
 pub mod rest;
 
 use std::sync::Arc;
