@@ -4,9 +4,15 @@
 //! ```text
 //! flint [-m host:port] [--configDir DIR] <command>
 //!
+//!   run [-d] [-p N] [-D key=value]... [-i jobid] <job-file>
+//!                   validate a job file locally, submit it, wait for its result
+//!   info <job-file> [-p N] [-D key=value]...
+//!                   validate a job file locally and print its plan (no cluster)
 //!   info, cluster   summary of the cluster: task managers, slots, jobs
-//!   list, run, cancel, savepoint, stop
-//!                   not yet supported by this cluster version
+//!   list [-r] [-s] [-a]
+//!                   running and scheduled (or all) jobs
+//!   cancel <jobid>  cancel a job
+//!   savepoint, stop not yet supported by this cluster version
 //! ```
 //!
 //! The endpoint is `-m`/`--jobmanager` if given, else `rest.address` (or
@@ -14,17 +20,25 @@
 //! described in [`config`]. Errors are printed to stderr and exit with code 1.
 
 mod config;
+mod jobfile;
+mod jobs;
 mod rest;
+#[cfg(test)]
+mod testserver;
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::config::{find_conf_dir, resolve_endpoint, Config, Environment};
+use crate::jobfile::{invalid_message, parse_property, JobDocument};
+use crate::jobs::{parse_job_id, Io, ListSelection, RunRequest, POLL_INTERVAL};
 use crate::rest::RestClient;
 
 #[derive(Debug, Parser)]
@@ -46,19 +60,86 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Without a job file: show the cluster's task managers, task slots and jobs.
+    /// With one: validate it locally and print its plan as JSON (no cluster needed).
+    Info(InfoArgs),
     /// Show the cluster's task managers, task slots and jobs.
-    #[command(visible_alias = "cluster")]
-    Info,
-    /// List jobs (not yet supported).
-    List(Unsupported),
-    /// Submit and run a job (not yet supported).
-    Run(Unsupported),
-    /// Cancel a job (not yet supported).
-    Cancel(Unsupported),
+    Cluster,
+    /// List running and scheduled jobs (times are shown in UTC).
+    List(ListArgs),
+    /// Validate a job file (JSON or YAML) locally, submit it, and wait for it to finish
+    /// (Ctrl-C stops the waiting; the job keeps running).
+    Run(RunArgs),
+    /// Cancel a running job.
+    Cancel(CancelArgs),
     /// Trigger a savepoint of a job (not yet supported).
     Savepoint(Unsupported),
     /// Stop a job with a savepoint (not yet supported).
     Stop(Unsupported),
+}
+
+/// Options that shape a job: shared by `run` and `info`.
+#[derive(Debug, Args)]
+struct ProgramOptions {
+    /// Default parallelism of the job's operators (those that set none), overriding
+    /// the cluster's parallelism.default; the job file's own parallelism still wins.
+    #[arg(short = 'p', long = "parallelism", value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          requires = "file")]
+    parallelism: Option<u32>,
+
+    /// Set a job configuration option: merged into the job file's top-level 'config'
+    /// (repeatable; a later one wins).
+    #[arg(short = 'D', value_name = "key=value", value_parser = parse_property, action = clap::ArgAction::Append,
+          requires = "file")]
+    properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct InfoArgs {
+    /// A job file (JSON or YAML) to validate and show the plan of.
+    #[arg(value_name = "job-file")]
+    file: Option<PathBuf>,
+
+    #[command(flatten)]
+    program: ProgramOptions,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Submit the job and return, without waiting for its result.
+    #[arg(short = 'd', long = "detached")]
+    detached: bool,
+
+    /// The id to give the job (32 hexadecimal characters); default: a random one.
+    #[arg(short = 'i', long = "jobid", value_name = "hex")]
+    job_id: Option<String>,
+
+    #[command(flatten)]
+    program: ProgramOptions,
+
+    /// The job file (JSON or YAML; see docs/jobs.md).
+    #[arg(value_name = "job-file")]
+    file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Show only running jobs (and restarting ones).
+    #[arg(short = 'r', long = "running")]
+    running: bool,
+    /// Show only scheduled jobs.
+    #[arg(short = 's', long = "scheduled")]
+    scheduled: bool,
+    /// Show all jobs, including finished, cancelled and failed ones.
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+struct CancelArgs {
+    /// The id of the job to cancel (32 hexadecimal characters).
+    #[arg(value_name = "jobid")]
+    job_id: String,
 }
 
 /// Accepts (and ignores) any arguments of a command that is not supported yet.
@@ -72,12 +153,9 @@ impl Command {
     /// The name of a command that is not supported yet.
     fn unsupported_name(&self) -> Option<&'static str> {
         match self {
-            Command::Info => None,
-            Command::List(_) => Some("list"),
-            Command::Run(_) => Some("run"),
-            Command::Cancel(_) => Some("cancel"),
             Command::Savepoint(_) => Some("savepoint"),
             Command::Stop(_) => Some("stop"),
+            _ => None,
         }
     }
 }
@@ -88,8 +166,11 @@ fn main() -> ExitCode {
         eprintln!("flint {name}: not yet supported by this cluster version");
         return ExitCode::FAILURE;
     }
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let result = execute(&cli, &mut Io { out: &mut out, err: &mut err });
+    let _ = out.flush();
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("{error:#}");
             ExitCode::FAILURE
@@ -97,23 +178,110 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
-    let client = connect(cli)?;
-    match cli.command {
-        Command::Info => info(&client),
-        _ => unreachable!("unsupported commands are handled in main"),
+/// Set by Ctrl-C while `run` waits for its job.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes the first Ctrl-C stop the waiting (the job keeps running, as with Flink);
+/// a second one kills the client as usual.
+fn stop_waiting_on_ctrl_c() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action =
+        SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::SA_RESTART | SaFlags::SA_RESETHAND, SigSet::empty());
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+}
+
+/// Runs a command; the exit code, or an error to print (exit code 1).
+fn execute(cli: &Cli, io: &mut Io<'_>) -> Result<u8> {
+    match &cli.command {
+        Command::Info(InfoArgs { file: None, .. }) | Command::Cluster => {
+            let client = connect(cli, &load_config(cli)?)?;
+            info(&client, io)?;
+            Ok(0)
+        }
+        Command::Info(InfoArgs { file: Some(file), program }) => {
+            let config = load_config(cli)?;
+            let document = JobDocument::read(file, &program.properties)?;
+            let parallelism = match program.parallelism {
+                Some(p) => p,
+                None => default_parallelism(&config)?,
+            };
+            match document.plan(parallelism) {
+                Ok(plan) => {
+                    writeln!(io.out, "{}", serde_json::to_string_pretty(&plan)?)?;
+                    Ok(0)
+                }
+                Err(error) => {
+                    write!(io.err, "{}", invalid_message(file, &error))?;
+                    Ok(1)
+                }
+            }
+        }
+        Command::List(args) => {
+            let client = connect(cli, &load_config(cli)?)?;
+            jobs::list(&client, ListSelection::from_flags(args.running, args.scheduled, args.all), io)
+        }
+        Command::Run(args) => {
+            let job_id = args.job_id.as_deref().map(parse_job_id).transpose()?;
+            let config = load_config(cli)?;
+            let client = connect(cli, &config)?;
+            let local_parallelism = match args.program.parallelism {
+                Some(p) => p,
+                None => default_parallelism(&config)?,
+            };
+            let request = RunRequest {
+                file: args.file.clone(),
+                document: JobDocument::read(&args.file, &args.program.properties)?,
+                parallelism: args.program.parallelism,
+                local_parallelism,
+                job_id,
+                detached: args.detached,
+            };
+            if !args.detached {
+                stop_waiting_on_ctrl_c();
+            }
+            jobs::run(&client, &request, POLL_INTERVAL, &INTERRUPTED, io)
+        }
+        Command::Cancel(args) => {
+            let job_id = parse_job_id(&args.job_id)?;
+            let client = connect(cli, &load_config(cli)?)?;
+            jobs::cancel(&client, job_id, io)
+        }
+        Command::Savepoint(_) | Command::Stop(_) => unreachable!("unsupported commands are handled in main"),
     }
+}
+
+/// The configuration chosen by the options and the environment.
+fn load_config(cli: &Cli) -> Result<Config> {
+    Ok(match find_conf_dir(cli.config_dir.as_deref(), &Environment::from_process())? {
+        Some(dir) => Config::load_dir(&dir)?,
+        None => Config::default(),
+    })
 }
 
 /// Builds the REST client for the endpoint chosen by the options and the
 /// configuration.
-fn connect(cli: &Cli) -> Result<RestClient> {
-    let config = match find_conf_dir(cli.config_dir.as_deref(), &Environment::from_process())? {
-        Some(dir) => Config::load_dir(&dir)?,
-        None => Config::default(),
-    };
-    let endpoint = resolve_endpoint(cli.jobmanager.as_deref(), &config)?;
+fn connect(cli: &Cli, config: &Config) -> Result<RestClient> {
+    let endpoint = resolve_endpoint(cli.jobmanager.as_deref(), config)?;
     Ok(RestClient::new(&endpoint.base_url()))
+}
+
+/// The cluster's default parallelism (`parallelism.default`, 1 if unset), which
+/// applies to jobs submitted without `-p`: local validation uses it too.
+fn default_parallelism(config: &Config) -> Result<u32> {
+    match config.get("parallelism.default") {
+        None => Ok(1),
+        Some(text) => text.trim().parse::<u32>().ok().filter(|p| *p > 0).with_context(|| {
+            format!(
+                "Invalid parallelism.default '{text}' in {}: expected a positive integer",
+                config.source_description()
+            )
+        }),
+    }
 }
 
 /// `GET /overview`.
@@ -155,10 +323,10 @@ struct TaskManager {
     free_slots: u64,
 }
 
-fn info(client: &RestClient) -> Result<()> {
+fn info(client: &RestClient, io: &mut Io<'_>) -> Result<()> {
     let overview: Overview = client.get_json("/overview")?;
     let taskmanagers: TaskManagers = client.get_json("/taskmanagers")?;
-    print!("{}", render_info(client.base_url(), &overview, &taskmanagers.taskmanagers));
+    write!(io.out, "{}", render_info(client.base_url(), &overview, &taskmanagers.taskmanagers))?;
     Ok(())
 }
 
@@ -228,30 +396,171 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
     #[test]
     fn global_options_anywhere() {
-        let cli = Cli::try_parse_from(["flint", "-m", "jm:1", "info"]).unwrap();
+        let cli = parse(&["flint", "-m", "jm:1", "info"]);
         assert_eq!(cli.jobmanager.as_deref(), Some("jm:1"));
-        let cli = Cli::try_parse_from(["flint", "cluster", "--jobmanager", "jm:2", "--configDir", "/c"]).unwrap();
-        assert!(matches!(cli.command, Command::Info));
+        assert!(matches!(cli.command, Command::Info(InfoArgs { file: None, .. })));
+        let cli = parse(&["flint", "cluster", "--jobmanager", "jm:2", "--configDir", "/c"]);
+        assert!(matches!(cli.command, Command::Cluster));
         assert_eq!(cli.jobmanager.as_deref(), Some("jm:2"));
         assert_eq!(cli.config_dir, Some(PathBuf::from("/c")));
+        let cli = parse(&["flint", "list", "-a", "-m", "jm:3"]);
+        assert_eq!(cli.jobmanager.as_deref(), Some("jm:3"));
+    }
+
+    #[test]
+    fn run_arguments() {
+        let cli = parse(&[
+            "flint",
+            "run",
+            "-d",
+            "-p",
+            "4",
+            "-D",
+            "a=1",
+            "-Db.c=x=y",
+            "--jobid",
+            "ab",
+            "-m",
+            "h:1",
+            "job.yaml",
+        ]);
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(args.detached);
+        assert_eq!(args.program.parallelism, Some(4));
+        assert_eq!(
+            args.program.properties,
+            vec![("a".to_string(), "1".to_string()), ("b.c".to_string(), "x=y".to_string())]
+        );
+        assert_eq!(args.job_id.as_deref(), Some("ab"));
+        assert_eq!(args.file, PathBuf::from("job.yaml"));
+
+        let Command::Run(args) = parse(&["flint", "run", "job.json"]).command else { panic!("not run") };
+        assert!(!args.detached);
+        assert_eq!(args.program.parallelism, None);
+        assert!(args.program.properties.is_empty());
+        assert_eq!(args.job_id, None);
+
+        for bad in [
+            &["flint", "run"][..],
+            &["flint", "run", "-p", "0", "j"],
+            &["flint", "run", "-p", "x", "j"],
+            &["flint", "run", "-D", "novalue", "j"],
+            &["flint", "run", "a", "b"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn info_list_cancel_arguments() {
+        let Command::Info(args) = parse(&["flint", "info", "job.yaml", "-p", "2", "-D", "k=v"]).command else {
+            panic!("not info")
+        };
+        assert_eq!(args.file, Some(PathBuf::from("job.yaml")));
+        assert_eq!(args.program.parallelism, Some(2));
+        assert!(Cli::try_parse_from(["flint", "info", "-p", "2"]).is_err(), "-p needs a job file");
+
+        let Command::List(args) = parse(&["flint", "list", "-r", "--scheduled"]).command else { panic!("not list") };
+        assert!(args.running && args.scheduled && !args.all);
+        let Command::List(args) = parse(&["flint", "list", "--all"]).command else { panic!("not list") };
+        assert!(args.all);
+
+        let Command::Cancel(args) = parse(&["flint", "cancel", "xyz"]).command else { panic!("not cancel") };
+        assert_eq!(args.job_id, "xyz");
+        assert!(Cli::try_parse_from(["flint", "cancel"]).is_err());
     }
 
     #[test]
     fn unsupported_commands_accept_any_arguments() {
         for (args, name) in [
-            (vec!["flint", "list", "-r"], "list"),
-            (vec!["flint", "run", "-d", "job.jar", "--arg", "x"], "run"),
-            (vec!["flint", "cancel", "abc"], "cancel"),
             (vec!["flint", "savepoint", "abc", "/tmp/sp"], "savepoint"),
             (vec!["flint", "stop", "--savepointPath", "/x", "abc"], "stop"),
         ] {
             let cli = Cli::try_parse_from(&args).unwrap();
             assert_eq!(cli.command.unsupported_name(), Some(name));
         }
-        let cli = Cli::try_parse_from(["flint", "info"]).unwrap();
-        assert_eq!(cli.command.unsupported_name(), None);
+        for args in [&["flint", "info"][..], &["flint", "list"], &["flint", "cancel", "x"], &["flint", "run", "j"]] {
+            assert_eq!(parse(args).command.unsupported_name(), None);
+        }
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("flint-client-main-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn execute_args(args: &[&str]) -> (Result<u8>, String, String) {
+        let cli = parse(args);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = execute(&cli, &mut Io { out: &mut out, err: &mut err });
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn info_prints_the_plan_of_a_job_file() {
+        let conf = std::env::temp_dir().join(format!("flint-client-main-{}-conf", std::process::id()));
+        std::fs::create_dir_all(&conf).unwrap();
+        let conf = conf.to_str().unwrap().to_string();
+        let job = temp_file(
+            "plan.yaml",
+            "flint: 1\nname: squares\noperators:\n  - { id: numbers, op: source.sequence, to: 10 }\n  \
+             - { id: out, op: sink.print, inputs: [numbers], ship: rebalance }\n",
+        );
+        let path = job.to_str().unwrap();
+        // No cluster at this address: none is needed.
+        let (code, out, err) =
+            execute_args(&["flint", "--configDir", &conf, "-m", "127.0.0.1:9", "info", path, "-p", "3"]);
+        assert_eq!(code.unwrap(), 0, "{err}");
+        let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(plan["name"], "squares");
+        assert_eq!(plan["nodes"].as_array().unwrap().len(), 2);
+        assert_eq!(plan["nodes"][0]["parallelism"], 3);
+        assert_eq!(plan["nodes"][0]["inputs"][0]["ship_strategy"], "REBALANCE");
+        assert!(out.contains("\n  \"jid\""), "pretty-printed: {out}");
+
+        let bad =
+            temp_file("bad.json", r#"{"flint": 1, "name": "x", "operators": [{"id": "a", "op": "nope"}], "extra": 1}"#);
+        let (code, out, err) = execute_args(&["flint", "--configDir", &conf, "info", bad.to_str().unwrap()]);
+        assert_eq!(code.unwrap(), 1);
+        assert_eq!(out, "");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines[0], format!("The job file {} is invalid:", bad.display()));
+        assert!(lines[1].starts_with("unknown top-level field 'extra'"), "{err}");
+        assert!(lines[2].starts_with("operator 'a': "), "{err}");
+
+        let missing = execute_args(&["flint", "--configDir", &conf, "info", "/nonexistent/job.yaml"]).0.unwrap_err();
+        assert!(format!("{missing:#}").starts_with("Could not read the job file /nonexistent/job.yaml"), "{missing:#}");
+        for f in [job, bad] {
+            std::fs::remove_file(f).unwrap();
+        }
+        std::fs::remove_dir_all(conf).unwrap();
+    }
+
+    #[test]
+    fn invalid_job_ids_are_rejected_before_connecting() {
+        let conf = std::env::temp_dir();
+        let conf = conf.to_str().unwrap();
+        let err = execute_args(&["flint", "--configDir", conf, "-m", "127.0.0.1:9", "cancel", "1234"]).0.unwrap_err();
+        assert_eq!(err.to_string(), "Invalid JobID '1234': expected 32 hexadecimal characters");
+        let err = execute_args(&["flint", "--configDir", conf, "run", "-i", "zz", "job.yaml"]).0.unwrap_err();
+        assert_eq!(err.to_string(), "Invalid JobID 'zz': expected 32 hexadecimal characters");
+    }
+
+    #[test]
+    fn default_parallelism_from_config() {
+        assert_eq!(default_parallelism(&Config::default()).unwrap(), 1);
+        assert_eq!(default_parallelism(&Config::parse_yaml("parallelism.default: 4\n").unwrap()).unwrap(), 4);
+        for bad in ["parallelism.default: 0\n", "parallelism:\n  default: x\n"] {
+            let err = default_parallelism(&Config::parse_yaml(bad).unwrap()).unwrap_err();
+            assert!(err.to_string().starts_with("Invalid parallelism.default"), "{err}");
+        }
     }
 
     #[test]

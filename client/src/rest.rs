@@ -20,13 +20,14 @@ pub enum RestError {
     /// The cluster answered with an error status.
     Status {
         base_url: String,
+        method: &'static str,
         path: String,
         status: u16,
         /// The messages of a `{"errors": [...]}` body, else the raw body.
         errors: Vec<String>,
     },
     /// The answer could not be read or understood.
-    Response { base_url: String, path: String, reason: String },
+    Response { base_url: String, method: &'static str, path: String, reason: String },
 }
 
 impl fmt::Display for RestError {
@@ -35,8 +36,8 @@ impl fmt::Display for RestError {
             RestError::Connect { base_url, reason } => {
                 write!(f, "Could not connect to the Flint cluster at {base_url}: {reason}")
             }
-            RestError::Status { base_url, path, status, errors } => {
-                write!(f, "The Flint cluster at {base_url} answered GET {path} with HTTP {status}")?;
+            RestError::Status { base_url, method, path, status, errors } => {
+                write!(f, "The Flint cluster at {base_url} answered {method} {path} with HTTP {status}")?;
                 if let Some(reason) = status_reason(*status) {
                     write!(f, " {reason}")?;
                 }
@@ -52,8 +53,8 @@ impl fmt::Display for RestError {
                     }
                 }
             }
-            RestError::Response { base_url, path, reason } => {
-                write!(f, "Unexpected answer from the Flint cluster at {base_url} to GET {path}: {reason}")
+            RestError::Response { base_url, method, path, reason } => {
+                write!(f, "Unexpected answer from the Flint cluster at {base_url} to {method} {path}: {reason}")
             }
         }
     }
@@ -84,28 +85,53 @@ impl RestClient {
 
     /// `GET path` and decodes the JSON answer.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
-        let url = format!("{}{path}", self.base_url);
-        let mut response = self
-            .agent
-            .get(&url)
-            .header("Accept", "application/json")
-            .call()
-            .map_err(|e| RestError::Connect { base_url: self.base_url.clone(), reason: connect_reason(&e) })?;
+        let result = self.agent.get(self.url(path)).header("Accept", "application/json").call();
+        self.decode("GET", path, result)
+    }
+
+    /// `POST path` with `body` (of type `content_type`) and decodes the JSON answer.
+    pub fn post_json<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: &str) -> Result<T, RestError> {
+        let result =
+            self.agent.post(self.url(path)).header("Accept", "application/json").content_type(content_type).send(body);
+        self.decode("POST", path, result)
+    }
+
+    /// `PATCH path` without a body and decodes the JSON answer (an empty answer is `null`).
+    pub fn patch_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
+        let result = self.agent.patch(self.url(path)).header("Accept", "application/json").send_empty();
+        self.decode("PATCH", path, result)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, RestError> {
+        let mut response =
+            result.map_err(|e| RestError::Connect { base_url: self.base_url.clone(), reason: connect_reason(&e) })?;
         let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().map_err(|e| self.response_error(path, e.to_string()))?;
+        let body =
+            response.body_mut().read_to_string().map_err(|e| self.response_error(method, path, e.to_string()))?;
         if !(200..300).contains(&status) {
             return Err(RestError::Status {
                 base_url: self.base_url.clone(),
+                method,
                 path: path.to_string(),
                 status,
                 errors: error_messages(&body),
             });
         }
-        serde_json::from_str(&body).map_err(|e| self.response_error(path, e.to_string()))
+        let body = if body.trim().is_empty() { "null" } else { body.as_str() };
+        serde_json::from_str(body).map_err(|e| self.response_error(method, path, e.to_string()))
     }
 
-    fn response_error(&self, path: &str, reason: String) -> RestError {
-        RestError::Response { base_url: self.base_url.clone(), path: path.to_string(), reason }
+    fn response_error(&self, method: &'static str, path: &str, reason: String) -> RestError {
+        RestError::Response { base_url: self.base_url.clone(), method, path: path.to_string(), reason }
     }
 }
 
@@ -167,51 +193,28 @@ fn status_reason(status: u16) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use crate::testserver::Server;
     use std::net::TcpListener;
 
-    /// Serves one canned HTTP response on a local port; returns the base URL.
-    fn serve_once(status: &str, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let status = status.to_string();
-        let handle = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buf[..n]);
-            }
-            write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-            String::from_utf8_lossy(&request).into_owned()
-        });
-        (url, handle)
+    fn serve_once(status: &'static str, body: &str) -> Server {
+        Server::start(vec![(status, body.to_string())])
     }
 
     #[test]
     fn get_json_decodes_success() {
-        let (url, server) = serve_once("200 OK", r#"{"taskmanagers":3}"#);
-        let value: serde_json::Value = RestClient::new(&url).get_json("/overview").unwrap();
+        let server = serve_once("200 OK", r#"{"taskmanagers":3}"#);
+        let value: serde_json::Value = RestClient::new(&server.url).get_json("/overview").unwrap();
         assert_eq!(value["taskmanagers"], 3);
-        let request = server.join().unwrap();
-        assert!(request.starts_with("GET /overview HTTP/1.1\r\n"), "{request}");
+        let request = &server.finish()[0];
+        assert_eq!((request.method.as_str(), request.target.as_str()), ("GET", "/overview"));
     }
 
     #[test]
     fn get_json_reports_rest_errors() {
-        let (url, server) = serve_once("404 Not Found", r#"{"errors":["Not found: /nope"]}"#);
+        let server = serve_once("404 Not Found", r#"{"errors":["Not found: /nope"]}"#);
+        let url = server.url.clone();
         let err = RestClient::new(&url).get_json::<serde_json::Value>("/nope").unwrap_err();
-        server.join().unwrap();
+        server.finish();
         assert_eq!(
             err.to_string(),
             format!("The Flint cluster at {url} answered GET /nope with HTTP 404 Not Found: Not found: /nope")
@@ -220,10 +223,39 @@ mod tests {
 
     #[test]
     fn get_json_reports_bad_json() {
-        let (url, server) = serve_once("200 OK", "not json");
-        let err = RestClient::new(&url).get_json::<serde_json::Value>("/overview").unwrap_err();
-        server.join().unwrap();
+        let server = serve_once("200 OK", "not json");
+        let err = RestClient::new(&server.url).get_json::<serde_json::Value>("/overview").unwrap_err();
+        server.finish();
         assert!(matches!(err, RestError::Response { .. }), "{err}");
+    }
+
+    #[test]
+    fn post_and_patch_send_method_and_body() {
+        let server = Server::start(vec![
+            ("202 Accepted", r#"{"jobUrl":"/jobs/1"}"#.to_string()),
+            ("202 Accepted", String::new()),
+            ("409 Conflict", r#"{"errors":["already finished"]}"#.to_string()),
+        ]);
+        let client = RestClient::new(&server.url);
+        let answer: serde_json::Value =
+            client.post_json("/jobs?parallelism=2", "application/json", "{\"a\":1}").unwrap();
+        assert_eq!(answer["jobUrl"], "/jobs/1");
+        let answer: serde_json::Value = client.patch_json("/jobs/1?mode=cancel").unwrap();
+        assert!(answer.is_null());
+        let err = client.patch_json::<serde_json::Value>("/jobs/1?mode=cancel").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "The Flint cluster at {} answered PATCH /jobs/1?mode=cancel with HTTP 409 Conflict: already finished",
+                server.url
+            )
+        );
+        let requests = server.finish();
+        assert_eq!((requests[0].method.as_str(), requests[0].target.as_str()), ("POST", "/jobs?parallelism=2"));
+        assert_eq!(requests[0].body, "{\"a\":1}");
+        assert!(requests[0].headers.to_ascii_lowercase().contains("content-type: application/json"));
+        assert_eq!((requests[1].method.as_str(), requests[1].target.as_str()), ("PATCH", "/jobs/1?mode=cancel"));
+        assert_eq!(requests[1].body, "");
     }
 
     #[test]
@@ -250,6 +282,7 @@ mod tests {
     fn multiple_errors_are_listed() {
         let err = RestError::Status {
             base_url: "http://h:1".into(),
+            method: "GET",
             path: "/p".into(),
             status: 500,
             errors: vec!["first".into(), "second".into()],

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AllocationId, InstanceId, JobId, LeaderSessionId, ResourceId, SlotId};
+use std::collections::BTreeMap;
+
+use crate::ids::{
+    AllocationId, ExecutionAttemptId, InstanceId, JobId, JobVertexId, LeaderSessionId, ResourceId, SlotId,
+};
+use crate::job::plan::{JobVertex, ShipStrategy};
 use crate::resources::{ResourceProfile, SlotReport};
 use crate::rpc::{RpcAddress, RpcError, RpcMessage, RpcService};
 use crate::rpc_message;
@@ -217,6 +222,142 @@ pub struct FreeSlot {
 rpc_message!(unfenced FreeSlot => bool);
 
 // ---------------------------------------------------------------------------------
+// Tasks: JobMaster → TaskExecutor → JobMaster
+
+/// One channel of an input gate: which producer subtask, and where its data server is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputChannelDeployment {
+    pub producer_subtask: u32,
+    pub producer_resource: ResourceId,
+    /// `host:port` of the producer's data server.
+    pub data_address: String,
+}
+
+/// One input of a task: an edge of the job graph and a channel per producer subtask.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputGateDeployment {
+    /// Index of the edge in `JobGraph::edges`.
+    pub edge: u32,
+    /// Which input of the head operator this gate feeds.
+    pub input: usize,
+    pub producer_vertex: JobVertexId,
+    pub ship: ShipStrategy,
+    pub channels: Vec<InputChannelDeployment>,
+}
+
+/// One output of a task: an edge of the job graph, with a subpartition per consumer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputDeployment {
+    pub edge: u32,
+    pub consumer_vertex: JobVertexId,
+    pub consumer_parallelism: u32,
+    pub ship: ShipStrategy,
+}
+
+/// Everything a TaskExecutor needs to run one subtask.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskDeploymentDescriptor {
+    pub job_id: JobId,
+    pub job_name: String,
+    pub attempt_id: ExecutionAttemptId,
+    pub attempt_number: u32,
+    pub subtask: u32,
+    pub vertex: JobVertex,
+    pub max_parallelism: u32,
+    pub job_config: BTreeMap<String, String>,
+    pub allocation_id: AllocationId,
+    pub inputs: Vec<InputGateDeployment>,
+    pub outputs: Vec<OutputDeployment>,
+    pub job_master: RpcAddress,
+    pub job_master_session: LeaderSessionId,
+}
+
+/// JobMaster → TaskExecutor: run this subtask in the slot of its allocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubmitTask {
+    pub tdd: Box<TaskDeploymentDescriptor>,
+}
+
+rpc_message!(unfenced SubmitTask => Result<(), String>);
+
+/// JobMaster → TaskExecutor: cancel a running attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelTask {
+    pub attempt_id: ExecutionAttemptId,
+}
+
+rpc_message!(unfenced CancelTask => bool);
+
+/// The states a TaskExecutor reports for a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    Initializing,
+    Running,
+    Finished,
+    Canceled,
+    Failed,
+}
+
+/// Record and byte counts of a task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    pub read_records: u64,
+    pub write_records: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+/// TaskExecutor → JobMaster (fenced by the JobMaster's session).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateTaskExecutionState {
+    pub attempt_id: ExecutionAttemptId,
+    pub state: TaskState,
+    #[serde(default)]
+    pub failure: Option<String>,
+    #[serde(default)]
+    pub metrics: TaskMetrics,
+}
+
+rpc_message!(fenced UpdateTaskExecutionState => bool);
+
+// ---------------------------------------------------------------------------------
+// Logs: REST → TaskExecutor
+
+/// One file in a log directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogFileInfo {
+    pub name: String,
+    pub size: u64,
+    pub mtime_ms: u64,
+}
+
+/// Which file of a TaskExecutor to read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LogFile {
+    /// The process's log (`FLINT_LOG_FILE`).
+    Log,
+    /// The process's stdout/stderr (the `.out` next to the log).
+    Stdout,
+    /// A file of the log directory by name.
+    Named(String),
+}
+
+/// The files of the TaskExecutor's log directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestLogList {}
+
+rpc_message!(unfenced RequestLogList => Vec<LogFileInfo>);
+
+/// The last `max_bytes` of one log file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestLogFile {
+    pub file: LogFile,
+    pub max_bytes: u64,
+}
+
+rpc_message!(unfenced RequestLogFile => Result<String, String>);
+
+// ---------------------------------------------------------------------------------
 // REST → ResourceManager (read-only; answered only while leader)
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -380,6 +521,22 @@ impl TaskExecutorGateway {
         Box::pin(self.0.ask(&HeartbeatFromResourceManager { resource_manager_session }))
     }
 
+    pub fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Reply<Result<(), String>> {
+        Box::pin(self.0.ask(&SubmitTask { tdd: Box::new(tdd) }))
+    }
+
+    pub fn cancel_task(&self, attempt_id: ExecutionAttemptId) -> Reply<bool> {
+        Box::pin(self.0.ask(&CancelTask { attempt_id }))
+    }
+
+    pub fn log_list(&self) -> Reply<Vec<LogFileInfo>> {
+        Box::pin(self.0.ask(&RequestLogList {}))
+    }
+
+    pub fn log_file(&self, file: LogFile, max_bytes: u64) -> Reply<Result<String, String>> {
+        Box::pin(self.0.ask(&RequestLogFile { file, max_bytes }))
+    }
+
     pub fn allocate_slot(&self, request: &AllocateSlot) -> Reply<Result<(), SlotAllocationError>> {
         Box::pin(self.0.ask(request))
     }
@@ -407,6 +564,10 @@ impl JobMasterGateway {
 
     pub fn offer_slots(&self, offer: &OfferSlots) -> Reply<Vec<AllocationId>> {
         Box::pin(self.0.ask(offer))
+    }
+
+    pub fn update_task_execution_state(&self, update: &UpdateTaskExecutionState) -> Reply<bool> {
+        Box::pin(self.0.ask(update))
     }
 }
 

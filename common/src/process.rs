@@ -77,6 +77,66 @@ pub fn shutdown_on_signals(token: CancellationToken) {
     });
 }
 
+/// The files of a log directory (name, size, modification time), sorted by name.
+pub fn list_log_files(dir: &std::path::Path) -> Vec<crate::messages::LogFileInfo> {
+    let mut logs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64);
+            logs.push(crate::messages::LogFileInfo {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: meta.len(),
+                mtime_ms,
+            });
+        }
+    }
+    logs.sort_by(|a, b| a.name.cmp(&b.name));
+    logs
+}
+
+/// This process's log file (`FLINT_LOG_FILE`) and its `.out` sibling.
+pub fn own_log_files() -> Option<(PathBuf, PathBuf)> {
+    let log = PathBuf::from(std::env::var_os("FLINT_LOG_FILE")?);
+    Some((log.clone(), log.with_extension("out")))
+}
+
+/// Resolves which file a request names: the log, the stdout, or a plain file name in
+/// the log directory (no paths: a name with a separator or `..` is refused).
+pub fn resolve_log_file(file: &crate::messages::LogFile) -> Result<PathBuf, String> {
+    let (log, out) = own_log_files().ok_or("this process does not log to a file (FLINT_LOG_FILE is not set)")?;
+    match file {
+        crate::messages::LogFile::Log => Ok(log),
+        crate::messages::LogFile::Stdout => Ok(out),
+        crate::messages::LogFile::Named(name) => {
+            if name.is_empty() || name.contains('/') || name.contains("..") {
+                return Err(format!("invalid log file name '{name}'"));
+            }
+            Ok(log.parent().map_or_else(|| PathBuf::from(name), |d| d.join(name)))
+        }
+    }
+}
+
+/// The last `max_bytes` of a file as text.
+pub fn read_tail(path: &std::path::Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len > max_bytes {
+        file.seek(SeekFrom::Start(len - max_bytes)).map_err(|e| e.to_string())?;
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Milliseconds since the epoch.
 pub fn epoch_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

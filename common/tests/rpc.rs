@@ -144,8 +144,11 @@ async fn ask_times_out_and_a_late_reply_is_dropped() {
 #[tokio::test]
 async fn ask_to_a_dead_address_fails_within_the_timeout() {
     let client = service(64 * 1024);
-    // A port that was free a moment ago: nobody listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port held by a socket that is bound but not listening: connections are refused,
+    // and no other process can take the port meanwhile.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = holder.local_addr().unwrap().port();
     let dead = RpcAddress::new(format!("127.0.0.1:{port}"), "echo");
     let started = Instant::now();
     let err = client.ask(&dead, None, &Slow { millis: 1 }, Duration::from_secs(2)).await.unwrap_err();

@@ -12,7 +12,9 @@
 
 pub mod dispatcher;
 pub mod execution_graph;
+pub mod job_master;
 pub mod rest;
+pub mod rest_jobs;
 
 use std::sync::Arc;
 
@@ -49,6 +51,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         None => vec![config.get(&options::REST_PORT)?],
     };
     let refresh_interval_ms = config.get(&options::WEB_REFRESH_INTERVAL)?;
+    let default_parallelism = config.get(&options::PARALLELISM_DEFAULT)?;
 
     let rpc = RpcService::start(RpcServiceConfig {
         bind_host,
@@ -70,7 +73,15 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     let system = actix::System::new();
     let result = system.block_on(async {
         flint_common::process::shutdown_on_signals(shutdown.clone());
-        let dispatcher = dispatcher::start(&rpc, Arc::new(StandaloneLeaderElection::new()));
+        let dispatcher = dispatcher::start(
+            &rpc,
+            Arc::new(StandaloneLeaderElection::new()),
+            dispatcher::DispatcherConfig {
+                resource_manager: RemoteEndpoint::new(rpc.clone(), resource_manager.address.clone(), ask_timeout),
+                slot_request_timeout: config.get(&options::SLOT_REQUEST_TIMEOUT)?,
+                ask_timeout,
+            },
+        );
 
         let mut listener = None;
         let mut last_error = String::new();
@@ -89,6 +100,8 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         let rest_port = listener.local_addr()?.port();
         config.set(options::REST_PORT.key, rest_port.to_string());
         let state = actix_web::web::Data::new(rest::RestState {
+            dispatcher_addr: dispatcher.clone(),
+            default_parallelism,
             resource_manager: rm_gateway,
             dispatcher: dispatcher_gateway,
             config,

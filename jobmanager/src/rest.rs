@@ -7,13 +7,17 @@
 //! `{"errors": ["..."]}`. The dashboard's static files are served at `/`.
 
 use std::path::PathBuf;
-use std::time::UNIX_EPOCH;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use flint_common::config::Configuration;
 use flint_common::ids::{JobId, ResourceId};
-use flint_common::messages::{DispatcherGateway, ResourceManagerError, ResourceManagerGateway, TaskManagerInfo};
+
+use crate::rest_jobs;
+use flint_common::messages::{
+    DispatcherGateway, LogFile, RemoteEndpoint, ResourceManagerError, ResourceManagerGateway, TaskExecutorGateway,
+    TaskManagerInfo,
+};
 use flint_common::resources::ResourceProfile;
 use flint_common::rpc::RpcError;
 use serde_json::{json, Value};
@@ -21,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
 pub struct RestState {
+    pub dispatcher_addr: actix::Addr<crate::dispatcher::Dispatcher>,
+    pub default_parallelism: u32,
     pub resource_manager: ResourceManagerGateway,
     pub dispatcher: DispatcherGateway,
     /// The effective configuration, with the ports actually bound.
@@ -95,9 +101,9 @@ impl From<ResourceManagerError> for RestError {
     }
 }
 
-type Rest = Result<HttpResponse, RestError>;
+pub type Rest = Result<HttpResponse, RestError>;
 
-fn parse_job_id(raw: &str) -> Result<JobId, RestError> {
+pub fn parse_job_id(raw: &str) -> Result<JobId, RestError> {
     raw.parse().map_err(|_| {
         RestError::new(
             StatusCode::BAD_REQUEST,
@@ -234,26 +240,75 @@ async fn jobmanager_environment() -> Rest {
     })))
 }
 
+fn logs_json(logs: &[flint_common::messages::LogFileInfo]) -> Value {
+    let list: Vec<Value> =
+        logs.iter().map(|l| json!({ "name": l.name, "size": l.size, "mtime": l.mtime_ms })).collect();
+    json!({ "logs": list })
+}
+
+/// The most of a log file the REST API returns (its tail).
+const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
+
+fn text(body: String) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(body)
+}
+
 async fn jobmanager_logs(state: web::Data<RestState>) -> Rest {
-    let mut logs = Vec::new();
-    if let Some(dir) = &state.log_dir {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if !meta.is_file() {
-                    continue;
-                }
-                let mtime = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_millis() as u64);
-                logs.push(json!({ "name": entry.file_name().to_string_lossy(), "size": meta.len(), "mtime": mtime }));
-            }
-        }
-    }
-    logs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(HttpResponse::Ok().json(json!({ "logs": logs })))
+    let logs = state.log_dir.as_deref().map(flint_common::process::list_log_files).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(logs_json(&logs)))
+}
+
+fn jobmanager_file(file: LogFile) -> Rest {
+    let path = flint_common::process::resolve_log_file(&file).map_err(|e| RestError::new(StatusCode::NOT_FOUND, e))?;
+    let body =
+        flint_common::process::read_tail(&path, MAX_LOG_BYTES).map_err(|e| RestError::new(StatusCode::NOT_FOUND, e))?;
+    Ok(text(body))
+}
+
+async fn jobmanager_log() -> Rest {
+    jobmanager_file(LogFile::Log)
+}
+
+async fn jobmanager_stdout() -> Rest {
+    jobmanager_file(LogFile::Stdout)
+}
+
+async fn jobmanager_named_log(path: web::Path<String>) -> Rest {
+    jobmanager_file(LogFile::Named(path.into_inner()))
+}
+
+/// The gateway of a registered TaskExecutor (404 for an unknown id).
+async fn task_executor(state: &RestState, id: String) -> Result<TaskExecutorGateway, RestError> {
+    let tm = state.resource_manager.task_manager(ResourceId::new(id)).await??;
+    Ok(TaskExecutorGateway(RemoteEndpoint::new(
+        state.resource_manager.0.rpc.clone(),
+        tm.address,
+        state.resource_manager.0.timeout,
+    )))
+}
+
+async fn task_manager_logs(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
+    let te = task_executor(&state, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(logs_json(&te.log_list().await?)))
+}
+
+async fn task_manager_file(state: &RestState, id: String, file: LogFile) -> Rest {
+    let te = task_executor(state, id).await?;
+    let body = te.log_file(file, MAX_LOG_BYTES).await?.map_err(|e| RestError::new(StatusCode::NOT_FOUND, e))?;
+    Ok(text(body))
+}
+
+async fn task_manager_log(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
+    task_manager_file(&state, path.into_inner(), LogFile::Log).await
+}
+
+async fn task_manager_stdout(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
+    task_manager_file(&state, path.into_inner(), LogFile::Stdout).await
+}
+
+async fn task_manager_named_log(state: web::Data<RestState>, path: web::Path<(String, String)>) -> Rest {
+    let (id, name) = path.into_inner();
+    task_manager_file(&state, id, LogFile::Named(name)).await
 }
 
 async fn jobs(state: web::Data<RestState>) -> Rest {
@@ -263,37 +318,13 @@ async fn jobs(state: web::Data<RestState>) -> Rest {
 }
 
 async fn jobs_overview(state: web::Data<RestState>) -> Rest {
-    let jobs = state.dispatcher.list_jobs().await?;
-    let list: Vec<Value> = jobs
-        .iter()
-        .map(|j| {
-            let end = j.end_time_ms;
-            let duration = if end >= 0 {
-                end - j.start_time_ms
-            } else {
-                flint_common::process::epoch_ms() as i64 - j.start_time_ms
-            };
-            json!({
-                "jid": j.job_id,
-                "name": j.name,
-                "state": j.status,
-                "start-time": j.start_time_ms,
-                "end-time": end,
-                "duration": duration,
-                "last-modification": j.last_modification_ms,
-            })
-        })
-        .collect();
+    let snapshots = state
+        .dispatcher_addr
+        .send(crate::dispatcher::GetAllJobs)
+        .await
+        .map_err(|_| RestError::new(StatusCode::SERVICE_UNAVAILABLE, "The Dispatcher is not available."))?;
+    let list: Vec<Value> = snapshots.iter().map(rest_jobs::overview_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "jobs": list })))
-}
-
-async fn job(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
-    let job_id = parse_job_id(&path)?;
-    let jobs = state.dispatcher.list_jobs().await?;
-    match jobs.iter().find(|j| j.job_id == job_id) {
-        Some(j) => Ok(HttpResponse::Ok().json(json!({ "jid": j.job_id, "name": j.name, "state": j.status }))),
-        None => Err(RestError::new(StatusCode::NOT_FOUND, format!("Job {job_id} not found"))),
-    }
 }
 
 async fn shutdown_cluster(state: web::Data<RestState>) -> Rest {
@@ -340,9 +371,46 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource("/jobmanager/config", web::get, jobmanager_config))
         .service(resource("/jobmanager/environment", web::get, jobmanager_environment))
         .service(resource("/jobmanager/logs", web::get, jobmanager_logs))
-        .service(resource("/jobs", web::get, jobs))
+        .service(resource("/jobmanager/logs/{name}", web::get, jobmanager_named_log))
+        .service(resource("/jobmanager/log", web::get, jobmanager_log))
+        .service(resource("/jobmanager/stdout", web::get, jobmanager_stdout))
+        .service(resource("/taskmanagers/{taskmanagerid}/logs", web::get, task_manager_logs))
+        .service(resource("/taskmanagers/{taskmanagerid}/logs/{name}", web::get, task_manager_named_log))
+        .service(resource("/taskmanagers/{taskmanagerid}/log", web::get, task_manager_log))
+        .service(resource("/taskmanagers/{taskmanagerid}/stdout", web::get, task_manager_stdout))
+        .service(
+            web::resource("/jobs")
+                .route(web::get().to(jobs))
+                .route(web::post().to(rest_jobs::submit))
+                .default_service(web::to(not_found)),
+        )
         .service(resource("/jobs/overview", web::get, jobs_overview))
-        .service(resource("/jobs/{jobid}", web::get, job))
+        .service(
+            web::resource("/jobs/{jobid}")
+                .route(web::get().to(rest_jobs::job))
+                .route(web::patch().to(rest_jobs::cancel))
+                .default_service(web::to(not_found)),
+        )
+        .service(resource("/jobs/{jobid}/status", web::get, rest_jobs::status))
+        .service(resource("/jobs/{jobid}/plan", web::get, rest_jobs::plan))
+        .service(resource("/jobs/{jobid}/config", web::get, rest_jobs::config))
+        .service(resource("/jobs/{jobid}/exceptions", web::get, rest_jobs::exceptions))
+        .service(resource("/jobs/{jobid}/accumulators", web::get, rest_jobs::accumulators))
+        .service(resource("/jobs/{jobid}/execution-result", web::get, rest_jobs::execution_result))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}", web::get, rest_jobs::vertex))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/subtasktimes", web::get, rest_jobs::subtask_times))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/taskmanagers", web::get, rest_jobs::vertex_taskmanagers))
+        .service(resource(
+            "/jobs/{jobid}/vertices/{vertexid}/subtasks/accumulators",
+            web::get,
+            rest_jobs::subtasks_accumulators,
+        ))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/subtasks/{subtaskindex}", web::get, rest_jobs::subtask))
+        .service(resource(
+            "/jobs/{jobid}/vertices/{vertexid}/subtasks/{subtaskindex}/attempts/{attempt}",
+            web::get,
+            rest_jobs::subtask_attempt,
+        ))
         .service(resource("/cluster", web::delete, shutdown_cluster));
 }
 

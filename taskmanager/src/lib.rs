@@ -7,10 +7,17 @@
 //! It runs until the shutdown token is cancelled, then deregisters and stops.
 //!
 //! - [`task_executor`]: the TaskExecutor actor and its slot table.
+//! - [`task`]: a running task (one subtask) on its own thread.
+//! - [`runtime`]: the task runtime: operators over Arrow record batches.
+//! - [`network`]: the data plane: result partitions, input gates, the data server and client.
 
+pub mod network;
+pub mod runtime;
+pub mod task;
 pub mod task_executor;
 
 use std::net::{TcpListener, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flint_common::config::{options, ConfigError, Configuration};
@@ -174,9 +181,20 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     };
     info!(%resource_id, rpc = %rpc.host_port(), data_port, slots = tm.num_slots, "starting task manager");
 
+    let partitions = network::PartitionManager::new();
+    let data_server = network::DataServer::start(data_listener, partitions.clone(), tm.max_frame_size)?;
+    let data_client = network::DataClient::start(tm.max_frame_size, tm.ask_timeout)?;
+    let env = Arc::new(task::TaskEnvironment {
+        resource_id: resource_id.clone(),
+        partitions,
+        data_client: data_client.clone(),
+        gate_config: network::GateConfig::default(),
+        max_queued_buffers: network::GateConfig::default().initial_credit as usize,
+    });
+
     let system = actix::System::new();
     system.block_on(async {
-        let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description));
+        let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description, env));
         task_executor::register_endpoint(&rpc, te.clone());
         flint_common::process::shutdown_on_signals(shutdown.clone());
         shutdown.cancelled().await;
@@ -184,7 +202,8 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
         let _ = te.send(task_executor::Shutdown).await;
     });
     rpc.stop();
-    drop(data_listener);
+    data_server.stop();
+    data_client.stop();
     info!("task manager stopped");
     Ok(())
 }

@@ -14,16 +14,19 @@
 //! to it breaking, after which the current leader is asked for its session id and a
 //! changed (or missing) one triggers registration.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use flint_common::ids::{AllocationId, InstanceId, JobId, LeaderSessionId, ResourceId, SlotId};
+use flint_common::ids::{AllocationId, ExecutionAttemptId, InstanceId, JobId, LeaderSessionId, ResourceId, SlotId};
 use flint_common::messages::*;
 use flint_common::process::resident_memory_bytes;
 use flint_common::resources::{ResourceProfile, SlotReport, SlotStatus};
 use flint_common::rpc::{Endpoint, RpcAddress, RpcError, RpcService, PROTOCOL_VERSION};
 use tracing::{debug, error, info, warn};
 
+use crate::task::{self, Reporter, TaskEnvironment, TaskHandle};
 use crate::TaskManagerConfig;
 
 /// The slots of this TaskExecutor: the ground truth reported to the ResourceManager.
@@ -107,7 +110,16 @@ pub struct TaskExecutorDescription {
     pub slot_resource: ResourceProfile,
 }
 
+/// A task this TaskExecutor runs.
+struct RunningTask {
+    handle: TaskHandle,
+    allocation_id: AllocationId,
+    job_master: JobMasterGateway,
+}
+
 pub struct TaskExecutor {
+    env: Arc<TaskEnvironment>,
+    tasks: HashMap<ExecutionAttemptId, RunningTask>,
     rpc: RpcService,
     config: TaskManagerConfig,
     description: TaskExecutorDescription,
@@ -152,10 +164,17 @@ struct OfferAnswer {
 pub struct Shutdown;
 
 impl TaskExecutor {
-    pub fn new(rpc: RpcService, config: TaskManagerConfig, description: TaskExecutorDescription) -> Self {
+    pub fn new(
+        rpc: RpcService,
+        config: TaskManagerConfig,
+        description: TaskExecutorDescription,
+        env: Arc<TaskEnvironment>,
+    ) -> Self {
         let slots = SlotTable::new(&description.resource_id, config.num_slots, description.slot_resource);
         let resource_manager = config.resource_manager_address.clone();
         Self {
+            env,
+            tasks: HashMap::new(),
             rpc,
             config,
             description,
@@ -417,8 +436,19 @@ impl TaskExecutor {
     }
 
     /// Frees a slot and tells the ResourceManager at once (the next heartbeat would too).
+    /// Tasks still running in the slot are canceled.
     fn free_slot(&mut self, allocation_id: AllocationId, cause: &str) -> bool {
+        for task in self.tasks.values().filter(|t| t.allocation_id == allocation_id) {
+            task.handle.cancel();
+        }
+        let job_id = self.slots.slot_of(allocation_id).and_then(|s| s.job_id);
         let Some(slot_id) = self.slots.free(allocation_id) else { return false };
+        if let Some(job_id) = job_id {
+            if !self.slots.report().slots.iter().any(|s| s.job_id == Some(job_id)) {
+                // The job's last slot here: its partitions go too.
+                self.env.partitions.release(job_id);
+            }
+        }
         info!(%slot_id, %allocation_id, cause, "slot freed");
         if let Some(c) = &self.connection {
             let notice =
@@ -468,6 +498,106 @@ impl Handler<OfferAnswer> for TaskExecutor {
     }
 }
 
+impl Handler<SubmitTask> for TaskExecutor {
+    type Result = MessageResult<SubmitTask>;
+    fn handle(&mut self, msg: SubmitTask, ctx: &mut Context<Self>) -> Self::Result {
+        let tdd = *msg.tdd;
+        let allocated = self.slots.slot_of(tdd.allocation_id).is_some_and(|s| s.job_id == Some(tdd.job_id));
+        if !allocated {
+            return MessageResult(Err(format!(
+                "no slot of allocation {} is allocated to job {} at task manager {}",
+                tdd.allocation_id, tdd.job_id, self.description.resource_id
+            )));
+        }
+        if self.tasks.contains_key(&tdd.attempt_id) {
+            return MessageResult(Ok(()));
+        }
+        let attempt_id = tdd.attempt_id;
+        let job_master = JobMasterGateway(
+            RemoteEndpoint::new(self.rpc.clone(), tdd.job_master.clone(), self.config.ask_timeout)
+                .with_token(Some(tdd.job_master_session)),
+        );
+        let (job_id, allocation_id) = (tdd.job_id, tdd.allocation_id);
+        info!(%job_id, attempt = %attempt_id, task = %tdd.vertex.name, subtask = tdd.subtask, "deploying task");
+        let addr = ctx.address();
+        let reporter: Reporter = Box::new(move |state, failure, metrics| {
+            addr.do_send(TaskStateChanged { attempt_id, state, failure, metrics });
+        });
+        match task::spawn(tdd, self.env.clone(), reporter) {
+            Ok(handle) => {
+                self.tasks.insert(attempt_id, RunningTask { handle, allocation_id, job_master });
+                MessageResult(Ok(()))
+            }
+            Err(e) => MessageResult(Err(format!("could not start the task thread: {e}"))),
+        }
+    }
+}
+
+/// A task's state changed; forwarded to its JobMaster.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TaskStateChanged {
+    attempt_id: ExecutionAttemptId,
+    state: TaskState,
+    failure: Option<String>,
+    metrics: TaskMetrics,
+}
+
+impl Handler<TaskStateChanged> for TaskExecutor {
+    type Result = ();
+    fn handle(&mut self, msg: TaskStateChanged, _ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&msg.attempt_id) else { return };
+        let gateway = task.job_master.clone();
+        let terminal = matches!(msg.state, TaskState::Finished | TaskState::Canceled | TaskState::Failed);
+        if terminal {
+            self.tasks.remove(&msg.attempt_id);
+        }
+        let update = UpdateTaskExecutionState {
+            attempt_id: msg.attempt_id,
+            state: msg.state,
+            failure: msg.failure,
+            metrics: msg.metrics,
+        };
+        actix::spawn(async move {
+            if let Err(e) = gateway.update_task_execution_state(&update).await {
+                warn!(attempt = %update.attempt_id, error = %e, "could not report task state to the job master");
+            }
+        });
+    }
+}
+
+impl Handler<RequestLogList> for TaskExecutor {
+    type Result = MessageResult<RequestLogList>;
+    fn handle(&mut self, _: RequestLogList, _ctx: &mut Context<Self>) -> Self::Result {
+        let dir = flint_common::process::own_log_files().and_then(|(log, _)| log.parent().map(|d| d.to_path_buf()));
+        MessageResult(dir.map(|d| flint_common::process::list_log_files(&d)).unwrap_or_default())
+    }
+}
+
+impl Handler<RequestLogFile> for TaskExecutor {
+    type Result = MessageResult<RequestLogFile>;
+    fn handle(&mut self, msg: RequestLogFile, _ctx: &mut Context<Self>) -> Self::Result {
+        let max = msg.max_bytes.min(self.rpc.max_frame_size() as u64 / 2);
+        MessageResult(
+            flint_common::process::resolve_log_file(&msg.file)
+                .and_then(|path| flint_common::process::read_tail(&path, max)),
+        )
+    }
+}
+
+impl Handler<CancelTask> for TaskExecutor {
+    type Result = bool;
+    fn handle(&mut self, msg: CancelTask, _ctx: &mut Context<Self>) -> bool {
+        match self.tasks.get(&msg.attempt_id) {
+            Some(task) => {
+                task.handle.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Handler<FreeSlot> for TaskExecutor {
     type Result = bool;
     fn handle(&mut self, msg: FreeSlot, _ctx: &mut Context<Self>) -> bool {
@@ -506,6 +636,10 @@ pub fn register_endpoint(rpc: &RpcService, addr: Addr<TaskExecutor>) {
             .on_actor::<HeartbeatFromResourceManager, _>(addr.clone())
             .on_actor::<DisconnectResourceManager, _>(addr.clone())
             .on_actor::<AllocateSlot, _>(addr.clone())
-            .on_actor::<FreeSlot, _>(addr),
+            .on_actor::<FreeSlot, _>(addr.clone())
+            .on_actor::<SubmitTask, _>(addr.clone())
+            .on_actor::<CancelTask, _>(addr.clone())
+            .on_actor::<RequestLogList, _>(addr.clone())
+            .on_actor::<RequestLogFile, _>(addr),
     );
 }

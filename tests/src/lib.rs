@@ -288,6 +288,14 @@ impl Harness {
         Self::reply(self.agent.post(&self.url(path)).send_json(body))
     }
 
+    pub fn post_raw(&self, path: &str, body: &str) -> Result<Reply, String> {
+        Self::reply(self.agent.post(&self.url(path)).content_type("application/json").send(body))
+    }
+
+    pub fn patch(&self, path: &str) -> Result<Reply, String> {
+        Self::reply(self.agent.patch(&self.url(path)).send_empty())
+    }
+
     /// `GET` that must answer 200 with JSON.
     pub fn get_ok(&self, path: &str) -> Value {
         match self.get(path) {
