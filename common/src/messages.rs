@@ -305,6 +305,9 @@ pub struct TaskMetrics {
     pub write_records: u64,
     pub read_bytes: u64,
     pub write_bytes: u64,
+    /// Records that reached the sink at the end of the task's chain.
+    #[serde(default)]
+    pub sink_records: u64,
 }
 
 /// TaskExecutor → JobMaster (fenced by the JobMaster's session).

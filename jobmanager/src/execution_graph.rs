@@ -238,6 +238,7 @@ pub struct IoMetrics {
     pub write_records: u64,
     pub read_bytes: u64,
     pub write_bytes: u64,
+    pub sink_records: u64,
 }
 
 impl IoMetrics {
@@ -246,6 +247,7 @@ impl IoMetrics {
         self.write_records += other.write_records;
         self.read_bytes += other.read_bytes;
         self.write_bytes += other.write_bytes;
+        self.sink_records += other.sink_records;
     }
 }
 

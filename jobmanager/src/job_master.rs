@@ -445,6 +445,7 @@ impl Handler<UpdateTaskExecutionState> for JobMaster {
             write_records: m.write_records,
             read_bytes: m.read_bytes,
             write_bytes: m.write_bytes,
+            sink_records: m.sink_records,
         };
         self.apply_update(ctx, msg.attempt_id, state, msg.failure, Some(metrics))
     }

@@ -36,9 +36,11 @@ use crate::network::{
 };
 use crate::runtime::build::{build_operator, build_source};
 use crate::runtime::codec::{decode_batch, encode_batch};
-use crate::runtime::keyed::{arrow_schema, HashPartitioner};
+use crate::runtime::keyed::HashPartitioner;
 use crate::runtime::operator::{Collector, Operator, OperatorContext, SourceOperator, TaskError};
 use crate::runtime::partition::{non_keyed_partitioner, Partitioner};
+use crate::runtime::schema::arrow_schema;
+use crate::runtime::transforms::OperatorChain;
 
 /// What every task of a TaskExecutor shares.
 pub struct TaskEnvironment {
@@ -97,6 +99,7 @@ struct Counters {
     read_bytes: AtomicU64,
     write_records: AtomicU64,
     write_bytes: AtomicU64,
+    sink_records: AtomicU64,
 }
 
 impl Counters {
@@ -106,6 +109,7 @@ impl Counters {
             write_records: self.write_records.load(Ordering::Relaxed),
             read_bytes: self.read_bytes.load(Ordering::Relaxed),
             write_bytes: self.write_bytes.load(Ordering::Relaxed),
+            sink_records: self.sink_records.load(Ordering::Relaxed),
         }
     }
 }
@@ -197,68 +201,66 @@ impl Collector for OutputCollector {
     }
 }
 
-/// Operators `k..` of the chain, then the output collector.
+/// Counts the records a sink at the end of the chain takes.
+struct CountingSink {
+    inner: Box<dyn Operator>,
+    counters: Arc<Counters>,
+}
+
+impl Operator for CountingSink {
+    fn process_batch(
+        &mut self,
+        input: usize,
+        channel: usize,
+        batch: RecordBatch,
+        out: &mut dyn Collector,
+    ) -> Result<(), TaskError> {
+        self.counters.sink_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.inner.process_batch(input, channel, batch, out)
+    }
+
+    fn process_watermark(
+        &mut self,
+        input: usize,
+        channel: usize,
+        watermark: i64,
+        out: &mut dyn Collector,
+    ) -> Result<(), TaskError> {
+        self.inner.process_watermark(input, channel, watermark, out)
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64, out: &mut dyn Collector) -> Result<(), TaskError> {
+        self.inner.on_processing_time(now_ms, out)
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<(), TaskError> {
+        self.inner.finish(out)
+    }
+}
+
+/// The task's operators (one [`OperatorChain`]: plain calls from one to the next) and
+/// the output collector after the last one.
 struct Chain {
-    operators: Vec<Box<dyn Operator>>,
+    operators: OperatorChain,
     output: OutputCollector,
-}
-
-/// Feeds operator `index`'s output into operator `index + 1` (plain calls).
-struct Link<'a> {
-    rest: &'a mut [Box<dyn Operator>],
-    output: &'a mut OutputCollector,
-}
-
-impl Collector for Link<'_> {
-    fn collect(&mut self, batch: RecordBatch) -> Result<(), TaskError> {
-        match self.rest.split_first_mut() {
-            Some((next, rest)) => next.process_batch(0, 0, batch, &mut Link { rest, output: self.output }),
-            None => self.output.collect(batch),
-        }
-    }
-
-    fn emit_watermark(&mut self, watermark: i64) -> Result<(), TaskError> {
-        match self.rest.split_first_mut() {
-            Some((next, rest)) => next.process_watermark(0, 0, watermark, &mut Link { rest, output: self.output }),
-            None => self.output.emit_watermark(watermark),
-        }
-    }
 }
 
 impl Chain {
     /// A batch entering the chain at its head (input `input`, channel `channel`).
     fn push(&mut self, input: usize, channel: usize, batch: RecordBatch) -> Result<(), TaskError> {
-        match self.operators.split_first_mut() {
-            Some((head, rest)) => {
-                head.process_batch(input, channel, batch, &mut Link { rest, output: &mut self.output })
-            }
-            None => self.output.collect(batch),
-        }
+        self.operators.process_batch(input, channel, batch, &mut self.output)
     }
 
     fn watermark(&mut self, input: usize, channel: usize, watermark: i64) -> Result<(), TaskError> {
-        match self.operators.split_first_mut() {
-            Some((head, rest)) => {
-                head.process_watermark(input, channel, watermark, &mut Link { rest, output: &mut self.output })
-            }
-            None => self.output.emit_watermark(watermark),
-        }
+        self.operators.process_watermark(input, channel, watermark, &mut self.output)
     }
 
     fn tick(&mut self, now_ms: i64) -> Result<(), TaskError> {
-        for i in 0..self.operators.len() {
-            let (current, rest) = self.operators[i..].split_first_mut().expect("index in range");
-            current.on_processing_time(now_ms, &mut Link { rest, output: &mut self.output })?;
-        }
-        Ok(())
+        self.operators.on_processing_time(now_ms, &mut self.output)
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
-        for i in 0..self.operators.len() {
-            let (current, rest) = self.operators[i..].split_first_mut().expect("index in range");
-            current.finish(&mut Link { rest, output: &mut self.output })?;
-        }
-        Ok(())
+        self.operators.finish(&mut self.output)
     }
 }
 
@@ -332,11 +334,19 @@ async fn execute(
         if i == 0 && vertex.is_source() {
             source = Some(build_source(spec, &ctx, tdd.attempt_number)?);
         } else {
-            operators.push(build_operator(spec, &ctx, tdd.attempt_number)?);
+            let operator = build_operator(spec, &ctx, tdd.attempt_number)?;
+            let is_sink = spec.kind.role() == flint_common::job::catalog::Role::Sink;
+            operators.push(if is_sink {
+                Box::new(CountingSink { inner: operator, counters: counters.clone() })
+            } else {
+                operator
+            });
         }
     }
-    let mut chain =
-        Chain { operators, output: OutputCollector { outputs, parts: Vec::new(), counters: counters.clone() } };
+    let mut chain = Chain {
+        operators: OperatorChain::new(operators),
+        output: OutputCollector { outputs, parts: Vec::new(), counters: counters.clone() },
+    };
 
     report(TaskState::Running, None, counters.snapshot());
     let tick = Duration::from_millis(100);

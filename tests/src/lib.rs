@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,9 +23,14 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FLINT_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    // target/<profile>/deps/<test-binary>
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<binary> for the benches.
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    let dir = exe.parent().expect("the executable's directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The repository root (for `scripts/`).

@@ -80,7 +80,7 @@ pub const OPERATOR_TYPES: &[OperatorType] = &[
     op("fail", Role::Transform, Arity::One, false, &["subtask", "after"]),
     op("sink.print", Role::Sink, Arity::One, false, &[]),
     op("sink.file", Role::Sink, Arity::One, false, &["path", "format"]),
-    op("sink.blackhole", Role::Sink, Arity::One, false, &[]),
+    op("sink.blackhole", Role::Sink, Arity::One, false, &["rate"]),
 ];
 
 /// The catalog entry for `name`.
@@ -224,7 +224,7 @@ pub enum OperatorKind {
     #[serde(rename = "sink.file")]
     FileSink { path: String, format: FileFormat },
     #[serde(rename = "sink.blackhole")]
-    BlackholeSink,
+    BlackholeSink { rate: Option<f64> },
 }
 
 impl OperatorKind {
@@ -245,7 +245,7 @@ impl OperatorKind {
             OperatorKind::Fail { .. } => "fail",
             OperatorKind::PrintSink => "sink.print",
             OperatorKind::FileSink { .. } => "sink.file",
-            OperatorKind::BlackholeSink => "sink.blackhole",
+            OperatorKind::BlackholeSink { .. } => "sink.blackhole",
         }
     }
 
@@ -332,7 +332,10 @@ pub fn check_operator(
             let format = p.format("format");
             Some((OperatorKind::FileSink { path: path?, format: format? }, None))
         }
-        "sink.blackhole" => Some((OperatorKind::BlackholeSink, None)),
+        "sink.blackhole" => {
+            let rate = p.rate("rate");
+            Some((OperatorKind::BlackholeSink { rate: rate? }, None))
+        }
         other => {
             p.problem(format!("unknown operator type '{other}'"));
             None

@@ -78,7 +78,7 @@ pub fn build_operator(
         OperatorKind::Fail { .. } => Box::new(FailOperator::new(spec, ctx, attempt)?),
         OperatorKind::PrintSink => Box::new(PrintSink::new(ctx.subtask, ctx.parallelism)),
         OperatorKind::FileSink { path, format } => Box::new(FileSink::new(path, *format, ctx.subtask)),
-        OperatorKind::BlackholeSink => Box::new(BlackholeSink::new()),
+        OperatorKind::BlackholeSink { rate } => Box::new(BlackholeSink::with_rate(*rate)),
         OperatorKind::Sequence { .. }
         | OperatorKind::Datagen { .. }
         | OperatorKind::FileSource { .. }

@@ -229,11 +229,20 @@ impl Operator for FileSink {
 #[derive(Default)]
 pub struct BlackholeSink {
     records: Arc<AtomicU64>,
+    /// Records per second this sink takes at most (`rate`); it sleeps when ahead.
+    rate: Option<f64>,
+    started: Option<std::time::Instant>,
 }
 
 impl BlackholeSink {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A sink that takes at most `rate` records per second (a slow consumer, for
+    /// back-pressure tests), or any number when `None`.
+    pub fn with_rate(rate: Option<f64>) -> Self {
+        Self { rate, ..Self::default() }
     }
 
     /// The shared count of records taken.
@@ -255,7 +264,15 @@ impl Operator for BlackholeSink {
         batch: RecordBatch,
         _out: &mut dyn Collector,
     ) -> Result<(), TaskError> {
-        self.records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let taken = self.records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed) + batch.num_rows() as u64;
+        if let Some(rate) = self.rate {
+            // Sleeping blocks this task's thread: upstream fills its queues and waits.
+            let started = *self.started.get_or_insert_with(std::time::Instant::now);
+            let due = std::time::Duration::from_secs_f64(taken as f64 / rate);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,253 @@
+//! Throughput and latency benchmarks of BENCHMARKS.md on a real cluster.
+//!
+//! `cargo build --release --workspace --bins && target/release/bench_jobs [B1 B2 B3 B4 LATENCY]`
+//!
+//! Each throughput job runs on a fresh cluster of 1 jobmanager + 1 taskmanager with 2
+//! slots at parallelism 2, `RUNS` times (default 3), and prints per run and as medians:
+//! records/s from job RUNNING to FINISHED, taskmanager CPU seconds per million records,
+//! and the taskmanager's peak RSS. Every run's record count at the sinks is checked
+//! against the expected total. B4 needs the word file of `shared/bench/gen_words.py`
+//! (`FLINT_WORDS_FILE`, generated into the temp directory if absent).
+//! LATENCY measures POST → all subtasks RUNNING of a parallelism-4 job, inside the
+//! jobmanager (from its timestamps) and end to end through `flint run -d`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flint_tests::{bin_dir, repo_root, Harness};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(900);
+
+fn proc_field(pid: i32, file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Bench {
+    name: &'static str,
+    job: Value,
+    expected_sink_records: u64,
+    /// What "records" means for records/s (B4 counts lines read too).
+    records: u64,
+}
+
+fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
+    let mut list = vec![
+        Bench {
+            name: "B1",
+            job: json!({ "flint": 1, "name": "B1 passthrough", "parallelism": 2, "operators": [
+                { "id": "seq", "op": "source.sequence", "from": 0, "to": 49_999_999 },
+                { "id": "pad", "op": "map", "inputs": ["seq"],
+                  "fields": { "n": "n", "s": "str::substring(str::from(n + 10000000000000000), 1)" } },
+                { "id": "double", "op": "map", "inputs": ["pad"], "fields": { "n": "n * 2", "s": "s" } },
+                { "id": "filter", "op": "filter", "inputs": ["double"], "predicate": "n % 3 != 0" },
+                { "id": "discard", "op": "sink.blackhole", "inputs": ["filter"] } ] }),
+            expected_sink_records: 33_333_333,
+            records: 50_000_000,
+        },
+        Bench {
+            name: "B2",
+            job: json!({ "flint": 1, "name": "B2 keyed-count", "parallelism": 2, "operators": [
+                { "id": "seq", "op": "source.sequence", "from": 0, "to": 19_999_999 },
+                { "id": "keyed", "op": "map", "inputs": ["seq"],
+                  "fields": { "key": "\"k\" + str::from(n % 100000)", "n": "n" } },
+                { "id": "count", "op": "aggregate", "inputs": ["keyed"], "key": ["key"],
+                  "aggs": { "count": "count()" } },
+                { "id": "discard", "op": "sink.blackhole", "inputs": ["count"] } ] }),
+            expected_sink_records: 20_000_000,
+            records: 20_000_000,
+        },
+        Bench {
+            name: "B3",
+            job: json!({ "flint": 1, "name": "B3 tumbling-window", "parallelism": 2, "operators": [
+                { "id": "seq", "op": "source.sequence", "from": 0, "to": 19_999_999 },
+                { "id": "events", "op": "map", "inputs": ["seq"], "fields": { "key": "n % 1000", "ts": "n" } },
+                { "id": "window", "op": "window", "inputs": ["events"], "key": ["key"], "size": "1 s",
+                  "time": "event", "timestamp_field": "ts", "aggs": { "count": "count()" } },
+                { "id": "discard", "op": "sink.blackhole", "inputs": ["window"] } ] }),
+            expected_sink_records: 20_000_000,
+            records: 20_000_000,
+        },
+    ];
+    if let Some(words) = words {
+        list.push(Bench {
+            name: "B4",
+            job: json!({ "flint": 1, "name": "B4 wordcount", "parallelism": 2, "operators": [
+                { "id": "lines", "op": "source.file", "path": words },
+                { "id": "words", "op": "flat_map.split", "inputs": ["lines"], "field": "line", "separator": " ", "as": "word" },
+                { "id": "count", "op": "aggregate", "inputs": ["words"], "key": ["word"], "aggs": { "count": "count()" } },
+                { "id": "discard", "op": "sink.blackhole", "inputs": ["count"] } ] }),
+            expected_sink_records: 27_000_000,
+            records: 27_000_000,
+        });
+    }
+    list
+}
+
+fn start_cluster(name: &str, slots: u32) -> (Harness, i32) {
+    let mut h = Harness::new(name);
+    h.start_jobmanager("jobmanager");
+    let tm = h.start_taskmanager("taskmanager", &[format!("taskmanager.numberOfTaskSlots={slots}")]);
+    h.wait_for_overview("the task manager", Duration::from_secs(30), |o| o["slots-total"] == slots);
+    let pid = h.process(tm).pid();
+    (h, pid)
+}
+
+fn run_job(h: &Harness, job: &Value) -> (String, Value) {
+    let reply = h.post_json("/jobs", job).expect("POST /jobs");
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let job_id = reply.body["jobUrl"].as_str().unwrap().trim_start_matches("/jobs/").to_string();
+    let done = h.wait_for("the job to finish", DEADLINE, || {
+        let j = h.get(&format!("/jobs/{job_id}")).ok()?.body;
+        match j["state"].as_str()? {
+            "FINISHED" => Some(j),
+            "FAILED" | "CANCELED" => panic!(
+                "job {job_id} ended {}: {}",
+                j["state"],
+                h.get(&format!("/jobs/{job_id}/exceptions")).unwrap().text
+            ),
+            _ => None,
+        }
+    });
+    (job_id, done)
+}
+
+fn throughput(bench: &Bench, runs: usize) {
+    let (h, tm_pid) = start_cluster(&format!("bench-{}", bench.name), 2);
+    let mut rates = Vec::new();
+    let mut cpu_per_m = Vec::new();
+    for run in 1..=runs {
+        let cpu_before = cpu_seconds(tm_pid);
+        let (job_id, done) = run_job(&h, &bench.job);
+        let cpu = cpu_seconds(tm_pid) - cpu_before;
+        let running = done["timestamps"]["RUNNING"].as_f64().unwrap();
+        let finished = done["timestamps"]["FINISHED"].as_f64().unwrap();
+        let seconds = (finished - running) / 1000.0;
+        let acc = h.get_ok(&format!("/jobs/{job_id}/accumulators"));
+        let sink: u64 = acc["user-task-accumulators"][0]["value"].as_str().unwrap().parse().unwrap();
+        let ok = if sink == bench.expected_sink_records { "ok" } else { "WRONG" };
+        let rate = bench.records as f64 / seconds;
+        println!(
+            "{} run {run}: {:.2} s, {:.2} M records/s, taskmanager {:.3} CPU-s per 1M records, sink records {sink} ({ok})",
+            bench.name,
+            seconds,
+            rate / 1e6,
+            cpu / (bench.records as f64 / 1e6)
+        );
+        assert_eq!(sink, bench.expected_sink_records, "{} produced a wrong result", bench.name);
+        rates.push(rate);
+        cpu_per_m.push(cpu / (bench.records as f64 / 1e6));
+    }
+    let peak = proc_field(tm_pid, "status", "VmHWM:") as f64 / 1024.0;
+    println!(
+        "{} median: {:.2} M records/s, {:.3} taskmanager CPU-s per 1M records, peak taskmanager RSS {:.1} MiB",
+        bench.name,
+        median(rates) / 1e6,
+        median(cpu_per_m),
+        peak
+    );
+}
+
+fn latency(runs: usize) {
+    let (h, _) = start_cluster("bench-latency", 4);
+    let job = json!({ "flint": 1, "name": "latency", "parallelism": 4, "operators": [
+        { "id": "seq", "op": "source.sequence", "from": 0, "rate": 10 },
+        { "id": "keyed", "op": "aggregate", "inputs": ["seq"], "key": ["n"], "aggs": { "c": "count()" } },
+        { "id": "discard", "op": "sink.blackhole", "inputs": ["keyed"] } ] });
+    let file = h.home.join("latency.json");
+    std::fs::write(&file, job.to_string()).unwrap();
+    let mut inside = Vec::new();
+    let mut end_to_end = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let out = Command::new(bin_dir().join("flint"))
+            .args(["-m", &format!("127.0.0.1:{}", h.rest_port), "run", "-d"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let job_id = String::from_utf8_lossy(&out.stdout).split_whitespace().last().unwrap().to_string();
+        let job = loop {
+            let j = h.get(&format!("/jobs/{job_id}")).unwrap().body;
+            if j["status-counts"]["RUNNING"] == 8 {
+                break j;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        end_to_end.push(started.elapsed().as_secs_f64() * 1000.0);
+        let submitted = job["timestamps"]["INITIALIZING"].as_f64().unwrap();
+        let mut last_running = 0.0f64;
+        for v in job["vertices"].as_array().unwrap() {
+            let detail = h.get_ok(&format!("/jobs/{job_id}/vertices/{}/subtasktimes", v["id"].as_str().unwrap()));
+            for s in detail["subtasks"].as_array().unwrap() {
+                last_running = last_running.max(s["timestamps"]["RUNNING"].as_f64().unwrap());
+            }
+        }
+        inside.push(last_running - submitted);
+        let reply = h.patch(&format!("/jobs/{job_id}?mode=cancel")).unwrap();
+        assert_eq!(reply.status, 202);
+        h.wait_for("the job to be canceled", DEADLINE, || {
+            (h.get(&format!("/jobs/{job_id}")).ok()?.body["state"] == "CANCELED").then_some(())
+        });
+        h.wait_for_overview("slots free", DEADLINE, |o| o["slots-available"] == 4);
+    }
+    println!(
+        "LATENCY (p=4, 8 subtasks) inside the jobmanager: median {:.1} ms over {runs} runs {inside:?}",
+        median(inside.clone())
+    );
+    println!(
+        "LATENCY through `flint run -d` until all RUNNING: median {:.1} ms {end_to_end:.1?}",
+        median(end_to_end.clone())
+    );
+}
+
+fn words_file() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FLINT_WORDS_FILE") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::temp_dir().join("flint-bench-words.txt");
+    if !path.exists() {
+        println!("generating {} with shared/bench/gen_words.py ...", path.display());
+        let status =
+            Command::new("python3").arg(repo_root().join("../shared/bench/gen_words.py")).arg(&path).status().ok()?;
+        if !status.success() {
+            return None;
+        }
+    }
+    Some(path)
+}
+
+fn main() {
+    let selected: Vec<String> = std::env::args().skip(1).collect();
+    let want = |name: &str| selected.is_empty() || selected.iter().any(|s| s.eq_ignore_ascii_case(name));
+    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let words = if want("B4") { words_file() } else { None };
+    for bench in benches(&words) {
+        if want(bench.name) {
+            throughput(&bench, runs);
+        }
+    }
+    if want("LATENCY") {
+        latency(5);
+    }
+}
