@@ -5,6 +5,11 @@ use clap::Parser;
 use flint_common::process::{init_logging, DaemonArgs};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc keeps freed batch memory for reuse instead of returning it to the kernel
+/// after every batch, as glibc's malloc does (about a third of B1's time went there).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = DaemonArgs::parse();
     init_logging();
