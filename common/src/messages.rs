@@ -288,6 +288,14 @@ pub struct CancelTask {
 
 rpc_message!(unfenced CancelTask => bool);
 
+/// JobMaster → TaskExecutor heartbeat, for one job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatFromJobManager {
+    pub job_id: JobId,
+}
+
+rpc_message!(unfenced HeartbeatFromJobManager => ResourceId);
+
 /// The states a TaskExecutor reports for a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskState {
@@ -526,6 +534,10 @@ impl TaskExecutorGateway {
 
     pub fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Reply<Result<(), String>> {
         Box::pin(self.0.ask(&SubmitTask { tdd: Box::new(tdd) }))
+    }
+
+    pub fn heartbeat_from_job_manager(&self, job_id: JobId) -> Reply<ResourceId> {
+        Box::pin(self.0.ask(&HeartbeatFromJobManager { job_id }))
     }
 
     pub fn cancel_task(&self, attempt_id: ExecutionAttemptId) -> Reply<bool> {

@@ -20,7 +20,7 @@ use futures::future::join_all;
 use tracing::info;
 
 use crate::execution_graph::JobStatus;
-use crate::job_master::{CancelJob, GetSnapshot, JobMaster, JobSnapshot};
+use crate::job_master::{CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot};
 
 /// How the Dispatcher starts JobMasters.
 #[derive(Clone)]
@@ -28,6 +28,7 @@ pub struct DispatcherConfig {
     pub resource_manager: RemoteEndpoint,
     pub slot_request_timeout: Duration,
     pub ask_timeout: Duration,
+    pub heartbeat: HeartbeatSettings,
 }
 
 enum JobEntry {
@@ -116,16 +117,7 @@ impl Handler<SubmitJob> for Dispatcher {
             return Err(SubmitError::Duplicate(job_id));
         }
         info!(%job_id, name = %msg.graph.name, "job submitted");
-        let master = JobMaster::new(
-            job_id,
-            msg.graph,
-            self.rpc.clone(),
-            self.config.resource_manager.clone(),
-            ctx.address(),
-            self.config.slot_request_timeout,
-            self.config.ask_timeout,
-        )
-        .start();
+        let master = JobMaster::new(job_id, msg.graph, self.rpc.clone(), ctx.address(), &self.config).start();
         self.jobs.insert(job_id, JobEntry::Running(master));
         Ok(job_id)
     }

@@ -25,7 +25,7 @@ use flint_common::resources::ResourceProfile;
 use flint_common::rpc::{Endpoint, FencingToken, RpcAddress, RpcService, PROTOCOL_VERSION};
 use tracing::{debug, info, warn};
 
-use crate::dispatcher::{Dispatcher, JobTerminated};
+use crate::dispatcher::{Dispatcher, DispatcherConfig, JobTerminated};
 use crate::execution_graph::{ExecutionGraph, ExecutionState, IoMetrics, JobStatus, SlotAssignment, UpdateOutcome};
 
 /// A failure recorded for `/jobs/:id/exceptions`.
@@ -45,6 +45,21 @@ struct HeldSlot {
     gateway: TaskExecutorGateway,
     host: String,
     data_address: String,
+}
+
+/// How the JobMaster watches the TaskExecutors that hold its slots.
+#[derive(Clone, Copy, Debug)]
+pub struct HeartbeatSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive unreachable heartbeats that mark a TaskExecutor lost; ≤ 0 disables.
+    pub rpc_failure_threshold: i32,
+}
+
+struct Peer {
+    last_ok: std::time::Instant,
+    failures: i32,
+    in_flight: bool,
 }
 
 /// What the REST API sees of a job: its plan and a copy of its ExecutionGraph.
@@ -72,6 +87,9 @@ pub struct JobMaster {
     pending: BTreeMap<AllocationId, usize>,
     exceptions: Vec<ExceptionEntry>,
     deployed: bool,
+    heartbeat: HeartbeatSettings,
+    /// TaskExecutors holding slots of this job.
+    peers: BTreeMap<ResourceId, Peer>,
 }
 
 impl JobMaster {
@@ -79,10 +97,8 @@ impl JobMaster {
         job_id: JobId,
         job_graph: JobGraph,
         rpc: RpcService,
-        resource_manager: RemoteEndpoint,
         dispatcher: Addr<Dispatcher>,
-        slot_request_timeout: Duration,
-        ask_timeout: Duration,
+        config: &DispatcherConfig,
     ) -> Self {
         let graph = ExecutionGraph::new(job_id, &job_graph, epoch_ms());
         let slots = vec![None; job_graph.slots_needed() as usize];
@@ -93,14 +109,16 @@ impl JobMaster {
             rpc,
             session: LeaderSessionId::generate(),
             fencing: FencingToken::new(),
-            resource_manager,
+            resource_manager: config.resource_manager.clone(),
             dispatcher,
-            slot_request_timeout,
-            ask_timeout,
+            slot_request_timeout: config.slot_request_timeout,
+            ask_timeout: config.ask_timeout,
             slots,
             pending: BTreeMap::new(),
             exceptions: Vec::new(),
             deployed: false,
+            heartbeat: config.heartbeat,
+            peers: BTreeMap::new(),
         }
     }
 
@@ -344,6 +362,81 @@ impl JobMaster {
         ctx.stop();
     }
 
+    /// One heartbeat round with every TaskExecutor holding a slot of this job.
+    fn heartbeat_round(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.heartbeat.timeout;
+        let silent: Vec<ResourceId> =
+            self.peers.iter().filter(|(_, p)| p.last_ok.elapsed() > timeout).map(|(id, _)| id.clone()).collect();
+        for resource_id in silent {
+            let reason = format!("The heartbeat of TaskManager with id {resource_id} timed out.");
+            self.task_manager_lost(ctx, &resource_id, reason);
+        }
+        let job_id = self.job_id;
+        let due: Vec<(ResourceId, TaskExecutorGateway)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.in_flight)
+            .filter_map(|(id, _)| {
+                self.slots.iter().flatten().find(|s| &s.resource_id == id).map(|s| (id.clone(), s.gateway.clone()))
+            })
+            .collect();
+        for (resource_id, gateway) in due {
+            if let Some(peer) = self.peers.get_mut(&resource_id) {
+                peer.in_flight = true;
+            }
+            let fut = gateway.heartbeat_from_job_manager(job_id);
+            ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+                let threshold = act.heartbeat.rpc_failure_threshold;
+                let Some(peer) = act.peers.get_mut(&resource_id) else { return };
+                peer.in_flight = false;
+                match result {
+                    Ok(_) => {
+                        peer.last_ok = std::time::Instant::now();
+                        peer.failures = 0;
+                    }
+                    Err(e @ (flint_common::rpc::RpcError::Unreachable { .. }
+                    | flint_common::rpc::RpcError::ConnectionLost { .. })) => {
+                        peer.failures += 1;
+                        if threshold > 0 && peer.failures >= threshold {
+                            let reason = format!(
+                                "TaskManager with id {resource_id} is unreachable: {threshold} consecutive heartbeats failed ({e})"
+                            );
+                            act.task_manager_lost(ctx, &resource_id, reason);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }));
+        }
+    }
+
+    /// A TaskExecutor of this job is gone: its slots are gone and its tasks failed.
+    fn task_manager_lost(&mut self, ctx: &mut Context<Self>, resource_id: &ResourceId, reason: String) {
+        if self.peers.remove(resource_id).is_none() {
+            return;
+        }
+        warn!(job_id = %self.job_id, %resource_id, reason, "task manager lost");
+        for slot in self.slots.iter_mut() {
+            if slot.as_ref().is_some_and(|s| &s.resource_id == resource_id) {
+                *slot = None;
+            }
+        }
+        let affected: Vec<ExecutionAttemptId> = self
+            .graph
+            .executions()
+            .filter(|(_, s)| {
+                !s.current.state.is_terminal()
+                    && s.current.assignment.as_ref().is_some_and(|a| &a.resource_id == resource_id)
+            })
+            .map(|(_, s)| s.current.attempt_id)
+            .collect();
+        for attempt_id in affected {
+            let state =
+                if self.graph.status == JobStatus::Running { ExecutionState::Failed } else { ExecutionState::Canceled };
+            self.apply_update(ctx, attempt_id, state, Some(reason.clone()), None);
+        }
+    }
+
     fn check_slot_timeout(&mut self, ctx: &mut Context<Self>) {
         if self.deployed || self.graph.status != JobStatus::Running {
             return;
@@ -388,6 +481,7 @@ impl Actor for JobMaster {
         info!(job_id = %self.job_id, name = %self.job_graph.name, slots = self.slots.len(), "job master started");
         self.request_slots(ctx);
         ctx.run_later(self.slot_request_timeout, |act, ctx| act.check_slot_timeout(ctx));
+        ctx.run_interval(self.heartbeat.interval, |act, ctx| act.heartbeat_round(ctx));
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -412,6 +506,11 @@ impl Handler<OfferSlots> for JobMaster {
             let Some(index) = self.pending.remove(&offer.allocation_id) else { continue };
             let gateway =
                 TaskExecutorGateway(RemoteEndpoint::new(self.rpc.clone(), msg.task_executor.clone(), self.ask_timeout));
+            self.peers.entry(msg.resource_id.clone()).or_insert(Peer {
+                last_ok: std::time::Instant::now(),
+                failures: 0,
+                in_flight: false,
+            });
             self.slots[index] = Some(HeldSlot {
                 allocation_id: offer.allocation_id,
                 resource_id: msg.resource_id.clone(),

@@ -7,14 +7,18 @@
 //! and then stops in reverse: REST (finishing requests in flight), Dispatcher,
 //! ResourceManager (leaving its election), RPC.
 //!
+//! - [`checkpoint_coordinator`]: a job's CheckpointCoordinator (pure state machine).
 //! - [`dispatcher`]: the Dispatcher actor.
 //! - [`rest`]: the monitoring REST API and dashboard.
+//! - [`restart`]: restart strategies (fixed-delay, failure-rate, exponential-delay), pure logic.
 
+pub mod checkpoint_coordinator;
 pub mod dispatcher;
 pub mod execution_graph;
 pub mod job_master;
 pub mod rest;
 pub mod rest_jobs;
+pub mod restart;
 
 use std::sync::Arc;
 
@@ -80,6 +84,11 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                 resource_manager: RemoteEndpoint::new(rpc.clone(), resource_manager.address.clone(), ask_timeout),
                 slot_request_timeout: config.get(&options::SLOT_REQUEST_TIMEOUT)?,
                 ask_timeout,
+                heartbeat: job_master::HeartbeatSettings {
+                    interval: config.get(&options::HEARTBEAT_INTERVAL)?,
+                    timeout: config.get(&options::HEARTBEAT_TIMEOUT)?,
+                    rpc_failure_threshold: config.get(&options::HEARTBEAT_RPC_FAILURE_THRESHOLD)?,
+                },
             },
         );
 

@@ -120,6 +120,8 @@ struct RunningTask {
 pub struct TaskExecutor {
     env: Arc<TaskEnvironment>,
     tasks: HashMap<ExecutionAttemptId, RunningTask>,
+    /// When each job's JobMaster was last heard from (jobs with slots here).
+    job_masters: HashMap<JobId, Instant>,
     rpc: RpcService,
     config: TaskManagerConfig,
     description: TaskExecutorDescription,
@@ -175,6 +177,7 @@ impl TaskExecutor {
         Self {
             env,
             tasks: HashMap::new(),
+            job_masters: HashMap::new(),
             rpc,
             config,
             description,
@@ -303,6 +306,7 @@ impl Actor for TaskExecutor {
                 let reason = format!("no heartbeat from the resource manager within {} ms", timeout.as_millis());
                 act.start_registration(ctx, &reason);
             }
+            act.check_job_masters();
         });
         self.start_registration(ctx, "task executor started");
     }
@@ -435,6 +439,29 @@ impl TaskExecutor {
         });
     }
 
+    /// Releases every slot (and cancels every task) of a job whose JobMaster has not
+    /// sent a heartbeat within `heartbeat.timeout`: nobody is there to use them.
+    fn check_job_masters(&mut self) {
+        let timeout = self.config.heartbeat_timeout;
+        let lost: Vec<JobId> =
+            self.job_masters.iter().filter(|(_, last)| last.elapsed() > timeout).map(|(job, _)| *job).collect();
+        for job_id in lost {
+            self.job_masters.remove(&job_id);
+            warn!(%job_id, "no heartbeat from the job master; releasing the job's slots");
+            let allocations: Vec<AllocationId> = self
+                .slots
+                .report()
+                .slots
+                .iter()
+                .filter(|s| s.job_id == Some(job_id))
+                .filter_map(|s| s.allocation_id)
+                .collect();
+            for allocation_id in allocations {
+                self.free_slot(allocation_id, "the job master is gone");
+            }
+        }
+    }
+
     /// Frees a slot and tells the ResourceManager at once (the next heartbeat would too).
     /// Tasks still running in the slot are canceled.
     fn free_slot(&mut self, allocation_id: AllocationId, cause: &str) -> bool {
@@ -447,6 +474,7 @@ impl TaskExecutor {
             if !self.slots.report().slots.iter().any(|s| s.job_id == Some(job_id)) {
                 // The job's last slot here: its partitions go too.
                 self.env.partitions.release(job_id);
+                self.job_masters.remove(&job_id);
             }
         }
         info!(%slot_id, %allocation_id, cause, "slot freed");
@@ -475,6 +503,7 @@ impl Handler<AllocateSlot> for TaskExecutor {
         }
         let result = self.slots.allocate(&msg.slot_id, msg.allocation_id, msg.job_id);
         if result.is_ok() {
+            self.job_masters.entry(msg.job_id).or_insert_with(Instant::now);
             info!(slot_id = %msg.slot_id, allocation_id = %msg.allocation_id, job_id = %msg.job_id, "slot allocated");
             self.offer_slot(ctx, msg.allocation_id, msg.job_master);
         }
@@ -585,6 +614,16 @@ impl Handler<RequestLogFile> for TaskExecutor {
     }
 }
 
+impl Handler<HeartbeatFromJobManager> for TaskExecutor {
+    type Result = MessageResult<HeartbeatFromJobManager>;
+    fn handle(&mut self, msg: HeartbeatFromJobManager, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(last) = self.job_masters.get_mut(&msg.job_id) {
+            *last = Instant::now();
+        }
+        MessageResult(self.description.resource_id.clone())
+    }
+}
+
 impl Handler<CancelTask> for TaskExecutor {
     type Result = bool;
     fn handle(&mut self, msg: CancelTask, _ctx: &mut Context<Self>) -> bool {
@@ -640,6 +679,7 @@ pub fn register_endpoint(rpc: &RpcService, addr: Addr<TaskExecutor>) {
             .on_actor::<SubmitTask, _>(addr.clone())
             .on_actor::<CancelTask, _>(addr.clone())
             .on_actor::<RequestLogList, _>(addr.clone())
+            .on_actor::<HeartbeatFromJobManager, _>(addr.clone())
             .on_actor::<RequestLogFile, _>(addr),
     );
 }

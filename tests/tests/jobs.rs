@@ -347,3 +347,57 @@ fn a_slow_sink_back_pressures_a_fast_source_with_bounded_memory() {
     assert_eq!(reply.status, 202);
     wait_for_state(&h, &job_id, "CANCELED");
 }
+
+fn unbounded_job(parallelism: u32) -> Value {
+    json!({
+        "flint": 1, "name": "unbounded", "parallelism": parallelism,
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "rate": 1000 },
+            { "id": "keyed", "op": "aggregate", "inputs": ["numbers"], "key": ["n"], "aggs": { "c": "count()" } },
+            { "id": "out", "op": "sink.blackhole", "inputs": ["keyed"] }
+        ]
+    })
+}
+
+fn fast_heartbeats(name: &str) -> (Harness, usize, usize) {
+    let mut h = Harness::new(name);
+    h.set("heartbeat.interval", "500 ms").set("heartbeat.timeout", "2 s");
+    h.start_jobmanager("jobmanager");
+    let tm1 = h.start_taskmanager("taskmanager-1", &["taskmanager.numberOfTaskSlots=2".into()]);
+    let tm2 = h.start_taskmanager("taskmanager-2", &["taskmanager.numberOfTaskSlots=2".into()]);
+    h.wait_for_overview("2 task managers with 4 slots", DEADLINE, |o| o["taskmanagers"] == 2 && o["slots-total"] == 4);
+    (h, tm1, tm2)
+}
+
+#[test]
+fn a_killed_taskmanager_fails_its_job_through_the_job_masters_heartbeat() {
+    let (mut h, _, tm2) = fast_heartbeats("tm-lost");
+    let job_id = submit(&h, &unbounded_job(4));
+    h.wait_for("all 8 subtasks RUNNING", DEADLINE, || {
+        (h.get(&format!("/jobs/{job_id}")).ok()?.body["status-counts"]["RUNNING"] == 8).then_some(())
+    });
+    h.process(tm2).kill9();
+    // Restarts come with fault tolerance; until then the job fails, with the reason.
+    wait_for_state(&h, &job_id, "FAILED");
+    let exceptions = h.get_ok(&format!("/jobs/{job_id}/exceptions"));
+    let root = exceptions["root-exception"].as_str().unwrap_or_default().to_string();
+    assert!(root.contains("TaskManager with id") || root.contains("failed"), "{exceptions}");
+    h.wait_for_overview("the survivor's slots free", DEADLINE, |o| o["taskmanagers"] == 1 && o["slots-available"] == 2);
+}
+
+#[test]
+fn taskmanagers_release_the_slots_of_a_dead_jobmanagers_jobs() {
+    let (mut h, _, _) = fast_heartbeats("jm-lost");
+    let jm = 0;
+    let job_id = submit(&h, &unbounded_job(4));
+    h.wait_for("all 8 subtasks RUNNING", DEADLINE, || {
+        (h.get(&format!("/jobs/{job_id}")).ok()?.body["status-counts"]["RUNNING"] == 8).then_some(())
+    });
+    h.process(jm).kill9();
+    h.start_jobmanager("jobmanager-2");
+    // The new jobmanager does not know the job (no HA yet); the taskmanagers notice the
+    // job master is gone, cancel its tasks and report every slot free.
+    h.wait_for_overview("every slot free at the new jobmanager", DEADLINE, |o| {
+        o["taskmanagers"] == 2 && o["slots-total"] == 4 && o["slots-available"] == 4
+    });
+}
