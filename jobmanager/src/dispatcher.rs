@@ -29,6 +29,8 @@ pub struct DispatcherConfig {
     pub slot_request_timeout: Duration,
     pub ask_timeout: Duration,
     pub heartbeat: HeartbeatSettings,
+    /// The cluster configuration (defaults for job settings such as restarts).
+    pub cluster: flint_common::config::Configuration,
 }
 
 enum JobEntry {

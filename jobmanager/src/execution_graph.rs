@@ -455,7 +455,9 @@ impl ExecutionGraph {
         };
         let execution = &mut self.vertices[v].subtasks[s].current;
         let from = execution.state;
-        if from == to {
+        // Reports that arrive after the attempt ended or was asked to cancel are late,
+        // not illegal: a task may report RUNNING just as its cancel is sent.
+        if from == to || from.is_terminal() || (from == ExecutionState::Canceling && !to.is_terminal()) {
             return Ok(UpdateOutcome::None);
         }
         if !from.can_transition_to(to) {
@@ -512,6 +514,17 @@ impl ExecutionGraph {
             }
         }
         to_cancel
+    }
+
+    /// A global failover: every subtask gets a new CREATED attempt (its current one is
+    /// kept in its history). Call once every execution is terminal.
+    pub fn reset_for_restart(&mut self, now_ms: u64) {
+        for v in &mut self.vertices {
+            for s in &mut v.subtasks {
+                let next = Execution::new(s.current.attempt_number + 1, now_ms);
+                s.prior.push(std::mem::replace(&mut s.current, next));
+            }
+        }
     }
 
     pub fn all_terminal(&self) -> bool {
@@ -634,6 +647,30 @@ mod tests {
         eg.transition(JobStatus::Failed, 9).unwrap();
         assert_eq!(eg.failure_cause.as_deref(), Some("boom"));
         assert_eq!(eg.vertices[0].aggregate_state(), ExecutionState::Failed);
+    }
+
+    #[test]
+    fn a_restart_gives_every_subtask_a_new_attempt() {
+        let mut eg = ExecutionGraph::new(JobId::generate(), &graph(), 0);
+        run_all(&mut eg);
+        let old = attempts(&eg);
+        assert!(matches!(
+            eg.update_execution(old[0], ExecutionState::Failed, Some("x".into()), 6).unwrap(),
+            UpdateOutcome::TaskFailed { .. }
+        ));
+        for (a, _) in eg.begin_cancel(7) {
+            eg.update_execution(a, ExecutionState::Canceled, None, 8).unwrap();
+        }
+        eg.transition(JobStatus::Restarting, 9).unwrap();
+        eg.reset_for_restart(10);
+        eg.transition(JobStatus::Running, 11).unwrap();
+        let new = attempts(&eg);
+        assert!(new.iter().all(|a| !old.contains(a)));
+        assert!(eg.executions().all(|(_, s)| s.current.attempt_number == 1
+            && s.current.state == ExecutionState::Created
+            && s.prior.len() == 1));
+        // Updates of the old attempts no longer count.
+        assert_eq!(eg.update_execution(old[1], ExecutionState::Failed, None, 12).unwrap(), UpdateOutcome::None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::dispatcher::{Dispatcher, DispatcherConfig, JobTerminated};
 use crate::execution_graph::{ExecutionGraph, ExecutionState, IoMetrics, JobStatus, SlotAssignment, UpdateOutcome};
+use crate::restart::{RestartBackoff, RestartDecision, RestartStrategyConfig};
 
 /// A failure recorded for `/jobs/:id/exceptions`.
 #[derive(Clone, Debug)]
@@ -65,6 +66,8 @@ struct Peer {
 /// What the REST API sees of a job: its plan and a copy of its ExecutionGraph.
 #[derive(Clone)]
 pub struct JobSnapshot {
+    pub restart_strategy: String,
+    pub num_restarts: u32,
     pub graph: ExecutionGraph,
     pub job_graph: JobGraph,
     pub exceptions: Vec<ExceptionEntry>,
@@ -90,6 +93,11 @@ pub struct JobMaster {
     heartbeat: HeartbeatSettings,
     /// TaskExecutors holding slots of this job.
     peers: BTreeMap<ResourceId, Peer>,
+    /// The restart strategy (an invalid configuration fails the job at start).
+    restart: Result<RestartBackoff, String>,
+    restart_description: String,
+    /// Set when a failure was decided to be restarted: the delay before redeploying.
+    pending_restart: Option<Duration>,
 }
 
 impl JobMaster {
@@ -101,6 +109,11 @@ impl JobMaster {
         config: &DispatcherConfig,
     ) -> Self {
         let graph = ExecutionGraph::new(job_id, &job_graph, epoch_ms());
+        let checkpointing = job_graph.config.contains_key("execution.checkpointing.interval")
+            || config.cluster.contains("execution.checkpointing.interval");
+        let strategy = RestartStrategyConfig::from_config(&job_graph.config, &config.cluster, checkpointing);
+        let restart_description = strategy.as_ref().map_or_else(|e| e.clone(), RestartStrategyConfig::description);
+        let restart = strategy.map(|s| RestartBackoff::new(s, job_id.as_u128() as u64));
         let slots = vec![None; job_graph.slots_needed() as usize];
         Self {
             job_id,
@@ -119,6 +132,9 @@ impl JobMaster {
             deployed: false,
             heartbeat: config.heartbeat,
             peers: BTreeMap::new(),
+            restart,
+            restart_description,
+            pending_restart: None,
         }
     }
 
@@ -133,6 +149,8 @@ impl JobMaster {
 
     fn snapshot(&self) -> JobSnapshot {
         JobSnapshot {
+            restart_strategy: self.restart_description.clone(),
+            num_restarts: self.restart.as_ref().map_or(0, RestartBackoff::restarts),
             graph: self.graph.clone(),
             job_graph: self.job_graph.clone(),
             exceptions: self.exceptions.clone(),
@@ -255,13 +273,25 @@ impl JobMaster {
         for (attempt_id, task_name, slot, tdd) in submissions {
             let fut = slot.gateway.submit_task(tdd);
             ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-                let error = match result {
+                let (error, unreachable) = match result {
                     Ok(Ok(())) => return,
-                    Ok(Err(e)) => e,
-                    Err(e) => e.to_string(),
+                    Ok(Err(e)) => (e, false),
+                    Err(e) => {
+                        let unreachable = matches!(
+                            e,
+                            flint_common::rpc::RpcError::Unreachable { .. }
+                                | flint_common::rpc::RpcError::ConnectionLost { .. }
+                        );
+                        (e.to_string(), unreachable)
+                    }
                 };
                 let cause = format!("Could not deploy {task_name} to {}: {error}", slot.resource_id);
-                act.apply_update(ctx, attempt_id, ExecutionState::Failed, Some(cause), None);
+                if unreachable {
+                    // The TaskExecutor is gone: its slots with it.
+                    act.task_manager_lost(ctx, &slot.resource_id, cause);
+                } else {
+                    act.apply_update(ctx, attempt_id, ExecutionState::Failed, Some(cause), None);
+                }
             }));
         }
     }
@@ -286,9 +316,25 @@ impl JobMaster {
                 self.terminate(ctx);
             }
             Ok(UpdateOutcome::TaskFailed { vertex, subtask, cause }) => {
-                warn!(job_id = %self.job_id, vertex, subtask, cause, "task failed; failing the job");
                 let parallelism = self.graph.vertices.iter().find(|v| v.name == vertex).map_or(1, |v| v.parallelism);
-                self.record_exception(cause, Some(format!("{vertex} ({}/{parallelism})", subtask + 1)), location);
+                self.record_exception(
+                    cause.clone(),
+                    Some(format!("{vertex} ({}/{parallelism})", subtask + 1)),
+                    location,
+                );
+                let decision = match &mut self.restart {
+                    Ok(backoff) => backoff.on_failure(std::time::Instant::now()),
+                    Err(e) => RestartDecision::Fail { reason: e.clone() },
+                };
+                match decision {
+                    RestartDecision::Restart { delay } => {
+                        warn!(job_id = %self.job_id, vertex, subtask, cause, delay_ms = delay.as_millis() as u64, "task failed; restarting the job");
+                        self.pending_restart = Some(delay);
+                    }
+                    RestartDecision::Fail { reason } => {
+                        warn!(job_id = %self.job_id, vertex, subtask, cause, reason, "task failed; failing the job");
+                    }
+                }
                 self.cancel_executions(ctx);
             }
             Ok(UpdateOutcome::AllTerminal) => self.all_terminal(ctx),
@@ -323,12 +369,49 @@ impl JobMaster {
     }
 
     fn all_terminal(&mut self, ctx: &mut Context<Self>) {
+        if self.graph.status == JobStatus::Failing {
+            if let Some(delay) = self.pending_restart.take() {
+                if self.graph.transition(JobStatus::Restarting, epoch_ms()).is_ok() {
+                    info!(job_id = %self.job_id, delay_ms = delay.as_millis() as u64, "job restarting");
+                    ctx.run_later(delay, |act, ctx| act.restart(ctx));
+                    return;
+                }
+            }
+        }
         let target = if self.graph.status == JobStatus::Cancelling { JobStatus::Canceled } else { JobStatus::Failed };
         if let Err(e) = self.graph.transition(target, epoch_ms()) {
             warn!(job_id = %self.job_id, error = %e, "job status");
         }
         info!(job_id = %self.job_id, status = %self.graph.status, "job ended");
         self.terminate(ctx);
+    }
+
+    /// A global failover: new attempts of every subtask, deployed into the slots still
+    /// held; slots lost with their TaskExecutor are requested again.
+    fn restart(&mut self, ctx: &mut Context<Self>) {
+        if self.graph.status != JobStatus::Restarting {
+            return;
+        }
+        let now = epoch_ms();
+        self.graph.reset_for_restart(now);
+        if let Err(e) = self.graph.transition(JobStatus::Running, now) {
+            warn!(job_id = %self.job_id, error = %e, "cannot restart");
+            return;
+        }
+        self.graph.transition_all(ExecutionState::Created, ExecutionState::Scheduled, now);
+        self.deployed = false;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if slot.is_none() {
+                self.pending.insert(AllocationId::generate(), index);
+            }
+        }
+        info!(job_id = %self.job_id, missing_slots = self.pending.len(), "redeploying the job");
+        if self.pending.is_empty() {
+            self.deploy(ctx);
+        } else {
+            self.request_slots(ctx);
+            ctx.run_later(self.slot_request_timeout, |act, ctx| act.check_slot_timeout(ctx));
+        }
     }
 
     fn cancel_pending_slot_requests(&mut self) {
@@ -472,6 +555,14 @@ impl Actor for JobMaster {
         let now = epoch_ms();
         if let Err(e) = self.graph.transition(JobStatus::Running, now) {
             warn!(job_id = %self.job_id, error = %e, "cannot start job");
+            return;
+        }
+        if let Err(e) = &self.restart {
+            let cause = format!("invalid restart strategy configuration: {e}");
+            self.record_exception(cause.clone(), None, None);
+            self.graph.failure_cause = Some(cause);
+            let _ = self.graph.transition(JobStatus::Failed, now);
+            self.terminate(ctx);
             return;
         }
         self.graph.transition_all(ExecutionState::Created, ExecutionState::Scheduled, now);

@@ -89,6 +89,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                     timeout: config.get(&options::HEARTBEAT_TIMEOUT)?,
                     rpc_failure_threshold: config.get(&options::HEARTBEAT_RPC_FAILURE_THRESHOLD)?,
                 },
+                cluster: config.clone(),
             },
         );
 

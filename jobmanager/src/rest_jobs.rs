@@ -257,7 +257,7 @@ pub async fn config(state: web::Data<RestState>, path: web::Path<String>) -> Res
         "name": s.graph.name,
         "execution-config": {
             "execution-mode": "PIPELINED",
-            "restart-strategy": "Cluster level default restart strategy",
+            "restart-strategy": s.restart_strategy,
             "job-parallelism": parallelism,
             "object-reuse-mode": false,
             "user-config": user_config,
