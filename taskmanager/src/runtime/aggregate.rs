@@ -693,22 +693,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// Collects batches and watermarks.
-    #[derive(Default)]
-    pub(crate) struct Sink {
-        pub batches: Vec<RecordBatch>,
-        pub watermarks: Vec<i64>,
-    }
-
-    impl Collector for Sink {
-        fn collect(&mut self, batch: RecordBatch) -> Result<(), TaskError> {
-            self.batches.push(batch);
-            Ok(())
-        }
-        fn emit_watermark(&mut self, watermark: i64) -> Result<(), TaskError> {
-            self.watermarks.push(watermark);
-            Ok(())
-        }
-    }
+    pub(crate) use crate::runtime::transforms::tests::VecCollector as Sink;
 
     /// Counts rows and drops batches.
     #[derive(Default)]
