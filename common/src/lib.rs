@@ -8,7 +8,9 @@
 //! - [`ha`]: leader election seams (standalone now, ZooKeeper later).
 //! - [`job`]: job files (JSON/YAML), their validation and the derived JobGraph plan.
 //! - [`process`]: what every daemon does alike: arguments, config, logging, signals.
+//! - [`checkpoint_storage`]: checkpoint and savepoint directories on a filesystem path.
 
+pub mod checkpoint_storage;
 pub mod config;
 pub mod ha;
 pub mod ids;

@@ -10,9 +10,11 @@
 //! - [`task`]: a running task (one subtask) on its own thread.
 //! - [`runtime`]: the task runtime: operators over Arrow record batches.
 //! - [`network`]: the data plane: result partitions, input gates, the data server and client.
+//! - [`state`]: state backends: the in-memory keyed `hashmap` backend and operator state, with snapshots.
 
 pub mod network;
 pub mod runtime;
+pub mod state;
 pub mod task;
 pub mod task_executor;
 
