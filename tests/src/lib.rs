@@ -38,9 +38,29 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
+/// `n` distinct ports that were free a moment ago. The listeners are held until all are
+/// bound (so one call never returns a port twice), and a port is never handed out twice
+/// by this process.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = listener.local_addr().expect("local addr").port();
+        if !handed_out.contains(&port) && !ports.contains(&port) {
+            ports.push(port);
+            handed_out.push(port);
+        }
+        held.push(listener);
+    }
+    ports
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+    free_ports(1)[0]
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
@@ -143,8 +163,8 @@ impl Harness {
         for d in [&conf_dir, &log_dir, &pid_dir] {
             fs::create_dir_all(d).expect("create harness dirs");
         }
-        let rest_port = free_port();
-        let rpc_port = free_port();
+        let ports = free_ports(2);
+        let (rest_port, rpc_port) = (ports[0], ports[1]);
         let mut config = BTreeMap::new();
         for (k, v) in [
             ("jobmanager.rpc.address", "localhost".to_string()),
