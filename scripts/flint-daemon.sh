@@ -32,14 +32,10 @@ ACTION=$1
 DAEMON=$2
 shift 2
 
-self=${BASH_SOURCE[0]}
-while [[ -L $self ]]; do
-    dir=$(cd -P -- "$(dirname -- "$self")" && pwd)
-    self=$(readlink -- "$self")
-    [[ $self == /* ]] || self=$dir/$self
-done
+# The real directory of this script, through any symlinks.
+SCRIPTS_DIR=$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")
 # shellcheck source=config.sh source-path=SCRIPTDIR
-. "$(cd -P -- "$(dirname -- "$self")" && pwd)/config.sh"
+. "$SCRIPTS_DIR/config.sh"
 
 BINARY_NAME=$(flint_daemon_binary "$DAEMON") || flint_die "Unknown daemon '$DAEMON'. $USAGE"
 

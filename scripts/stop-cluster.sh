@@ -7,14 +7,10 @@
 
 set -euo pipefail
 
-self=${BASH_SOURCE[0]}
-while [[ -L $self ]]; do
-    dir=$(cd -P -- "$(dirname -- "$self")" && pwd)
-    self=$(readlink -- "$self")
-    [[ $self == /* ]] || self=$dir/$self
-done
+# The real directory of this script, through any symlinks.
+SCRIPTS_DIR=$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")
 # shellcheck source=config.sh source-path=SCRIPTDIR
-. "$(cd -P -- "$(dirname -- "$self")" && pwd)/config.sh"
+. "$SCRIPTS_DIR/config.sh"
 
 if (($#)); then
     echo "Usage: stop-cluster.sh" >&2

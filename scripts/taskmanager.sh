@@ -15,13 +15,8 @@ set -euo pipefail
 
 USAGE="Usage: taskmanager.sh (start|start-foreground [-D key=value]...)|stop|stop-all"
 
-self=${BASH_SOURCE[0]}
-while [[ -L $self ]]; do
-    dir=$(cd -P -- "$(dirname -- "$self")" && pwd)
-    self=$(readlink -- "$self")
-    [[ $self == /* ]] || self=$dir/$self
-done
-SCRIPTS_DIR=$(cd -P -- "$(dirname -- "$self")" && pwd)
+# The real directory of this script, through any symlinks.
+SCRIPTS_DIR=$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")
 
 if (($# < 1)); then
     echo "$USAGE" >&2
