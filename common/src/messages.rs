@@ -270,6 +270,18 @@ pub struct TaskDeploymentDescriptor {
     pub outputs: Vec<OutputDeployment>,
     pub job_master: RpcAddress,
     pub job_master_session: LeaderSessionId,
+    /// The checkpoint or savepoint every operator of the task restores its state from
+    /// (`None`: start from scratch).
+    #[serde(default)]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// Where a task finds the state it restores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    pub checkpoint_id: u64,
+    /// The checkpoint or savepoint directory (holding `_metadata`).
+    pub location: String,
 }
 
 /// JobMaster → TaskExecutor: run this subtask in the slot of its allocation.
@@ -327,9 +339,101 @@ pub struct UpdateTaskExecutionState {
     pub failure: Option<String>,
     #[serde(default)]
     pub metrics: TaskMetrics,
+    /// Named counters of the task's operators (`/jobs/:id/accumulators`), summed over the
+    /// subtasks; restored with the operator state, so they count exactly once.
+    #[serde(default)]
+    pub accumulators: Vec<(String, u64)>,
+    /// With FINISHED: output the task's sinks made ready but did not commit, because no
+    /// checkpoint covers it; the JobMaster commits it once the whole job finished.
+    #[serde(default)]
+    pub commits: Vec<FileCommit>,
 }
 
 rpc_message!(fenced UpdateTaskExecutionState => bool);
+
+/// Output made visible by renaming a finished, hidden file to its final name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileCommit {
+    pub from: String,
+    pub to: String,
+}
+
+impl FileCommit {
+    /// Renames `from` to `to`; done already (no `from`, `to` exists) counts as success, so a
+    /// commit may be repeated after a failure.
+    pub fn apply(&self) -> std::io::Result<()> {
+        match std::fs::rename(&self.from, &self.to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::path::Path::new(&self.to).exists() => Ok(()),
+            Err(e) => Err(std::io::Error::new(e.kind(), format!("committing {} as {}: {e}", self.from, self.to))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Checkpoints: JobMaster ↔ TaskExecutor
+// ---------------------------------------------------------------------------------
+
+/// What a checkpoint barrier carries and a trigger starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointBarrierInfo {
+    pub checkpoint_id: u64,
+    pub timestamp_ms: u64,
+    /// The directory the tasks write their state files into (`chk-<n>` or a savepoint
+    /// directory).
+    pub directory: String,
+    pub is_savepoint: bool,
+}
+
+/// JobMaster → TaskExecutor: a source task injects a barrier and snapshots its state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerCheckpoint {
+    pub attempt_id: ExecutionAttemptId,
+    pub barrier: CheckpointBarrierInfo,
+}
+
+// `false`: the task is not running here.
+rpc_message!(unfenced TriggerCheckpoint => bool);
+
+/// JobMaster → TaskExecutor: a checkpoint completed (sinks commit) or was aborted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotifyCheckpoint {
+    pub attempt_id: ExecutionAttemptId,
+    pub checkpoint_id: u64,
+    pub completed: bool,
+}
+
+rpc_message!(unfenced NotifyCheckpoint => bool);
+
+/// One task's part of a checkpoint: the state file it wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheckpointState {
+    /// Absolute path of the task's state file; `None` when no operator of the task has state.
+    pub file: Option<String>,
+    pub size_bytes: u64,
+    pub alignment_ms: u64,
+    pub duration_ms: u64,
+}
+
+/// TaskExecutor → JobMaster (fenced): the task wrote its state for the checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcknowledgeCheckpoint {
+    pub attempt_id: ExecutionAttemptId,
+    pub checkpoint_id: u64,
+    pub state: TaskCheckpointState,
+}
+
+rpc_message!(fenced AcknowledgeCheckpoint => ());
+
+/// TaskExecutor → JobMaster (fenced): the task could not take the checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeclineCheckpoint {
+    pub attempt_id: ExecutionAttemptId,
+    pub checkpoint_id: u64,
+    pub reason: String,
+}
+
+rpc_message!(fenced DeclineCheckpoint => ());
 
 // ---------------------------------------------------------------------------------
 // Logs: REST → TaskExecutor
@@ -544,6 +648,14 @@ impl TaskExecutorGateway {
         Box::pin(self.0.ask(&CancelTask { attempt_id }))
     }
 
+    pub fn trigger_checkpoint(&self, attempt_id: ExecutionAttemptId, barrier: CheckpointBarrierInfo) -> Reply<bool> {
+        Box::pin(self.0.ask(&TriggerCheckpoint { attempt_id, barrier }))
+    }
+
+    pub fn notify_checkpoint(&self, attempt_id: ExecutionAttemptId, checkpoint_id: u64, completed: bool) -> Reply<bool> {
+        Box::pin(self.0.ask(&NotifyCheckpoint { attempt_id, checkpoint_id, completed }))
+    }
+
     pub fn log_list(&self) -> Reply<Vec<LogFileInfo>> {
         Box::pin(self.0.ask(&RequestLogList {}))
     }
@@ -583,6 +695,14 @@ impl JobMasterGateway {
 
     pub fn update_task_execution_state(&self, update: &UpdateTaskExecutionState) -> Reply<bool> {
         Box::pin(self.0.ask(update))
+    }
+
+    pub fn acknowledge_checkpoint(&self, ack: &AcknowledgeCheckpoint) -> Reply<()> {
+        Box::pin(self.0.ask(ack))
+    }
+
+    pub fn decline_checkpoint(&self, decline: &DeclineCheckpoint) -> Reply<()> {
+        Box::pin(self.0.ask(decline))
     }
 }
 

@@ -586,6 +586,8 @@ impl Handler<TaskStateChanged> for TaskExecutor {
             state: msg.state,
             failure: msg.failure,
             metrics: msg.metrics,
+            accumulators: Vec::new(),
+            commits: Vec::new(),
         };
         actix::spawn(async move {
             if let Err(e) = gateway.update_task_execution_state(&update).await {

@@ -10,7 +10,10 @@
 //! output (partitioners and result partitions) or nothing (sinks).
 
 use arrow::record_batch::RecordBatch;
+use flint_common::messages::FileCommit;
 use futures::future::BoxFuture;
+
+use crate::state::StateStore;
 
 /// Why a task stopped with an error. `retryable` tells a restart strategy whether a
 /// new attempt can help.
@@ -96,6 +99,35 @@ pub trait Operator: Send {
     fn finish(&mut self, _out: &mut dyn Collector) -> Result<(), TaskError> {
         Ok(())
     }
+
+    /// Checkpoint `checkpoint_id`: write everything needed to resume from this exact point
+    /// of the input into `state` (a fresh store with this subtask's key groups). Called
+    /// between batches, after every earlier input was processed and before any later one.
+    fn snapshot_state(&mut self, _checkpoint_id: u64, _state: &mut StateStore) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Before the first input, when the job resumes from a checkpoint or savepoint: take the
+    /// state back. `state` holds this subtask's share (its key groups; operator state
+    /// redistributed), empty if the checkpoint had nothing for this operator.
+    fn restore_state(&mut self, _state: &mut StateStore) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` (and so every earlier one) completed: make what it covers
+    /// visible (sinks commit).
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// After [`Operator::finish`]: output that is ready but not committed yet, because no
+    /// checkpoint covers it. The JobMaster commits it when the whole job finished.
+    fn final_commits(&mut self) -> Vec<FileCommit> {
+        Vec::new()
+    }
+
+    /// Named counters shown as accumulators (`/jobs/:id/accumulators`).
+    fn accumulators(&self, _out: &mut Vec<(String, u64)>) {}
 }
 
 /// The head of a source task.
@@ -103,4 +135,19 @@ pub trait SourceOperator: Send {
     /// The next batch, or `None` when a bounded source is exhausted. May wait (rate
     /// limits, sockets); must return promptly when there is nothing more to do.
     fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<RecordBatch>, TaskError>>;
+
+    /// See [`Operator::snapshot_state`]; for sources, the read position (what was emitted).
+    fn snapshot_state(&mut self, _checkpoint_id: u64, _state: &mut StateStore) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// See [`Operator::restore_state`].
+    fn restore_state(&mut self, _state: &mut StateStore) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// See [`Operator::notify_checkpoint_complete`].
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
+        Ok(())
+    }
 }

@@ -354,6 +354,11 @@ impl OperatorChain {
     pub fn is_empty(&self) -> bool {
         self.operators.is_empty()
     }
+
+    /// The operators, in chain order (checkpoints address each one).
+    pub fn operators_mut(&mut self) -> &mut [Box<dyn Operator>] {
+        &mut self.operators
+    }
 }
 
 impl Operator for OperatorChain {

@@ -13,12 +13,17 @@
 //!   byte strings, redistributed on restore by [`Redistribution::Split`] (round robin) or
 //!   [`Redistribution::Union`] (everyone gets everything).
 //!
+//! - [`task_state`]: [`StateStore`] (what one operator instance snapshots into and restores
+//!   from), the task state file (one per task and checkpoint) and [`restore_stores`], which
+//!   gives a restoring subtask its share of a checkpoint.
+//!
 //! Values are (de)serialized with MessagePack ([`encode_value`], [`decode_value`]). Snapshot
 //! bytes use a small length-prefixed binary format with a magic and version; decoding bytes
 //! that are not such a snapshot is an error, never a panic.
 
 pub mod keyed;
 pub mod operator;
+pub mod task_state;
 
 use std::ops::RangeInclusive;
 
@@ -30,6 +35,7 @@ pub use keyed::{
     ValueState,
 };
 pub use operator::{OperatorListSnapshot, OperatorSnapshot, OperatorStateBackend, Redistribution};
+pub use task_state::{decode_task_state, encode_task_state, restore_stores, OperatorStateSnapshot, StateStore};
 
 use crate::runtime::keyed::key_group_range;
 
