@@ -105,6 +105,10 @@ hex_id!(
     /// A leader session (the fencing token of a leader-elected endpoint).
     LeaderSessionId
 );
+hex_id!(
+    /// An asynchronous REST operation (savepoint, stop-with-savepoint, checkpoint).
+    TriggerId
+);
 
 /// The id of a TaskExecutor (or any other cluster process), as in Flink a free string,
 /// by default `host:port-<6 hex>`.

@@ -383,6 +383,13 @@ pub struct CheckpointBarrierInfo {
     /// directory).
     pub directory: String,
     pub is_savepoint: bool,
+    /// Stop-with-savepoint: sources end right after this barrier, and every task ends once
+    /// it passed the barrier on...
+    #[serde(default)]
+    pub terminate: bool,
+    /// ... with (`drain`) or without running the operators' end of input (windows fire).
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// JobMaster → TaskExecutor: a source task injects a barrier and snapshots its state.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use flint_common::ha::{LeaderContender, LeaderElection};
-use flint_common::ids::{JobId, LeaderSessionId};
+use flint_common::ids::{JobId, LeaderSessionId, TriggerId};
 use flint_common::job::plan::JobGraph;
 use flint_common::messages::{endpoints, JobStatusEntry, ListJobs, RemoteEndpoint};
 use flint_common::rpc::{Endpoint, FencingToken, RpcService};
@@ -20,7 +20,7 @@ use futures::future::join_all;
 use tracing::info;
 
 use crate::execution_graph::JobStatus;
-use crate::job_master::{CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot};
+use crate::job_master::{CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot, RunOperation, SavepointRestore};
 
 /// How the Dispatcher starts JobMasters.
 #[derive(Clone)]
@@ -44,7 +44,12 @@ pub struct Dispatcher {
     election: Arc<dyn LeaderElection>,
     config: DispatcherConfig,
     jobs: BTreeMap<JobId, JobEntry>,
+    /// Savepoint/checkpoint operations by job and trigger id (at most [`MAX_OPERATIONS`]).
+    operations: BTreeMap<(JobId, TriggerId), OperationStatus>,
 }
+
+/// Operations remembered for status requests.
+const MAX_OPERATIONS: usize = 1024;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -103,12 +108,55 @@ impl Handler<Stop> for Dispatcher {
 pub struct SubmitJob {
     pub job_id: Option<JobId>,
     pub graph: JobGraph,
+    /// Resume from this savepoint or retained checkpoint (`savepointPath`).
+    pub savepoint_path: Option<String>,
+    /// Accept a savepoint with state of operators the job no longer has.
+    pub allow_non_restored_state: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("Job has already been submitted: {0}")]
     Duplicate(JobId),
+    #[error("{0}")]
+    InvalidSavepoint(String),
+}
+
+/// Checks that the savepoint at `path` can be restored into `graph`.
+fn check_savepoint(path: &str, graph: &JobGraph, allow_non_restored: bool) -> Result<SavepointRestore, String> {
+    let location = path.trim().strip_prefix("file://").unwrap_or(path.trim());
+    let location = location.strip_prefix("file:").unwrap_or(location);
+    let metadata = flint_common::checkpoint_storage::read_metadata(std::path::Path::new(location))
+        .map_err(|e| format!("Cannot restore from savepoint '{path}': {e}"))?;
+    let known: std::collections::BTreeSet<&str> =
+        graph.vertices.iter().flat_map(|v| v.operators.iter().map(|o| o.id.as_str())).collect();
+    let unknown: std::collections::BTreeSet<&str> = metadata
+        .operators
+        .iter()
+        .filter(|e| !e.handles.is_empty() && !known.contains(e.operator_id.as_str()))
+        .map(|e| e.operator_id.as_str())
+        .collect();
+    if !unknown.is_empty() && !allow_non_restored {
+        return Err(format!(
+            "Failed to rollback to checkpoint/savepoint {path}. Cannot map checkpoint/savepoint state for operator(s) \
+             {} to the new program, because the operator is not available in the new program. If you want to allow \
+             to skip this, you can set the --allowNonRestoredState option on the CLI.",
+            unknown.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let Some(entry) = metadata.operators.iter().find(|e| e.max_parallelism != graph.max_parallelism) {
+        return Err(format!(
+            "Cannot restore from savepoint '{path}': operator '{}' was saved with max parallelism {}, the job has {}.",
+            entry.operator_id, entry.max_parallelism, graph.max_parallelism
+        ));
+    }
+    let dir = std::path::Path::new(location);
+    let dir = if dir.ends_with(flint_common::checkpoint_storage::METADATA_FILE) { dir.parent().unwrap_or(dir) } else { dir };
+    Ok(SavepointRestore {
+        checkpoint_id: metadata.checkpoint_id,
+        location: dir.to_string_lossy().into_owned(),
+        is_savepoint: metadata.is_savepoint,
+    })
 }
 
 impl Handler<SubmitJob> for Dispatcher {
@@ -118,8 +166,14 @@ impl Handler<SubmitJob> for Dispatcher {
         if self.jobs.contains_key(&job_id) {
             return Err(SubmitError::Duplicate(job_id));
         }
-        info!(%job_id, name = %msg.graph.name, "job submitted");
-        let master = JobMaster::new(job_id, msg.graph, self.rpc.clone(), ctx.address(), &self.config).start();
+        let restore = match &msg.savepoint_path {
+            Some(path) => Some(
+                check_savepoint(path, &msg.graph, msg.allow_non_restored_state).map_err(SubmitError::InvalidSavepoint)?,
+            ),
+            None => None,
+        };
+        info!(%job_id, name = %msg.graph.name, savepoint = ?msg.savepoint_path, "job submitted");
+        let master = JobMaster::new(job_id, msg.graph, self.rpc.clone(), ctx.address(), &self.config, restore).start();
         self.jobs.insert(job_id, JobEntry::Running(master));
         Ok(job_id)
     }
@@ -225,6 +279,106 @@ impl Handler<CancelJobRequest> for Dispatcher {
     }
 }
 
+/// What `POST /jobs/:id/savepoints`, `/stop` and `/checkpoints` ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SavepointOperation {
+    /// A savepoint into `target_directory` (default `state.savepoints.dir`); cancel the job
+    /// after it completed when `cancel_job`.
+    Savepoint { target_directory: Option<String>, cancel_job: bool },
+    /// Stop-with-savepoint: take a savepoint, then finish the job (`drain`: fire every
+    /// pending window / event-time timer first, as at the end of the input).
+    Stop { target_directory: Option<String>, drain: bool },
+    /// A checkpoint now (Flink 1.19+ manual checkpoint).
+    Checkpoint,
+}
+
+/// What an operation produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperationResult {
+    Savepoint { location: String },
+    Checkpoint { checkpoint_id: u64 },
+}
+
+/// State of an operation, as `GET /jobs/:id/savepoints/:triggerid` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperationStatus {
+    InProgress,
+    Completed(OperationResult),
+    Failed(String),
+}
+
+/// Starts an operation; answers with its trigger id at once (the operation goes on).
+#[derive(Message)]
+#[rtype(result = "Result<TriggerId, OperationError>")]
+pub struct TriggerOperation {
+    pub job_id: JobId,
+    pub operation: SavepointOperation,
+    /// The client's own trigger id (`triggerId` in the body), if any.
+    pub trigger_id: Option<TriggerId>,
+}
+
+/// The status of an operation started with [`TriggerOperation`]; `None` when unknown.
+#[derive(Message)]
+#[rtype(result = "Option<OperationStatus>")]
+pub struct GetOperationStatus {
+    pub job_id: JobId,
+    pub trigger_id: TriggerId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    #[error("Job {0} not found")]
+    NotFound(JobId),
+}
+
+impl Handler<TriggerOperation> for Dispatcher {
+    type Result = Result<TriggerId, OperationError>;
+    fn handle(&mut self, msg: TriggerOperation, ctx: &mut Context<Self>) -> Self::Result {
+        let job_id = msg.job_id;
+        let trigger_id = msg.trigger_id.unwrap_or_else(TriggerId::generate);
+        let key = (job_id, trigger_id);
+        match self.jobs.get(&job_id) {
+            None => return Err(OperationError::NotFound(job_id)),
+            Some(JobEntry::Done(s)) => {
+                // As Flink: accepted, then failed (the job is no longer running).
+                let cause = format!(
+                    "org.apache.flink.runtime.messages.FlinkJobNotFoundException: Could not find Flink job ({job_id}): \
+                     the job reached {}",
+                    s.graph.status
+                );
+                self.operations.insert(key, OperationStatus::Failed(cause));
+            }
+            Some(JobEntry::Running(addr)) => {
+                if self.operations.get(&key) == Some(&OperationStatus::InProgress) {
+                    return Ok(trigger_id);
+                }
+                self.operations.insert(key, OperationStatus::InProgress);
+                let request = addr.send(RunOperation(msg.operation));
+                ctx.spawn(request.into_actor(self).map(move |result, act, _ctx| {
+                    let status = match result {
+                        Ok(Ok(done)) => OperationStatus::Completed(done),
+                        Ok(Err(cause)) => OperationStatus::Failed(cause),
+                        Err(_) => OperationStatus::Failed(format!("the job master of job {job_id} stopped")),
+                    };
+                    act.operations.insert(key, status);
+                }));
+            }
+        }
+        if self.operations.len() > MAX_OPERATIONS {
+            let first = *self.operations.keys().next().expect("not empty");
+            self.operations.remove(&first);
+        }
+        Ok(trigger_id)
+    }
+}
+
+impl Handler<GetOperationStatus> for Dispatcher {
+    type Result = Option<OperationStatus>;
+    fn handle(&mut self, msg: GetOperationStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        self.operations.get(&(msg.job_id, msg.trigger_id)).cloned()
+    }
+}
+
 impl Handler<ListJobs> for Dispatcher {
     type Result = ResponseFuture<Vec<JobStatusEntry>>;
     fn handle(&mut self, _: ListJobs, ctx: &mut Context<Self>) -> Self::Result {
@@ -263,6 +417,7 @@ pub fn start(rpc: &RpcService, election: Arc<dyn LeaderElection>, config: Dispat
         election: election.clone(),
         config,
         jobs: BTreeMap::new(),
+        operations: BTreeMap::new(),
     }
     .start();
     rpc.register_endpoint(Endpoint::new(endpoints::DISPATCHER).fenced(fencing).on_actor::<ListJobs, _>(addr.clone()));

@@ -401,7 +401,8 @@ impl ExecutionGraph {
         self.vertices.iter().flat_map(|v| v.subtasks.iter().map(move |s| (v, s)))
     }
 
-    fn locate(&self, attempt: ExecutionAttemptId) -> Option<(usize, usize)> {
+    /// Vertex and subtask index of the current attempt `attempt`.
+    pub fn locate(&self, attempt: ExecutionAttemptId) -> Option<(usize, usize)> {
         self.vertices
             .iter()
             .enumerate()

@@ -10,11 +10,22 @@
 //! Its endpoint `jobmaster/<job-id>` is fenced by its own leader session id, which
 //! TaskExecutors learn with `IdentifyLeader` before offering slots.
 //!
-//! Not yet here (later issues): restarts after failures, heartbeats with the
-//! TaskExecutors, checkpoints.
+//! Failures: a failed task or a lost TaskExecutor (heartbeat timeout or broken connection)
+//! fails the job globally; the restart strategy decides whether and when all tasks are
+//! redeployed, restoring from the latest completed checkpoint.
+//!
+//! Checkpoints: the [`CheckpointCoordinator`] (a pure state machine) decides; this actor
+//! performs its actions: it creates `chk-<n>` (or a savepoint directory), sends the
+//! trigger to the source tasks, collects acknowledgements, writes `_metadata` (listing
+//! every operator's state file per subtask, with key-group ranges for keyed operators),
+//! notifies the tasks of completions (sinks commit) and discards aborted or subsumed
+//! checkpoints. Savepoints, stop-with-savepoint and manual checkpoints come from the
+//! Dispatcher ([`RunOperation`]).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use flint_common::ids::{AllocationId, ExecutionAttemptId, JobId, LeaderSessionId, ResourceId};
@@ -25,7 +36,15 @@ use flint_common::resources::ResourceProfile;
 use flint_common::rpc::{Endpoint, FencingToken, RpcAddress, RpcService, PROTOCOL_VERSION};
 use tracing::{debug, info, warn};
 
-use crate::dispatcher::{Dispatcher, DispatcherConfig, JobTerminated};
+use flint_common::checkpoint_storage::{self as storage, CheckpointMetadata, CheckpointStorage, OperatorStateEntry, StateHandle};
+use flint_common::ha::StandaloneCheckpointIdCounter;
+use tokio::sync::oneshot;
+
+use crate::checkpoint_coordinator::{
+    AckState, CheckpointAction, CheckpointConfig, CheckpointCoordinator, CheckpointKind, CheckpointStatistics,
+    CompletedCheckpointInfo,
+};
+use crate::dispatcher::{Dispatcher, DispatcherConfig, JobTerminated, OperationResult, SavepointOperation};
 use crate::execution_graph::{ExecutionGraph, ExecutionState, IoMetrics, JobStatus, SlotAssignment, UpdateOutcome};
 use crate::restart::{RestartBackoff, RestartDecision, RestartStrategyConfig};
 
@@ -71,6 +90,91 @@ pub struct JobSnapshot {
     pub graph: ExecutionGraph,
     pub job_graph: JobGraph,
     pub exceptions: Vec<ExceptionEntry>,
+    /// Checkpoint statistics (`None` while no coordinator exists: checkpointing off and no
+    /// savepoint taken or restored).
+    pub checkpoints: Option<CheckpointStatistics>,
+    pub checkpoint_settings: CheckpointSettings,
+    /// Accumulators summed over the subtasks' current attempts.
+    pub accumulators: Vec<(String, u64)>,
+}
+
+/// The checkpointing configuration of a job, as `/jobs/:id/checkpoints/config` shows it.
+#[derive(Clone, Debug)]
+pub struct CheckpointSettings {
+    /// `None`: periodic checkpointing is off.
+    pub config: Option<CheckpointConfig>,
+    pub checkpoints_dir: Option<String>,
+    pub savepoints_dir: Option<String>,
+    pub retention: Retention,
+}
+
+/// `execution.checkpointing.externalized-checkpoint-retention`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Checkpoints are deleted when the job terminates in any way.
+    NoExternalized,
+    /// Kept when the job fails, deleted when it is canceled or finishes.
+    DeleteOnCancellation,
+    /// Kept when the job fails or is canceled, deleted when it finishes.
+    RetainOnCancellation,
+}
+
+impl Retention {
+    pub const KEY: &'static str = "execution.checkpointing.externalized-checkpoint-retention";
+
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "NO_EXTERNALIZED_CHECKPOINTS" => Ok(Retention::NoExternalized),
+            "DELETE_ON_CANCELLATION" => Ok(Retention::DeleteOnCancellation),
+            "RETAIN_ON_CANCELLATION" => Ok(Retention::RetainOnCancellation),
+            _ => Err(format!(
+                "invalid value '{value}' for '{}': expected NO_EXTERNALIZED_CHECKPOINTS, DELETE_ON_CANCELLATION or \
+                 RETAIN_ON_CANCELLATION",
+                Self::KEY
+            )),
+        }
+    }
+
+    pub fn flink_name(&self) -> &'static str {
+        match self {
+            Retention::NoExternalized => "NO_EXTERNALIZED_CHECKPOINTS",
+            Retention::DeleteOnCancellation => "DELETE_ON_CANCELLATION",
+            Retention::RetainOnCancellation => "RETAIN_ON_CANCELLATION",
+        }
+    }
+
+    /// Whether the retained checkpoints survive a job ending in `status`.
+    fn keeps(&self, status: JobStatus) -> bool {
+        match status {
+            JobStatus::Failed => *self != Retention::NoExternalized,
+            JobStatus::Canceled => *self == Retention::RetainOnCancellation,
+            _ => false,
+        }
+    }
+}
+
+/// Where a job resumes from when it is submitted (`savepointPath`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavepointRestore {
+    pub checkpoint_id: u64,
+    pub location: String,
+    pub is_savepoint: bool,
+}
+
+/// A savepoint or checkpoint requested through the REST API, waiting for its checkpoint.
+struct PendingOperation {
+    operation: SavepointOperation,
+    reply: oneshot::Sender<Result<OperationResult, String>>,
+}
+
+/// The checkpointing side of a JobMaster.
+struct Checkpointing {
+    coordinator: CheckpointCoordinator,
+    settings: CheckpointSettings,
+    storage: Option<CheckpointStorage>,
+    /// Directories of pending checkpoints and savepoints.
+    directories: BTreeMap<u64, PathBuf>,
+    operations: BTreeMap<u64, PendingOperation>,
 }
 
 pub struct JobMaster {
@@ -98,6 +202,12 @@ pub struct JobMaster {
     restart_description: String,
     /// Set when a failure was decided to be restarted: the delay before redeploying.
     pending_restart: Option<Duration>,
+    /// `Err`: the checkpoint configuration is invalid (the job fails at start).
+    checkpointing: Result<Checkpointing, String>,
+    /// Output finished tasks left for the end of the job.
+    final_commits: Vec<FileCommit>,
+    /// Accumulators of each subtask's current attempt, by vertex and subtask.
+    accumulators: BTreeMap<(usize, usize), Vec<(String, u64)>>,
 }
 
 impl JobMaster {
@@ -107,11 +217,12 @@ impl JobMaster {
         rpc: RpcService,
         dispatcher: Addr<Dispatcher>,
         config: &DispatcherConfig,
+        restore: Option<SavepointRestore>,
     ) -> Self {
         let graph = ExecutionGraph::new(job_id, &job_graph, epoch_ms());
-        let checkpointing = job_graph.config.contains_key("execution.checkpointing.interval")
-            || config.cluster.contains("execution.checkpointing.interval");
-        let strategy = RestartStrategyConfig::from_config(&job_graph.config, &config.cluster, checkpointing);
+        let checkpointing = Checkpointing::new(&job_graph, config, restore);
+        let periodic = checkpointing.as_ref().is_ok_and(|c| c.settings.config.is_some());
+        let strategy = RestartStrategyConfig::from_config(&job_graph.config, &config.cluster, periodic);
         let restart_description = strategy.as_ref().map_or_else(|e| e.clone(), RestartStrategyConfig::description);
         let restart = strategy.map(|s| RestartBackoff::new(s, job_id.as_u128() as u64));
         let slots = vec![None; job_graph.slots_needed() as usize];
@@ -135,6 +246,9 @@ impl JobMaster {
             restart,
             restart_description,
             pending_restart: None,
+            checkpointing,
+            final_commits: Vec::new(),
+            accumulators: BTreeMap::new(),
         }
     }
 
@@ -154,7 +268,26 @@ impl JobMaster {
             graph: self.graph.clone(),
             job_graph: self.job_graph.clone(),
             exceptions: self.exceptions.clone(),
+            checkpoints: self.checkpointing.as_ref().ok().map(|c| c.coordinator.statistics()),
+            checkpoint_settings: match &self.checkpointing {
+                Ok(c) => c.settings.clone(),
+                Err(_) => CheckpointSettings {
+                    config: None,
+                    checkpoints_dir: None,
+                    savepoints_dir: None,
+                    retention: Retention::NoExternalized,
+                },
+            },
+            accumulators: self.accumulator_totals(),
         }
+    }
+
+    fn accumulator_totals(&self) -> Vec<(String, u64)> {
+        let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+        for (name, value) in self.accumulators.values().flatten() {
+            *totals.entry(name).or_default() += value;
+        }
+        totals.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
     fn record_exception(&mut self, exception: String, task_name: Option<String>, location: Option<String>) {
@@ -198,6 +331,12 @@ impl JobMaster {
     fn deploy(&mut self, ctx: &mut Context<Self>) {
         self.deployed = true;
         let now = epoch_ms();
+        let restore = self.checkpointing.as_ref().ok().and_then(|c| c.coordinator.latest_completed()).map(|info| {
+            RestoreSpec { checkpoint_id: info.id, location: info.location.clone() }
+        });
+        if let Some(r) = &restore {
+            info!(job_id = %self.job_id, checkpoint = r.checkpoint_id, location = %r.location, "restoring tasks from checkpoint");
+        }
         let graph = &self.job_graph;
         let mut submissions = Vec::new();
         for (vi, vertex) in graph.vertices.iter().enumerate() {
@@ -256,6 +395,7 @@ impl JobMaster {
                     outputs: outputs.clone(),
                     job_master: self.address(),
                     job_master_session: self.session,
+                    restore: restore.clone(),
                 };
                 let assignment = SlotAssignment {
                     allocation_id: slot.allocation_id,
@@ -313,6 +453,7 @@ impl JobMaster {
             Ok(UpdateOutcome::None) => {}
             Ok(UpdateOutcome::JobFinished) => {
                 info!(job_id = %self.job_id, "job finished");
+                self.commit_final_output();
                 self.terminate(ctx);
             }
             Ok(UpdateOutcome::TaskFailed { vertex, subtask, cause }) => {
@@ -335,6 +476,7 @@ impl JobMaster {
                         warn!(job_id = %self.job_id, vertex, subtask, cause, reason, "task failed; failing the job");
                     }
                 }
+                self.abort_checkpoints_for_failover(ctx);
                 self.cancel_executions(ctx);
             }
             Ok(UpdateOutcome::AllTerminal) => self.all_terminal(ctx),
@@ -394,6 +536,8 @@ impl JobMaster {
         }
         let now = epoch_ms();
         self.graph.reset_for_restart(now);
+        self.accumulators.clear();
+        self.final_commits.clear();
         if let Err(e) = self.graph.transition(JobStatus::Running, now) {
             warn!(job_id = %self.job_id, error = %e, "cannot restart");
             return;
@@ -432,6 +576,7 @@ impl JobMaster {
     /// Gives every slot back, reports to the Dispatcher and stops.
     fn terminate(&mut self, ctx: &mut Context<Self>) {
         self.cancel_pending_slot_requests();
+        self.shutdown_checkpointing(ctx);
         let cause = format!("job {} reached {}", self.job_id, self.graph.status);
         for slot in self.slots.iter_mut().filter_map(Option::take) {
             let fut = slot.gateway.free_slot(slot.allocation_id, cause.clone());
@@ -550,6 +695,8 @@ impl Actor for JobMaster {
                 .fenced(self.fencing.clone())
                 .on_actor::<IdentifyLeader, _>(addr.clone())
                 .on_actor::<OfferSlots, _>(addr.clone())
+                .on_actor::<AcknowledgeCheckpoint, _>(addr.clone())
+                .on_actor::<DeclineCheckpoint, _>(addr.clone())
                 .on_actor::<UpdateTaskExecutionState, _>(addr),
         );
         let now = epoch_ms();
@@ -557,8 +704,12 @@ impl Actor for JobMaster {
             warn!(job_id = %self.job_id, error = %e, "cannot start job");
             return;
         }
-        if let Err(e) = &self.restart {
-            let cause = format!("invalid restart strategy configuration: {e}");
+        let invalid = match (&self.restart, &self.checkpointing) {
+            (Err(e), _) => Some(format!("invalid restart strategy configuration: {e}")),
+            (_, Err(e)) => Some(format!("invalid checkpoint configuration: {e}")),
+            _ => None,
+        };
+        if let Some(cause) = invalid {
             self.record_exception(cause.clone(), None, None);
             self.graph.failure_cause = Some(cause);
             let _ = self.graph.transition(JobStatus::Failed, now);
@@ -573,6 +724,12 @@ impl Actor for JobMaster {
         self.request_slots(ctx);
         ctx.run_later(self.slot_request_timeout, |act, ctx| act.check_slot_timeout(ctx));
         ctx.run_interval(self.heartbeat.interval, |act, ctx| act.heartbeat_round(ctx));
+        if let Ok(c) = &self.checkpointing {
+            let tick = c.settings.config.as_ref().map_or(Duration::from_millis(100), |cfg| {
+                (cfg.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
+            });
+            ctx.run_interval(tick, |act, ctx| act.checkpoint_tick(ctx));
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -637,6 +794,14 @@ impl Handler<UpdateTaskExecutionState> for JobMaster {
             write_bytes: m.write_bytes,
             sink_records: m.sink_records,
         };
+        if let Some(index) = self.graph.locate(msg.attempt_id) {
+            if !msg.accumulators.is_empty() {
+                self.accumulators.insert(index, msg.accumulators);
+            }
+            if state == ExecutionState::Finished {
+                self.final_commits.extend(msg.commits);
+            }
+        }
         self.apply_update(ctx, msg.attempt_id, state, msg.failure, Some(metrics))
     }
 }
@@ -649,13 +814,7 @@ pub struct CancelJob;
 impl Handler<CancelJob> for JobMaster {
     type Result = Result<(), JobStatus>;
     fn handle(&mut self, _: CancelJob, ctx: &mut Context<Self>) -> Self::Result {
-        if self.graph.status.is_globally_terminal() || self.graph.status == JobStatus::Cancelling {
-            return Err(self.graph.status);
-        }
-        info!(job_id = %self.job_id, "canceling job");
-        self.graph.transition(JobStatus::Cancelling, epoch_ms()).map_err(|_| self.graph.status)?;
-        self.cancel_executions(ctx);
-        Ok(())
+        self.cancel_job(ctx)
     }
 }
 
@@ -668,5 +827,480 @@ impl Handler<GetSnapshot> for JobMaster {
     type Result = MessageResult<GetSnapshot>;
     fn handle(&mut self, _: GetSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.snapshot())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints and savepoints
+// ---------------------------------------------------------------------------------------
+
+/// The key groups `subtask` of `parallelism` owns (as the taskmanager's key-group assignment).
+fn key_group_range(subtask: u32, max_parallelism: u32, parallelism: u32) -> (u32, u32) {
+    let (s, m, p) = (u64::from(subtask), u64::from(max_parallelism), u64::from(parallelism.max(1)));
+    ((s * m).div_ceil(p) as u32, (((s + 1) * m - 1) / p) as u32)
+}
+
+/// Where checkpoints go when checkpointing is on but `state.checkpoints.dir` is not set.
+fn default_checkpoints_dir() -> String {
+    std::env::temp_dir().join("flint-checkpoints").to_string_lossy().into_owned()
+}
+
+impl Checkpointing {
+    fn new(job_graph: &JobGraph, config: &DispatcherConfig, restore: Option<SavepointRestore>) -> Result<Self, String> {
+        let lookup = |keys: &[&str]| {
+            keys.iter().find_map(|k| {
+                job_graph.config.get(*k).cloned().or_else(|| config.cluster.get_raw(k).map(str::to_owned))
+            })
+        };
+        let periodic = CheckpointConfig::from_config(&job_graph.config, &config.cluster)?;
+        let retention = lookup(&[Retention::KEY])
+            .map(|v| Retention::parse(&v))
+            .transpose()?
+            .unwrap_or(Retention::NoExternalized);
+        let mut checkpoints_dir = lookup(&["state.checkpoints.dir", "execution.checkpointing.dir"]);
+        if checkpoints_dir.is_none() && periodic.is_some() {
+            let dir = default_checkpoints_dir();
+            warn!(dir, "checkpointing is on but 'state.checkpoints.dir' is not set; using the default");
+            checkpoints_dir = Some(dir);
+        }
+        let savepoints_dir = lookup(&["state.savepoints.dir", "execution.checkpointing.savepoint-dir"]);
+        let storage = checkpoints_dir
+            .as_deref()
+            .map(CheckpointStorage::new)
+            .transpose()
+            .map_err(|e| format!("invalid value for 'state.checkpoints.dir': {e}"))?;
+        // Without periodic checkpoints the coordinator still takes savepoints and manual
+        // checkpoints; its interval never comes due.
+        let coordinator_config =
+            periodic.clone().unwrap_or_else(|| CheckpointConfig::with_interval(Duration::from_secs(u32::MAX.into())));
+        let mut coordinator =
+            CheckpointCoordinator::new(coordinator_config, Arc::new(StandaloneCheckpointIdCounter::new()));
+        if let Some(r) = restore {
+            let info = CompletedCheckpointInfo {
+                id: r.checkpoint_id,
+                location: r.location,
+                completed_at_ms: epoch_ms(),
+                size_bytes: 0,
+                is_savepoint: r.is_savepoint,
+            };
+            coordinator.restore_from(info, Instant::now())?;
+        }
+        Ok(Self {
+            coordinator,
+            settings: CheckpointSettings { config: periodic, checkpoints_dir, savepoints_dir, retention },
+            storage,
+            directories: BTreeMap::new(),
+            operations: BTreeMap::new(),
+        })
+    }
+}
+
+/// Dispatcher → JobMaster: take a savepoint / stop with savepoint / checkpoint now; the
+/// answer comes when it completed or failed.
+#[derive(Message)]
+#[rtype(result = "Result<OperationResult, String>")]
+pub struct RunOperation(pub SavepointOperation);
+
+impl Handler<RunOperation> for JobMaster {
+    type Result = ResponseFuture<Result<OperationResult, String>>;
+    fn handle(&mut self, msg: RunOperation, ctx: &mut Context<Self>) -> Self::Result {
+        let started = self.start_operation(ctx, msg.0);
+        Box::pin(async move {
+            match started {
+                Ok(reply) => reply
+                    .await
+                    .unwrap_or_else(|_| Err("the job master stopped before the operation completed".to_string())),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+impl Handler<AcknowledgeCheckpoint> for JobMaster {
+    type Result = ();
+    fn handle(&mut self, msg: AcknowledgeCheckpoint, ctx: &mut Context<Self>) {
+        let Ok(c) = &mut self.checkpointing else { return };
+        let state = AckState {
+            handle: msg.state.file.unwrap_or_default(),
+            size_bytes: msg.state.size_bytes,
+            alignment_ms: msg.state.alignment_ms,
+            duration_ms: msg.state.duration_ms,
+        };
+        let actions = c.coordinator.on_ack(msg.checkpoint_id, msg.attempt_id, state, Instant::now());
+        self.perform(ctx, actions);
+    }
+}
+
+impl Handler<DeclineCheckpoint> for JobMaster {
+    type Result = ();
+    fn handle(&mut self, msg: DeclineCheckpoint, ctx: &mut Context<Self>) {
+        let Ok(c) = &mut self.checkpointing else { return };
+        debug!(job_id = %self.job_id, checkpoint = msg.checkpoint_id, reason = %msg.reason, "checkpoint declined");
+        let actions = c.coordinator.on_decline(msg.checkpoint_id, msg.attempt_id, &msg.reason, Instant::now());
+        self.perform(ctx, actions);
+    }
+}
+
+impl JobMaster {
+    /// The tasks a checkpoint needs (all of them, only when every one runs) and the source
+    /// tasks it is triggered at.
+    fn checkpoint_tasks(&self) -> (Vec<ExecutionAttemptId>, Vec<ExecutionAttemptId>) {
+        let all_running = self.graph.status == JobStatus::Running
+            && self.graph.executions().all(|(_, s)| s.current.state == ExecutionState::Running);
+        if !all_running {
+            return (Vec::new(), Vec::new());
+        }
+        let mut running = Vec::new();
+        let mut sources = Vec::new();
+        for (vertex, subtask) in self.graph.executions() {
+            running.push(subtask.current.attempt_id);
+            if self.job_graph.vertex(vertex.id).is_some_and(|v| v.is_source()) {
+                sources.push(subtask.current.attempt_id);
+            }
+        }
+        (running, sources)
+    }
+
+    fn gateway_of(&self, attempt: ExecutionAttemptId) -> Option<TaskExecutorGateway> {
+        let allocation = self.graph.execution(attempt)?.assignment.as_ref()?.allocation_id;
+        self.slots.iter().flatten().find(|s| s.allocation_id == allocation).map(|s| s.gateway.clone())
+    }
+
+    fn checkpoint_tick(&mut self, ctx: &mut Context<Self>) {
+        let (running, sources) = self.checkpoint_tasks();
+        let Ok(c) = &mut self.checkpointing else { return };
+        let actions = c.coordinator.on_tick(Instant::now(), &running, &sources);
+        self.perform(ctx, actions);
+    }
+
+    fn start_operation(
+        &mut self,
+        ctx: &mut Context<Self>,
+        operation: SavepointOperation,
+    ) -> Result<oneshot::Receiver<Result<OperationResult, String>>, String> {
+        let (running, sources) = self.checkpoint_tasks();
+        let c = self.checkpointing.as_mut().map_err(|e| e.clone())?;
+        let kind = match &operation {
+            SavepointOperation::Savepoint { target_directory, .. } | SavepointOperation::Stop { target_directory, .. } => {
+                let target = target_directory.clone().or_else(|| c.settings.savepoints_dir.clone()).ok_or_else(|| {
+                    "No savepoint directory configured. You can either specify a directory when triggering the \
+                     savepoint or configure a cluster-wide default via key 'state.savepoints.dir'."
+                        .to_string()
+                })?;
+                CheckpointStorage::new(&target).map_err(|e| e.to_string())?;
+                CheckpointKind::Savepoint { target }
+            }
+            SavepointOperation::Checkpoint => {
+                if c.storage.is_none() {
+                    return Err("Cannot take a checkpoint: no checkpoint directory is configured \
+                                ('state.checkpoints.dir')."
+                        .to_string());
+                }
+                CheckpointKind::Manual
+            }
+        };
+        if running.is_empty() {
+            return Err(format!(
+                "Cannot take a {}: not all tasks of job {} are running (job status {}).",
+                if kind.is_savepoint() { "savepoint" } else { "checkpoint" },
+                self.job_id,
+                self.graph.status
+            ));
+        }
+        let (id, actions) = c.coordinator.trigger_now(Instant::now(), kind, &running, &sources).map_err(|e| e.to_string())?;
+        let (reply, receiver) = oneshot::channel();
+        info!(job_id = %self.job_id, checkpoint = id, ?operation, "operation triggered");
+        c.operations.insert(id, PendingOperation { operation, reply });
+        self.perform(ctx, actions);
+        Ok(receiver)
+    }
+
+    /// Carries out what the coordinator asked for (which may ask for more).
+    fn perform(&mut self, ctx: &mut Context<Self>, actions: Vec<CheckpointAction>) {
+        let mut queue: std::collections::VecDeque<CheckpointAction> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let more = match action {
+                CheckpointAction::Trigger { checkpoint_id, timestamp_ms, kind, tasks } => {
+                    self.send_trigger(ctx, checkpoint_id, timestamp_ms, &kind, tasks)
+                }
+                CheckpointAction::WriteMetadata { checkpoint_id, kind, handles } => {
+                    self.write_metadata(checkpoint_id, &kind, handles)
+                }
+                CheckpointAction::Completed { checkpoint_id, info } => {
+                    self.checkpoint_completed(ctx, checkpoint_id, &info);
+                    Vec::new()
+                }
+                CheckpointAction::NotifyComplete { checkpoint_id, tasks } => {
+                    self.notify_tasks(ctx, checkpoint_id, tasks, true);
+                    Vec::new()
+                }
+                CheckpointAction::NotifyAborted { checkpoint_id, tasks } => {
+                    self.notify_tasks(ctx, checkpoint_id, tasks, false);
+                    Vec::new()
+                }
+                CheckpointAction::Abort { checkpoint_id, reason } => {
+                    self.checkpoint_aborted(checkpoint_id, reason);
+                    Vec::new()
+                }
+                CheckpointAction::Discard { checkpoint_id, location, handles } => {
+                    discard_files(checkpoint_id, location.as_deref(), &handles);
+                    Vec::new()
+                }
+                CheckpointAction::FailJob { reason } => {
+                    self.fail_job(ctx, reason);
+                    Vec::new()
+                }
+            };
+            queue.extend(more);
+        }
+    }
+
+    fn send_trigger(
+        &mut self,
+        ctx: &mut Context<Self>,
+        checkpoint_id: u64,
+        timestamp_ms: u64,
+        kind: &CheckpointKind,
+        tasks: Vec<ExecutionAttemptId>,
+    ) -> Vec<CheckpointAction> {
+        let Ok(c) = &mut self.checkpointing else { return Vec::new() };
+        let directory = match kind {
+            CheckpointKind::Savepoint { target } => {
+                CheckpointStorage::new(target).and_then(|s| s.init_savepoint(self.job_id)).map_err(|e| e.to_string())
+            }
+            _ => match &c.storage {
+                Some(storage) => storage.init_checkpoint(self.job_id, checkpoint_id).map_err(|e| e.to_string()),
+                None => Err("no checkpoint directory is configured".to_string()),
+            },
+        };
+        let directory = match directory {
+            Ok(d) => d,
+            Err(e) => {
+                let reason = format!("could not create the checkpoint directory: {e}");
+                let Some(first) = tasks.first() else { return Vec::new() };
+                return c.coordinator.on_decline(checkpoint_id, *first, &reason, Instant::now());
+            }
+        };
+        let (terminate, drain) = match c.operations.get(&checkpoint_id).map(|o| &o.operation) {
+            Some(SavepointOperation::Stop { drain, .. }) => (true, *drain),
+            _ => (false, false),
+        };
+        let barrier = CheckpointBarrierInfo {
+            checkpoint_id,
+            timestamp_ms,
+            directory: directory.to_string_lossy().into_owned(),
+            is_savepoint: kind.is_savepoint(),
+            terminate,
+            drain,
+        };
+        c.directories.insert(checkpoint_id, directory);
+        debug!(job_id = %self.job_id, checkpoint_id, sources = tasks.len(), "triggering checkpoint");
+        for attempt in tasks {
+            let Some(gateway) = self.gateway_of(attempt) else { continue };
+            let fut = gateway.trigger_checkpoint(attempt, barrier.clone());
+            ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+                let reason = match result {
+                    Ok(true) => return,
+                    Ok(false) => "the task is not running".to_string(),
+                    Err(e) => format!("could not trigger the task: {e}"),
+                };
+                let Ok(c) = &mut act.checkpointing else { return };
+                let actions = c.coordinator.on_decline(checkpoint_id, attempt, &reason, Instant::now());
+                act.perform(ctx, actions);
+            }));
+        }
+        Vec::new()
+    }
+
+    /// Every task acknowledged: `_metadata` lists each operator's state per subtask.
+    fn write_metadata(
+        &mut self,
+        checkpoint_id: u64,
+        kind: &CheckpointKind,
+        handles: Vec<(ExecutionAttemptId, String)>,
+    ) -> Vec<CheckpointAction> {
+        let now = Instant::now();
+        let (job_id, max_parallelism) = (self.job_id, self.job_graph.max_parallelism);
+        let Ok(c) = &mut self.checkpointing else { return Vec::new() };
+        let Some(directory) = c.directories.get(&checkpoint_id).cloned() else {
+            return c.coordinator.on_metadata_failed(checkpoint_id, "the checkpoint directory is unknown", now);
+        };
+        let mut metadata = CheckpointMetadata::new(job_id, checkpoint_id, epoch_ms(), kind.is_savepoint());
+        for (attempt, handle) in handles {
+            let Some((vi, si)) = self.graph.locate(attempt) else {
+                return c.coordinator.on_metadata_failed(checkpoint_id, "an acknowledging task is unknown", now);
+            };
+            let Some(vertex) = self.job_graph.vertex(self.graph.vertices[vi].id) else { continue };
+            let state = if handle.is_empty() {
+                None
+            } else {
+                let path = Path::new(&handle);
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Some(StateHandle { path: name, size })
+            };
+            for operator in &vertex.operators {
+                metadata.operators.push(OperatorStateEntry {
+                    operator_id: operator.id.clone(),
+                    subtask: si as u32,
+                    parallelism: vertex.parallelism,
+                    max_parallelism,
+                    handles: state.iter().cloned().collect(),
+                    key_group_range: operator
+                        .kind
+                        .key()
+                        .map(|_| key_group_range(si as u32, max_parallelism, vertex.parallelism)),
+                });
+            }
+        }
+        match storage::write_metadata_in(&directory, &metadata) {
+            Ok(pointer) => {
+                c.directories.remove(&checkpoint_id);
+                let location = pointer.location.to_string_lossy().into_owned();
+                c.coordinator.on_metadata_written(checkpoint_id, location, now)
+            }
+            Err(e) => c.coordinator.on_metadata_failed(checkpoint_id, &e.to_string(), now),
+        }
+    }
+
+    fn checkpoint_completed(&mut self, ctx: &mut Context<Self>, checkpoint_id: u64, info: &CompletedCheckpointInfo) {
+        debug!(job_id = %self.job_id, checkpoint_id, location = %info.location, "checkpoint completed");
+        let Ok(c) = &mut self.checkpointing else { return };
+        let Some(pending) = c.operations.remove(&checkpoint_id) else { return };
+        let result = match pending.operation {
+            SavepointOperation::Checkpoint => OperationResult::Checkpoint { checkpoint_id },
+            _ => OperationResult::Savepoint { location: info.location.clone() },
+        };
+        info!(job_id = %self.job_id, checkpoint_id, ?result, "operation completed");
+        let _ = pending.reply.send(Ok(result));
+        if let SavepointOperation::Savepoint { cancel_job: true, .. } = pending.operation {
+            let _ = self.cancel_job(ctx);
+        }
+    }
+
+    fn checkpoint_aborted(&mut self, checkpoint_id: u64, reason: String) {
+        let Ok(c) = &mut self.checkpointing else { return };
+        if let Some(dir) = c.directories.remove(&checkpoint_id) {
+            discard_files(checkpoint_id, Some(&dir.to_string_lossy()), &[]);
+        }
+        if let Some(pending) = c.operations.remove(&checkpoint_id) {
+            warn!(job_id = %self.job_id, checkpoint_id, reason, "operation failed");
+            let _ = pending.reply.send(Err(reason));
+        } else if reason != crate::checkpoint_coordinator::JOB_RESTARTING {
+            info!(job_id = %self.job_id, checkpoint_id, reason, "checkpoint aborted");
+        }
+    }
+
+    fn notify_tasks(&mut self, ctx: &mut Context<Self>, checkpoint_id: u64, tasks: Vec<ExecutionAttemptId>, completed: bool) {
+        for attempt in tasks {
+            let Some(gateway) = self.gateway_of(attempt) else { continue };
+            let fut = gateway.notify_checkpoint(attempt, checkpoint_id, completed);
+            ctx.spawn(fut.into_actor(self).map(move |result, _act, _ctx| {
+                if let Err(e) = result {
+                    debug!(checkpoint_id, attempt = %attempt, error = %e, "could not notify task of checkpoint");
+                }
+            }));
+        }
+    }
+
+    /// Pending checkpoints are given up when the job fails over.
+    fn abort_checkpoints_for_failover(&mut self, ctx: &mut Context<Self>) {
+        let Ok(c) = &mut self.checkpointing else { return };
+        let actions = c.coordinator.on_job_restart(Instant::now());
+        self.perform(ctx, actions);
+    }
+
+    /// The job reached a terminal state: nothing more is triggered; retained checkpoints are
+    /// deleted unless `externalized-checkpoint-retention` keeps them for this outcome.
+    fn shutdown_checkpointing(&mut self, ctx: &mut Context<Self>) {
+        let status = self.graph.status;
+        let job_id = self.job_id;
+        let Ok(c) = &mut self.checkpointing else { return };
+        let actions = c.coordinator.shutdown(Instant::now());
+        let keep = c.settings.retention.keeps(status);
+        let owned: Vec<String> = match &c.storage {
+            Some(storage) => {
+                let job_dir = storage.job_dir(job_id);
+                c.coordinator
+                    .retained_checkpoints()
+                    .into_iter()
+                    .filter(|info| !info.is_savepoint && Path::new(&info.location).starts_with(&job_dir))
+                    .map(|info| info.location.clone())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let job_dir = c.storage.as_ref().map(|s| s.job_dir(job_id));
+        self.perform(ctx, actions);
+        if !keep {
+            for location in owned {
+                discard_files(0, Some(&location), &[]);
+            }
+            if let Some(dir) = job_dir {
+                let _ = std::fs::remove_dir(dir); // only when empty
+            }
+        }
+    }
+
+    /// The job finished: output that finished tasks left uncommitted becomes visible.
+    fn commit_final_output(&mut self) {
+        for commit in std::mem::take(&mut self.final_commits) {
+            if let Err(e) = commit.apply() {
+                warn!(job_id = %self.job_id, error = %e, "could not commit output");
+                self.record_exception(e.to_string(), None, None);
+            }
+        }
+    }
+
+    /// A failure of the whole job (e.g. too many failed checkpoints): the restart strategy
+    /// decides as for a task failure.
+    fn fail_job(&mut self, ctx: &mut Context<Self>, cause: String) {
+        if self.graph.status != JobStatus::Running {
+            return;
+        }
+        self.record_exception(cause.clone(), None, None);
+        let decision = match &mut self.restart {
+            Ok(backoff) => backoff.on_failure(Instant::now()),
+            Err(e) => RestartDecision::Fail { reason: e.clone() },
+        };
+        match decision {
+            RestartDecision::Restart { delay } => {
+                warn!(job_id = %self.job_id, cause, "job failed; restarting");
+                self.pending_restart = Some(delay);
+            }
+            RestartDecision::Fail { reason } => {
+                warn!(job_id = %self.job_id, cause, reason, "job failed");
+                self.graph.failure_cause = Some(cause);
+            }
+        }
+        let _ = self.graph.transition(JobStatus::Failing, epoch_ms());
+        self.abort_checkpoints_for_failover(ctx);
+        self.cancel_executions(ctx);
+    }
+
+    fn cancel_job(&mut self, ctx: &mut Context<Self>) -> Result<(), JobStatus> {
+        if self.graph.status.is_globally_terminal() || self.graph.status == JobStatus::Cancelling {
+            return Err(self.graph.status);
+        }
+        info!(job_id = %self.job_id, "canceling job");
+        self.graph.transition(JobStatus::Cancelling, epoch_ms()).map_err(|_| self.graph.status)?;
+        self.cancel_executions(ctx);
+        Ok(())
+    }
+}
+
+/// Deletes a checkpoint directory (`location`) and/or state files (`handles`, absolute).
+fn discard_files(checkpoint_id: u64, location: Option<&str>, handles: &[String]) {
+    if let Some(location) = location {
+        if let Err(e) = storage::discard(Path::new(location)) {
+            warn!(checkpoint_id, location, error = %e, "could not discard checkpoint");
+        }
+    }
+    for handle in handles.iter().filter(|h| !h.is_empty()) {
+        match std::fs::remove_file(handle) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(checkpoint_id, handle, error = %e, "could not delete state file"),
+        }
     }
 }

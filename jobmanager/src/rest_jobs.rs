@@ -11,7 +11,7 @@ use flint_common::process::epoch_ms;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::dispatcher::{CancelError, CancelJobRequest, GetJob, SubmitJob};
+use crate::dispatcher::{CancelError, CancelJobRequest, GetJob, SubmitError, SubmitJob};
 use crate::execution_graph::{ExecutionJobVertex, ExecutionState, ExecutionVertex, JobStatus};
 use crate::job_master::JobSnapshot;
 use crate::rest::{parse_job_id, Rest, RestError, RestState};
@@ -171,6 +171,10 @@ pub struct SubmitQuery {
     #[serde(rename = "jobId")]
     job_id: Option<String>,
     parallelism: Option<u32>,
+    #[serde(rename = "savepointPath")]
+    savepoint_path: Option<String>,
+    #[serde(rename = "allowNonRestoredState", default)]
+    allow_non_restored_state: Option<bool>,
 }
 
 pub async fn submit(state: web::Data<RestState>, query: web::Query<SubmitQuery>, body: web::Bytes) -> Rest {
@@ -191,10 +195,18 @@ pub async fn submit(state: web::Data<RestState>, query: web::Query<SubmitQuery>,
     let graph = job.job_graph();
     let job_id = state
         .dispatcher_addr
-        .send(SubmitJob { job_id, graph })
+        .send(SubmitJob {
+            job_id,
+            graph,
+            savepoint_path: query.savepoint_path.clone().filter(|p| !p.trim().is_empty()),
+            allow_non_restored_state: query.allow_non_restored_state.unwrap_or(false),
+        })
         .await
         .map_err(|_| dispatcher_gone())?
-        .map_err(|e| RestError::new(StatusCode::CONFLICT, e.to_string()))?;
+        .map_err(|e| match e {
+            SubmitError::Duplicate(_) => RestError::new(StatusCode::CONFLICT, e.to_string()),
+            SubmitError::InvalidSavepoint(_) => RestError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        })?;
     Ok(HttpResponse::Accepted().json(json!({ "jobUrl": format!("/jobs/{job_id}") })))
 }
 

@@ -15,9 +15,11 @@
 //! CANCELED (cancel requested) or FAILED (any error, with its message). Watermarks
 //! travel as custom events (`0x01` + i64 big-endian).
 
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -25,7 +27,10 @@ use bytes::Bytes;
 use flint_common::ids::ResourceId;
 use flint_common::job::catalog::OperatorKind;
 use flint_common::job::plan::ShipStrategy;
-use flint_common::messages::{TaskDeploymentDescriptor, TaskMetrics, TaskState};
+use flint_common::checkpoint_storage::{state_file_name, write_state_file_in};
+use flint_common::messages::{
+    CheckpointBarrierInfo, FileCommit, TaskCheckpointState, TaskDeploymentDescriptor, TaskMetrics, TaskState,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,6 +46,7 @@ use crate::runtime::operator::{Collector, Operator, OperatorContext, SourceOpera
 use crate::runtime::partition::{non_keyed_partitioner, Partitioner};
 use crate::runtime::schema::arrow_schema;
 use crate::runtime::transforms::OperatorChain;
+use crate::state::{encode_task_state, restore_stores, OperatorStateSnapshot, StateStore};
 
 /// What every task of a TaskExecutor shares.
 pub struct TaskEnvironment {
@@ -51,12 +57,40 @@ pub struct TaskEnvironment {
     pub max_queued_buffers: usize,
 }
 
-/// Reports a state change (with the failure cause and the counts so far).
-pub type Reporter = Box<dyn Fn(TaskState, Option<String>, TaskMetrics) + Send>;
+/// What a task tells its TaskExecutor (which forwards it to the JobMaster).
+#[derive(Debug)]
+pub enum TaskEvent {
+    /// A state change, with the failure cause, the counts so far and, for FINISHED, the
+    /// output the JobMaster commits when the job finished.
+    State {
+        state: TaskState,
+        failure: Option<String>,
+        metrics: TaskMetrics,
+        accumulators: Vec<(String, u64)>,
+        commits: Vec<FileCommit>,
+    },
+    /// The task wrote its part of a checkpoint.
+    CheckpointAck { checkpoint_id: u64, state: TaskCheckpointState },
+    /// The task could not take a checkpoint.
+    CheckpointDecline { checkpoint_id: u64, reason: String },
+}
+
+/// Receives a task's [`TaskEvent`]s.
+pub type Reporter = Box<dyn Fn(TaskEvent) + Send>;
+
+/// What a TaskExecutor tells a running task.
+#[derive(Clone, Debug)]
+pub enum TaskCommand {
+    /// Source tasks: inject this barrier (and snapshot).
+    TriggerCheckpoint(CheckpointBarrierInfo),
+    /// A checkpoint completed (`true`) or was aborted.
+    NotifyCheckpoint { checkpoint_id: u64, completed: bool },
+}
 
 /// A running task.
 pub struct TaskHandle {
     cancel: CancellationToken,
+    commands: mpsc::UnboundedSender<TaskCommand>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -69,6 +103,11 @@ impl TaskHandle {
     pub fn is_done(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
+
+    /// Hands the task a command; `false` when it no longer runs.
+    pub fn command(&self, command: TaskCommand) -> bool {
+        self.commands.send(command).is_ok()
+    }
 }
 
 impl Drop for TaskHandle {
@@ -78,6 +117,7 @@ impl Drop for TaskHandle {
 }
 
 const WATERMARK_TAG: u8 = 0x01;
+const BARRIER_TAG: u8 = 0x02;
 
 fn encode_watermark(watermark: i64) -> Bytes {
     let mut v = Vec::with_capacity(9);
@@ -89,6 +129,19 @@ fn encode_watermark(watermark: i64) -> Bytes {
 fn decode_watermark(bytes: &[u8]) -> Option<i64> {
     match bytes {
         [WATERMARK_TAG, rest @ ..] if rest.len() == 8 => Some(i64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+fn encode_barrier(barrier: &CheckpointBarrierInfo) -> Bytes {
+    let mut v = vec![BARRIER_TAG];
+    v.extend_from_slice(&rmp_serde::to_vec(barrier).expect("a barrier serializes"));
+    Bytes::from(v)
+}
+
+fn decode_barrier(bytes: &[u8]) -> Option<CheckpointBarrierInfo> {
+    match bytes {
+        [BARRIER_TAG, rest @ ..] => rmp_serde::from_slice(rest).ok(),
         _ => None,
     }
 }
@@ -122,42 +175,71 @@ pub fn spawn(
 ) -> std::io::Result<TaskHandle> {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
+    let (commands, rx) = mpsc::unbounded_channel();
     let name = format!("task-{}-{}", tdd.vertex.name.chars().take(16).collect::<String>(), tdd.subtask);
-    let thread = std::thread::Builder::new().name(name).spawn(move || run(tdd, env, token, report))?;
-    Ok(TaskHandle { cancel, thread: Some(thread) })
+    let thread = std::thread::Builder::new().name(name).spawn(move || run(tdd, env, token, rx, report))?;
+    Ok(TaskHandle { cancel, commands, thread: Some(thread) })
 }
 
-fn run(tdd: TaskDeploymentDescriptor, env: Arc<TaskEnvironment>, cancel: CancellationToken, report: Reporter) {
+fn state_event(state: TaskState, failure: Option<String>, metrics: TaskMetrics) -> TaskEvent {
+    TaskEvent::State { state, failure, metrics, accumulators: Vec::new(), commits: Vec::new() }
+}
+
+fn run(
+    tdd: TaskDeploymentDescriptor,
+    env: Arc<TaskEnvironment>,
+    cancel: CancellationToken,
+    commands: mpsc::UnboundedReceiver<TaskCommand>,
+    report: Reporter,
+) {
     let counters = Arc::new(Counters::default());
-    report(TaskState::Initializing, None, TaskMetrics::default());
+    report(state_event(TaskState::Initializing, None, TaskMetrics::default()));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            report(TaskState::Failed, Some(format!("could not start the task runtime: {e}")), counters.snapshot());
+            let cause = format!("could not start the task runtime: {e}");
+            report(state_event(TaskState::Failed, Some(cause), counters.snapshot()));
             return;
         }
     };
-    let mut partitions = Vec::new();
-    let result = runtime.block_on(execute(&tdd, &env, &cancel, &report, &counters, &mut partitions));
-    let task = format!("{} ({}/{})", tdd.vertex.name, tdd.subtask + 1, tdd.vertex.parallelism);
+    let mut task = TaskRun {
+        tdd: &tdd,
+        env: &env,
+        cancel: &cancel,
+        report: &report,
+        counters: counters.clone(),
+        partitions: Vec::new(),
+        commands,
+        last_barrier: 0,
+        stop: None,
+    };
+    let result = runtime.block_on(task.execute());
+    let partitions = std::mem::take(&mut task.partitions);
+    let name = format!("{} ({}/{})", tdd.vertex.name, tdd.subtask + 1, tdd.vertex.parallelism);
     match result {
         _ if cancel.is_cancelled() => {
             for p in &partitions {
                 p.fail("the producing task was canceled");
             }
-            info!(task, attempt = %tdd.attempt_id, "task canceled");
-            report(TaskState::Canceled, None, counters.snapshot());
+            info!(task = name, attempt = %tdd.attempt_id, "task canceled");
+            report(state_event(TaskState::Canceled, None, counters.snapshot()));
         }
-        Ok(()) => {
-            info!(task, attempt = %tdd.attempt_id, "task finished");
-            report(TaskState::Finished, None, counters.snapshot());
+        Ok(end) => {
+            info!(task = name, attempt = %tdd.attempt_id, "task finished");
+            report(TaskEvent::State {
+                state: TaskState::Finished,
+                failure: None,
+                metrics: counters.snapshot(),
+                accumulators: end.accumulators,
+                commits: end.commits,
+            });
         }
         Err(e) => {
             for p in &partitions {
                 p.fail(format!("the producing task failed: {}", e.message));
             }
-            warn!(task, attempt = %tdd.attempt_id, error = %e.message, "task failed");
-            report(TaskState::Failed, Some(format!("{task} failed: {}", e.message)), counters.snapshot());
+            warn!(task = name, attempt = %tdd.attempt_id, error = %e.message, "task failed");
+            report(state_event(TaskState::Failed, Some(format!("{name} failed: {}", e.message)), counters.snapshot()));
         }
     }
 }
@@ -193,8 +275,18 @@ impl Collector for OutputCollector {
     }
 
     fn emit_watermark(&mut self, watermark: i64) -> Result<(), TaskError> {
+        self.broadcast(Event::Custom(encode_watermark(watermark)))
+    }
+}
+
+impl OutputCollector {
+    fn broadcast_barrier(&mut self, barrier: &CheckpointBarrierInfo) -> Result<(), TaskError> {
+        self.broadcast(Event::Custom(encode_barrier(barrier)))
+    }
+
+    fn broadcast(&mut self, event: Event) -> Result<(), TaskError> {
         for output in &self.outputs {
-            futures::executor::block_on(output.partition.broadcast_event(Event::Custom(encode_watermark(watermark))))
+            futures::executor::block_on(output.partition.broadcast_event(event.clone()))
                 .map_err(|e| TaskError::new(e.to_string()))?;
         }
         Ok(())
@@ -236,13 +328,36 @@ impl Operator for CountingSink {
     fn finish(&mut self, out: &mut dyn Collector) -> Result<(), TaskError> {
         self.inner.finish(out)
     }
+
+    fn snapshot_state(&mut self, checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
+        self.inner.snapshot_state(checkpoint_id, state)
+    }
+
+    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        self.inner.restore_state(state)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), TaskError> {
+        self.inner.notify_checkpoint_complete(checkpoint_id)
+    }
+
+    fn final_commits(&mut self) -> Vec<FileCommit> {
+        self.inner.final_commits()
+    }
+
+    fn accumulators(&self, out: &mut Vec<(String, u64)>) {
+        self.inner.accumulators(out)
+    }
 }
 
-/// The task's operators (one [`OperatorChain`]: plain calls from one to the next) and
-/// the output collector after the last one.
+/// The task's operators: the source (source tasks), the chained operators (one
+/// [`OperatorChain`]: plain calls from one to the next) and the output collector.
 struct Chain {
+    source: Option<Box<dyn SourceOperator>>,
     operators: OperatorChain,
     output: OutputCollector,
+    /// Operator ids in chain order, the source first.
+    ids: Vec<String>,
 }
 
 impl Chain {
@@ -262,129 +377,323 @@ impl Chain {
     fn finish(&mut self) -> Result<(), TaskError> {
         self.operators.finish(&mut self.output)
     }
-}
 
-fn partitioner_for(tdd: &TaskDeploymentDescriptor, ship: &ShipStrategy) -> Result<Box<dyn Partitioner>, TaskError> {
-    match ship {
-        ShipStrategy::Hash { keys } => {
-            let schema = tdd
-                .vertex
-                .output_schema
-                .as_ref()
-                .ok_or_else(|| TaskError::fatal("a hash edge leaves a vertex without output schema"))?;
-            Ok(Box::new(HashPartitioner::new(schema, keys, tdd.max_parallelism)?))
-        }
-        other => non_keyed_partitioner(other, tdd.subtask as usize, tdd.vertex.parallelism as usize),
-    }
-}
-
-enum Input {
-    Item(usize, usize, BufferOrEvent),
-    Ended,
-    Failed(String),
-}
-
-async fn execute(
-    tdd: &TaskDeploymentDescriptor,
-    env: &TaskEnvironment,
-    cancel: &CancellationToken,
-    report: &Reporter,
-    counters: &Arc<Counters>,
-    partitions: &mut Vec<ResultPartition>,
-) -> Result<(), TaskError> {
-    let vertex = &tdd.vertex;
-    let mut input_channels = vec![0usize; tdd.inputs.iter().map(|g| g.input + 1).max().unwrap_or(0)];
-    for gate in &tdd.inputs {
-        input_channels[gate.input] += gate.channels.len();
-    }
-    let context = |operator_id: &str| OperatorContext {
-        job_name: tdd.job_name.clone(),
-        operator_id: operator_id.to_string(),
-        subtask: tdd.subtask,
-        parallelism: vertex.parallelism,
-        max_parallelism: tdd.max_parallelism,
-        input_channels: if input_channels.is_empty() { vec![1] } else { input_channels.clone() },
-    };
-
-    // Outputs first, so consumers can find our partitions early.
-    let mut outputs = Vec::new();
-    for out in &tdd.outputs {
-        let id = PartitionId {
-            job_id: tdd.job_id,
-            result: vertex.id,
-            edge: out.edge,
-            producer_subtask: tdd.subtask,
-            attempt: tdd.attempt_number,
+    /// Every operator's state, in chain order.
+    fn snapshot(&mut self, checkpoint_id: u64, tdd: &TaskDeploymentDescriptor) -> Result<Vec<OperatorStateSnapshot>, TaskError> {
+        let new_store = || StateStore::new(tdd.subtask, tdd.vertex.parallelism, tdd.max_parallelism);
+        let mut snapshots = Vec::with_capacity(self.ids.len());
+        let mut ids = self.ids.iter();
+        let mut keep = |store: StateStore, id: Option<&String>| {
+            let (keyed, operator) = store.snapshot();
+            let operator_id = id.cloned().unwrap_or_default();
+            snapshots.push(OperatorStateSnapshot { operator_id, keyed, operator });
         };
-        let partition = ResultPartition::new(id, out.consumer_parallelism as usize, env.max_queued_buffers);
-        env.partitions.register(&partition).map_err(|e| TaskError::new(e.to_string()))?;
-        partitions.push(partition.clone());
-        outputs.push(Output {
-            partition,
-            partitioner: partitioner_for(tdd, &out.ship)?,
-            channels: out.consumer_parallelism as usize,
+        if let Some(source) = &mut self.source {
+            let mut store = new_store();
+            source.snapshot_state(checkpoint_id, &mut store)?;
+            keep(store, ids.next());
+        }
+        for operator in self.operators.operators_mut() {
+            let mut store = new_store();
+            operator.snapshot_state(checkpoint_id, &mut store)?;
+            keep(store, ids.next());
+        }
+        Ok(snapshots)
+    }
+
+    /// Gives every operator its restored state (`stores` in chain order).
+    fn restore(&mut self, stores: Vec<StateStore>) -> Result<(), TaskError> {
+        let mut stores = stores.into_iter();
+        if let Some(source) = &mut self.source {
+            if let Some(mut store) = stores.next() {
+                source.restore_state(&mut store)?;
+            }
+        }
+        for (operator, mut store) in self.operators.operators_mut().iter_mut().zip(stores) {
+            operator.restore_state(&mut store)?;
+        }
+        Ok(())
+    }
+
+    fn notify_complete(&mut self, checkpoint_id: u64) -> Result<(), TaskError> {
+        if let Some(source) = &mut self.source {
+            source.notify_checkpoint_complete(checkpoint_id)?;
+        }
+        for operator in self.operators.operators_mut() {
+            operator.notify_checkpoint_complete(checkpoint_id)?;
+        }
+        Ok(())
+    }
+
+    fn accumulators(&mut self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for operator in self.operators.operators_mut() {
+            operator.accumulators(&mut out);
+        }
+        out
+    }
+
+    fn final_commits(&mut self) -> Vec<FileCommit> {
+        self.operators.operators_mut().iter_mut().flat_map(|o| o.final_commits()).collect()
+    }
+}
+
+/// Barriers seen so far of the checkpoint being aligned, and what the blocked channels
+/// delivered meanwhile.
+struct Alignment {
+    barrier: CheckpointBarrierInfo,
+    started: Instant,
+    /// Channels that delivered the barrier: their later input waits.
+    blocked: HashSet<(usize, usize)>,
+    buffered: VecDeque<(usize, usize, BufferOrEvent)>,
+}
+
+/// How a task ended well: what the FINISHED report carries.
+struct TaskEnd {
+    accumulators: Vec<(String, u64)>,
+    commits: Vec<FileCommit>,
+}
+
+/// What a task waits for next.
+enum Step<T> {
+    Canceled,
+    Command(Option<TaskCommand>),
+    Next(T),
+}
+
+/// One running task.
+struct TaskRun<'a> {
+    tdd: &'a TaskDeploymentDescriptor,
+    env: &'a TaskEnvironment,
+    cancel: &'a CancellationToken,
+    report: &'a Reporter,
+    counters: Arc<Counters>,
+    partitions: Vec<ResultPartition>,
+    commands: mpsc::UnboundedReceiver<TaskCommand>,
+    /// The newest checkpoint this task took part in.
+    last_barrier: u64,
+    /// Set by a stop-with-savepoint barrier: `Some(drain)`.
+    stop: Option<bool>,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+
+impl TaskRun<'_> {
+    fn report_running(&self, chain: &mut Chain) {
+        (self.report)(TaskEvent::State {
+            state: TaskState::Running,
+            failure: None,
+            metrics: self.counters.snapshot(),
+            accumulators: chain.accumulators(),
+            commits: Vec::new(),
         });
     }
 
-    // The chain.
-    let mut source: Option<Box<dyn SourceOperator>> = None;
-    let mut operators = Vec::new();
-    for (i, spec) in vertex.operators.iter().enumerate() {
-        let ctx = context(&spec.id);
-        if i == 0 && vertex.is_source() {
-            source = Some(build_source(spec, &ctx, tdd.attempt_number)?);
-        } else {
-            let operator = build_operator(spec, &ctx, tdd.attempt_number)?;
-            let is_sink = spec.kind.role() == flint_common::job::catalog::Role::Sink;
-            operators.push(if is_sink {
-                Box::new(CountingSink { inner: operator, counters: counters.clone() })
-            } else {
-                operator
-            });
-        }
-    }
-    let mut chain = Chain {
-        operators: OperatorChain::new(operators),
-        output: OutputCollector { outputs, parts: Vec::new(), counters: counters.clone() },
-    };
-
-    report(TaskState::Running, None, counters.snapshot());
-    let tick = Duration::from_millis(100);
-    let mut last_tick = std::time::Instant::now();
-    let mut last_report = std::time::Instant::now();
-    // Every 100 ms: processing-time timers; every second: counts to the JobMaster.
-    let mut periodic = |chain: &mut Chain, last_tick: &mut std::time::Instant| -> Result<(), TaskError> {
-        if last_tick.elapsed() >= tick {
-            *last_tick = std::time::Instant::now();
+    /// Every 100 ms: processing-time timers; every second: counts to the JobMaster.
+    fn periodic(&self, chain: &mut Chain, last_tick: &mut Instant, last_report: &mut Instant) -> Result<(), TaskError> {
+        if last_tick.elapsed() >= TICK {
+            *last_tick = Instant::now();
             chain.tick(flint_common::process::epoch_ms() as i64)?;
             if last_report.elapsed() >= Duration::from_secs(1) {
-                last_report = std::time::Instant::now();
-                report(TaskState::Running, None, counters.snapshot());
+                *last_report = Instant::now();
+                self.report_running(chain);
             }
         }
         Ok(())
-    };
+    }
 
-    if let Some(mut source) = source {
-        loop {
-            if cancel.is_cancelled() {
-                return Ok(());
-            }
-            let next = tokio::select! {
-                next = source.next_batch() => next?,
-                _ = cancel.cancelled() => return Ok(()),
-            };
-            let Some(batch) = next else { break };
-            chain.push(0, 0, batch)?;
-            periodic(&mut chain, &mut last_tick)?;
+    /// Takes checkpoint `barrier`: snapshots every operator, passes the barrier on, writes
+    /// the state file and acknowledges (or declines) to the JobMaster.
+    fn checkpoint(
+        &mut self,
+        chain: &mut Chain,
+        barrier: &CheckpointBarrierInfo,
+        alignment: Duration,
+    ) -> Result<(), TaskError> {
+        let started = Instant::now();
+        self.last_barrier = self.last_barrier.max(barrier.checkpoint_id);
+        let snapshot = chain.snapshot(barrier.checkpoint_id, self.tdd);
+        // Downstream gets the barrier even when the snapshot failed: it must not wait for it.
+        chain.output.broadcast_barrier(barrier)?;
+        if barrier.terminate {
+            self.stop = Some(barrier.drain);
         }
-    } else {
+        let written = snapshot.map_err(|e| e.message).and_then(|operators| {
+            if operators.iter().all(OperatorStateSnapshot::is_empty) {
+                return Ok((None, 0));
+            }
+            let bytes = encode_task_state(&operators);
+            let dir = Path::new(&barrier.directory);
+            let name = state_file_name(&chain.ids[0], self.tdd.subtask);
+            let handle = write_state_file_in(dir, &name, &bytes).map_err(|e| e.to_string())?;
+            Ok((Some(dir.join(&handle.path).to_string_lossy().into_owned()), handle.size))
+        });
+        let event = match written {
+            Ok((file, size_bytes)) => TaskEvent::CheckpointAck {
+                checkpoint_id: barrier.checkpoint_id,
+                state: TaskCheckpointState {
+                    file,
+                    size_bytes,
+                    alignment_ms: alignment.as_millis() as u64,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                },
+            },
+            Err(reason) => {
+                warn!(checkpoint = barrier.checkpoint_id, reason, "declining checkpoint");
+                TaskEvent::CheckpointDecline { checkpoint_id: barrier.checkpoint_id, reason }
+            }
+        };
+        (self.report)(event);
+        Ok(())
+    }
+
+    fn command(&mut self, chain: &mut Chain, command: TaskCommand) -> Result<(), TaskError> {
+        match command {
+            TaskCommand::TriggerCheckpoint(barrier) if chain.source.is_some() => {
+                if barrier.checkpoint_id > self.last_barrier && self.stop.is_none() {
+                    self.checkpoint(chain, &barrier, Duration::ZERO)?;
+                }
+            }
+            TaskCommand::TriggerCheckpoint(barrier) => {
+                (self.report)(TaskEvent::CheckpointDecline {
+                    checkpoint_id: barrier.checkpoint_id,
+                    reason: "only source tasks are triggered".to_string(),
+                });
+            }
+            TaskCommand::NotifyCheckpoint { checkpoint_id, completed: true } => chain.notify_complete(checkpoint_id)?,
+            TaskCommand::NotifyCheckpoint { completed: false, .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Runs the task; `Ok` when it finished (or was canceled: see the token).
+    async fn execute(&mut self) -> Result<TaskEnd, TaskError> {
+        let canceled = || Ok(TaskEnd { accumulators: Vec::new(), commits: Vec::new() });
+        let (tdd, env) = (self.tdd, self.env);
+        let vertex = &tdd.vertex;
+        let mut input_channels = vec![0usize; tdd.inputs.iter().map(|g| g.input + 1).max().unwrap_or(0)];
+        for gate in &tdd.inputs {
+            input_channels[gate.input] += gate.channels.len();
+        }
+        let context = |operator_id: &str| OperatorContext {
+            job_name: tdd.job_name.clone(),
+            operator_id: operator_id.to_string(),
+            subtask: tdd.subtask,
+            parallelism: vertex.parallelism,
+            max_parallelism: tdd.max_parallelism,
+            input_channels: if input_channels.is_empty() { vec![1] } else { input_channels.clone() },
+        };
+
+        // Outputs first, so consumers can find our partitions early.
+        let mut outputs = Vec::new();
+        for out in &tdd.outputs {
+            let id = PartitionId {
+                job_id: tdd.job_id,
+                result: vertex.id,
+                edge: out.edge,
+                producer_subtask: tdd.subtask,
+                attempt: tdd.attempt_number,
+            };
+            let partition = ResultPartition::new(id, out.consumer_parallelism as usize, env.max_queued_buffers);
+            env.partitions.register(&partition).map_err(|e| TaskError::new(e.to_string()))?;
+            self.partitions.push(partition.clone());
+            outputs.push(Output {
+                partition,
+                partitioner: partitioner_for(tdd, &out.ship)?,
+                channels: out.consumer_parallelism as usize,
+            });
+        }
+
+        // The chain.
+        let mut source: Option<Box<dyn SourceOperator>> = None;
+        let mut operators = Vec::new();
+        for (i, spec) in vertex.operators.iter().enumerate() {
+            let ctx = context(&spec.id);
+            if i == 0 && vertex.is_source() {
+                source = Some(build_source(spec, &ctx, tdd.attempt_number)?);
+            } else {
+                let operator = build_operator(spec, &ctx, tdd.attempt_number)?;
+                let is_sink = spec.kind.role() == flint_common::job::catalog::Role::Sink;
+                operators.push(if is_sink {
+                    Box::new(CountingSink { inner: operator, counters: self.counters.clone() })
+                } else {
+                    operator
+                });
+            }
+        }
+        let mut chain = Chain {
+            source,
+            operators: OperatorChain::new(operators),
+            output: OutputCollector { outputs, parts: Vec::new(), counters: self.counters.clone() },
+            ids: vertex.operators.iter().map(|o| o.id.clone()).collect(),
+        };
+        if let Some(restore) = &tdd.restore {
+            let stores =
+                restore_stores(Path::new(&restore.location), &chain.ids, tdd.subtask, vertex.parallelism, tdd.max_parallelism)
+                    .map_err(|e| TaskError::new(format!("restoring from checkpoint {}: {e}", restore.checkpoint_id)))?;
+            chain.restore(stores)?;
+            self.last_barrier = restore.checkpoint_id;
+            info!(task = %vertex.name, subtask = tdd.subtask, checkpoint = restore.checkpoint_id, "state restored");
+        }
+
+        self.report_running(&mut chain);
+        let mut last_tick = Instant::now();
+        let mut last_report = Instant::now();
+
+        if chain.source.is_some() {
+            while self.stop.is_none() {
+                let step = {
+                    let source = chain.source.as_mut().expect("checked above");
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => Step::Canceled,
+                        command = self.commands.recv() => Step::Command(command),
+                        next = source.next_batch() => Step::Next(next),
+                    }
+                };
+                match step {
+                    Step::Canceled | Step::Command(None) => return canceled(),
+                    Step::Command(Some(command)) => self.command(&mut chain, command)?,
+                    Step::Next(next) => {
+                        let Some(batch) = next? else { break };
+                        chain.push(0, 0, batch)?;
+                    }
+                }
+                self.periodic(&mut chain, &mut last_tick, &mut last_report)?;
+            }
+        } else {
+            self.read_inputs(&mut chain, &input_channels, &mut last_tick, &mut last_report).await?;
+        }
+        if self.cancel.is_cancelled() {
+            return canceled();
+        }
+        // Stop-with-savepoint without drain ends without the operators' end of input.
+        if self.stop != Some(false) {
+            chain.finish()?;
+        }
+        let end = TaskEnd { accumulators: chain.accumulators(), commits: chain.final_commits() };
+        for output in &chain.output.outputs {
+            output.partition.finish().await.map_err(|e| TaskError::new(e.to_string()))?;
+        }
+        Ok(end)
+    }
+
+    /// The input loop of a task with network inputs: decodes buffers into the chain,
+    /// combines watermarks and aligns checkpoint barriers.
+    async fn read_inputs(
+        &mut self,
+        chain: &mut Chain,
+        input_channels: &[usize],
+        last_tick: &mut Instant,
+        last_report: &mut Instant,
+    ) -> Result<(), TaskError> {
+        let (tdd, env) = (self.tdd, self.env);
+        let vertex = &tdd.vertex;
         // One forwarder per input gate into one queue; each channel index is made unique
         // per input by offsetting with the channels of earlier gates of that input.
         let (tx, mut rx) = mpsc::channel::<Input>(4);
         let mut offsets = vec![0usize; input_channels.len()];
         let mut gates_open = 0;
-        let mut schemas: Vec<SchemaRef> = Vec::new();
         for gate in &tdd.inputs {
             let specs: Vec<InputChannelSpec> = gate
                 .channels
@@ -436,59 +745,143 @@ async fn execute(
             .input_schema
             .as_ref()
             .ok_or_else(|| TaskError::fatal("a vertex with network inputs has no input schema"))?;
-        schemas.push(arrow_schema(head_schema));
-        let schema = schemas[0].clone();
+        let schema: SchemaRef = arrow_schema(head_schema);
         let total_channels: usize = input_channels.iter().sum();
         let mut channel_watermarks: std::collections::BTreeMap<(usize, usize), i64> = Default::default();
         let mut current_watermark = i64::MIN;
         let head_tracks_channels = matches!(vertex.head().kind, OperatorKind::Window { .. });
-        while gates_open > 0 {
-            let received = tokio::select! {
-                r = tokio::time::timeout(tick, rx.recv()) => r,
-                _ = cancel.cancelled() => return Ok(()),
+        let mut ended: HashSet<(usize, usize)> = HashSet::new();
+        let mut alignment: Option<Alignment> = None;
+        let mut replay: VecDeque<(usize, usize, BufferOrEvent)> = VecDeque::new();
+        while gates_open > 0 || !replay.is_empty() {
+            let (input, channel, item) = if let Some(item) = replay.pop_front() {
+                item
+            } else {
+                let step = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => Step::Canceled,
+                    command = self.commands.recv() => Step::Command(command),
+                    r = tokio::time::timeout(TICK, rx.recv()) => Step::Next(r),
+                };
+                let received = match step {
+                    Step::Canceled | Step::Command(None) => return Ok(()),
+                    Step::Command(Some(command)) => {
+                        self.command(chain, command)?;
+                        continue;
+                    }
+                    Step::Next(received) => received,
+                };
+                match received {
+                    Ok(Some(Input::Item(input, channel, item))) => (input, channel, item),
+                    Ok(Some(Input::Ended)) => {
+                        gates_open -= 1;
+                        continue;
+                    }
+                    Ok(Some(Input::Failed(e))) => return Err(TaskError::new(format!("reading input failed: {e}"))),
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.periodic(chain, last_tick, last_report)?;
+                        continue;
+                    }
+                }
             };
-            match received {
-                Ok(Some(Input::Item(input, channel, BufferOrEvent::Buffer(bytes)))) => {
-                    counters.read_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if let Some(a) = &mut alignment {
+                if a.blocked.contains(&(input, channel)) {
+                    a.buffered.push_back((input, channel, item));
+                    continue;
+                }
+            }
+            match item {
+                BufferOrEvent::Buffer(bytes) => {
+                    self.counters.read_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let batch = decode_batch(&bytes, &schema)?;
-                    counters.read_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    self.counters.read_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     chain.push(input, channel, batch)?;
                 }
-                Ok(Some(Input::Item(input, channel, BufferOrEvent::Event(Event::Custom(bytes))))) => {
-                    // A window at the head tracks watermarks per channel itself; any other
-                    // head sees one watermark: the minimum over every channel, and only
-                    // when it advances.
-                    if let (Some(watermark), true) = (decode_watermark(&bytes), head_tracks_channels) {
-                        chain.watermark(input, channel, watermark)?;
+                BufferOrEvent::Event(Event::Custom(bytes)) => {
+                    if let Some(barrier) = decode_barrier(&bytes) {
+                        let id = barrier.checkpoint_id;
+                        if id <= self.last_barrier || alignment.as_ref().is_some_and(|a| a.barrier.checkpoint_id > id) {
+                            continue; // an older checkpoint, given up already
+                        }
+                        if alignment.as_ref().is_some_and(|a| a.barrier.checkpoint_id < id) {
+                            // A newer checkpoint overtook the one being aligned: give that up.
+                            let old = alignment.take().expect("checked above");
+                            (self.report)(TaskEvent::CheckpointDecline {
+                                checkpoint_id: old.barrier.checkpoint_id,
+                                reason: format!("the barrier of checkpoint {id} arrived before alignment completed"),
+                            });
+                            for item in old.buffered.into_iter().rev() {
+                                replay.push_front(item);
+                            }
+                        }
+                        alignment
+                            .get_or_insert_with(|| Alignment {
+                                barrier,
+                                started: Instant::now(),
+                                blocked: HashSet::new(),
+                                buffered: VecDeque::new(),
+                            })
+                            .blocked
+                            .insert((input, channel));
                     } else if let Some(watermark) = decode_watermark(&bytes) {
-                        let slot = channel_watermarks.entry((input, channel)).or_insert(i64::MIN);
-                        *slot = (*slot).max(watermark);
-                        if channel_watermarks.len() == total_channels {
-                            let combined = channel_watermarks.values().copied().min().unwrap_or(i64::MIN);
-                            if combined > current_watermark {
-                                current_watermark = combined;
-                                chain.watermark(0, 0, combined)?;
+                        // A window at the head tracks watermarks per channel itself; any other
+                        // head sees one watermark: the minimum over every channel, and only
+                        // when it advances.
+                        if head_tracks_channels {
+                            chain.watermark(input, channel, watermark)?;
+                        } else {
+                            let slot = channel_watermarks.entry((input, channel)).or_insert(i64::MIN);
+                            *slot = (*slot).max(watermark);
+                            if channel_watermarks.len() == total_channels {
+                                let combined = channel_watermarks.values().copied().min().unwrap_or(i64::MIN);
+                                if combined > current_watermark {
+                                    current_watermark = combined;
+                                    chain.watermark(0, 0, combined)?;
+                                }
                             }
                         }
                     }
                 }
-                Ok(Some(Input::Item(_, _, BufferOrEvent::Event(_)))) => {}
-                Ok(Some(Input::Ended)) => gates_open -= 1,
-                Ok(Some(Input::Failed(e))) => return Err(TaskError::new(format!("reading input failed: {e}"))),
-                Ok(None) => break,
-                Err(_) => {}
+                BufferOrEvent::Event(Event::EndOfPartition) => {
+                    ended.insert((input, channel));
+                }
             }
-            periodic(&mut chain, &mut last_tick)?;
+            // Aligned once every channel delivered the barrier or ended.
+            let aligned = alignment.as_ref().is_some_and(|a| {
+                a.blocked.len() + ended.iter().filter(|c| !a.blocked.contains(c)).count() >= total_channels
+            });
+            if aligned {
+                let a = alignment.take().expect("checked above");
+                self.checkpoint(chain, &a.barrier, a.started.elapsed())?;
+                for item in a.buffered.into_iter().rev() {
+                    replay.push_front(item);
+                }
+            }
+            self.periodic(chain, last_tick, last_report)?;
         }
+        Ok(())
     }
-    if cancel.is_cancelled() {
-        return Ok(());
+}
+
+fn partitioner_for(tdd: &TaskDeploymentDescriptor, ship: &ShipStrategy) -> Result<Box<dyn Partitioner>, TaskError> {
+    match ship {
+        ShipStrategy::Hash { keys } => {
+            let schema = tdd
+                .vertex
+                .output_schema
+                .as_ref()
+                .ok_or_else(|| TaskError::fatal("a hash edge leaves a vertex without output schema"))?;
+            Ok(Box::new(HashPartitioner::new(schema, keys, tdd.max_parallelism)?))
+        }
+        other => non_keyed_partitioner(other, tdd.subtask as usize, tdd.vertex.parallelism as usize),
     }
-    chain.finish()?;
-    for output in &chain.output.outputs {
-        output.partition.finish().await.map_err(|e| TaskError::new(e.to_string()))?;
-    }
-    Ok(())
+}
+
+enum Input {
+    Item(usize, usize, BufferOrEvent),
+    Ended,
+    Failed(String),
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use flint_common::resources::{ResourceProfile, SlotReport, SlotStatus};
 use flint_common::rpc::{Endpoint, RpcAddress, RpcError, RpcService, PROTOCOL_VERSION};
 use tracing::{debug, error, info, warn};
 
-use crate::task::{self, Reporter, TaskEnvironment, TaskHandle};
+use crate::task::{self, Reporter, TaskCommand, TaskEnvironment, TaskEvent, TaskHandle};
 use crate::TaskManagerConfig;
 
 /// The slots of this TaskExecutor: the ground truth reported to the ResourceManager.
@@ -549,9 +549,7 @@ impl Handler<SubmitTask> for TaskExecutor {
         let (job_id, allocation_id) = (tdd.job_id, tdd.allocation_id);
         info!(%job_id, attempt = %attempt_id, task = %tdd.vertex.name, subtask = tdd.subtask, "deploying task");
         let addr = ctx.address();
-        let reporter: Reporter = Box::new(move |state, failure, metrics| {
-            addr.do_send(TaskStateChanged { attempt_id, state, failure, metrics });
-        });
+        let reporter: Reporter = Box::new(move |event| addr.do_send(TaskEventFor { attempt_id, event }));
         match task::spawn(tdd, self.env.clone(), reporter) {
             Ok(handle) => {
                 self.tasks.insert(attempt_id, RunningTask { handle, allocation_id, job_master });
@@ -562,38 +560,64 @@ impl Handler<SubmitTask> for TaskExecutor {
     }
 }
 
-/// A task's state changed; forwarded to its JobMaster.
+/// Something a task reported; forwarded to its JobMaster.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct TaskStateChanged {
+struct TaskEventFor {
     attempt_id: ExecutionAttemptId,
-    state: TaskState,
-    failure: Option<String>,
-    metrics: TaskMetrics,
+    event: TaskEvent,
 }
 
-impl Handler<TaskStateChanged> for TaskExecutor {
+impl Handler<TaskEventFor> for TaskExecutor {
     type Result = ();
-    fn handle(&mut self, msg: TaskStateChanged, _ctx: &mut Context<Self>) {
-        let Some(task) = self.tasks.get(&msg.attempt_id) else { return };
+    fn handle(&mut self, msg: TaskEventFor, _ctx: &mut Context<Self>) {
+        let attempt_id = msg.attempt_id;
+        let Some(task) = self.tasks.get(&attempt_id) else { return };
         let gateway = task.job_master.clone();
-        let terminal = matches!(msg.state, TaskState::Finished | TaskState::Canceled | TaskState::Failed);
-        if terminal {
-            self.tasks.remove(&msg.attempt_id);
-        }
-        let update = UpdateTaskExecutionState {
-            attempt_id: msg.attempt_id,
-            state: msg.state,
-            failure: msg.failure,
-            metrics: msg.metrics,
-            accumulators: Vec::new(),
-            commits: Vec::new(),
-        };
-        actix::spawn(async move {
-            if let Err(e) = gateway.update_task_execution_state(&update).await {
-                warn!(attempt = %update.attempt_id, error = %e, "could not report task state to the job master");
+        match msg.event {
+            TaskEvent::State { state, failure, metrics, accumulators, commits } => {
+                if matches!(state, TaskState::Finished | TaskState::Canceled | TaskState::Failed) {
+                    self.tasks.remove(&attempt_id);
+                }
+                let update = UpdateTaskExecutionState { attempt_id, state, failure, metrics, accumulators, commits };
+                actix::spawn(async move {
+                    if let Err(e) = gateway.update_task_execution_state(&update).await {
+                        warn!(attempt = %attempt_id, error = %e, "could not report task state to the job master");
+                    }
+                });
             }
-        });
+            TaskEvent::CheckpointAck { checkpoint_id, state } => {
+                let ack = AcknowledgeCheckpoint { attempt_id, checkpoint_id, state };
+                actix::spawn(async move {
+                    if let Err(e) = gateway.acknowledge_checkpoint(&ack).await {
+                        warn!(attempt = %attempt_id, checkpoint_id, error = %e, "could not acknowledge checkpoint");
+                    }
+                });
+            }
+            TaskEvent::CheckpointDecline { checkpoint_id, reason } => {
+                let decline = DeclineCheckpoint { attempt_id, checkpoint_id, reason };
+                actix::spawn(async move {
+                    if let Err(e) = gateway.decline_checkpoint(&decline).await {
+                        warn!(attempt = %attempt_id, checkpoint_id, error = %e, "could not decline checkpoint");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Handler<TriggerCheckpoint> for TaskExecutor {
+    type Result = bool;
+    fn handle(&mut self, msg: TriggerCheckpoint, _ctx: &mut Context<Self>) -> bool {
+        self.tasks.get(&msg.attempt_id).is_some_and(|t| t.handle.command(TaskCommand::TriggerCheckpoint(msg.barrier)))
+    }
+}
+
+impl Handler<NotifyCheckpoint> for TaskExecutor {
+    type Result = bool;
+    fn handle(&mut self, msg: NotifyCheckpoint, _ctx: &mut Context<Self>) -> bool {
+        let command = TaskCommand::NotifyCheckpoint { checkpoint_id: msg.checkpoint_id, completed: msg.completed };
+        self.tasks.get(&msg.attempt_id).is_some_and(|t| t.handle.command(command))
     }
 }
 
@@ -680,6 +704,8 @@ pub fn register_endpoint(rpc: &RpcService, addr: Addr<TaskExecutor>) {
             .on_actor::<FreeSlot, _>(addr.clone())
             .on_actor::<SubmitTask, _>(addr.clone())
             .on_actor::<CancelTask, _>(addr.clone())
+            .on_actor::<TriggerCheckpoint, _>(addr.clone())
+            .on_actor::<NotifyCheckpoint, _>(addr.clone())
             .on_actor::<RequestLogList, _>(addr.clone())
             .on_actor::<HeartbeatFromJobManager, _>(addr.clone())
             .on_actor::<RequestLogFile, _>(addr),

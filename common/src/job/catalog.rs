@@ -60,12 +60,18 @@ const fn op(
 
 /// Every operator type, in documentation order.
 pub const OPERATOR_TYPES: &[OperatorType] = &[
-    op("source.sequence", Role::Source, Arity::None, false, &["from", "to", "rate"]),
-    op("source.datagen", Role::Source, Arity::None, false, &["fields", "seed", "rows", "rate"]),
+    op("source.sequence", Role::Source, Arity::None, false, &["from", "to", "rate", "rate_until_checkpoints"]),
+    op(
+        "source.datagen",
+        Role::Source,
+        Arity::None,
+        false,
+        &["fields", "seed", "rows", "rate", "rate_until_checkpoints"],
+    ),
     op("source.file", Role::Source, Arity::None, false, &["path", "format", "schema"]),
     op("source.socket", Role::Source, Arity::None, false, &["host", "port"]),
-    op("map", Role::Transform, Arity::One, false, &["fields", "keep_input"]),
-    op("filter", Role::Transform, Arity::One, false, &["predicate"]),
+    op("map", Role::Transform, Arity::One, false, &["fields", "keep_input", "counter"]),
+    op("filter", Role::Transform, Arity::One, false, &["predicate", "counter"]),
     op("flat_map.split", Role::Transform, Arity::One, false, &["field", "separator", "as"]),
     op("union", Role::Transform, Arity::TwoOrMore, false, &[]),
     op("key_by", Role::Transform, Arity::One, true, &["key"]),
@@ -191,17 +197,42 @@ pub enum WindowTime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OperatorKind {
     #[serde(rename = "source.sequence")]
-    Sequence { from: i64, to: Option<i64>, rate: Option<f64> },
+    Sequence {
+        from: i64,
+        to: Option<i64>,
+        rate: Option<f64>,
+        /// `rate` applies only until this many checkpoints completed (absent in old graphs).
+        #[serde(default)]
+        rate_until_checkpoints: Option<u64>,
+    },
     #[serde(rename = "source.datagen")]
-    Datagen { fields: Vec<GeneratedField>, seed: i64, rows: Option<u64>, rate: Option<f64> },
+    Datagen {
+        fields: Vec<GeneratedField>,
+        seed: i64,
+        rows: Option<u64>,
+        rate: Option<f64>,
+        /// As for `Sequence`.
+        #[serde(default)]
+        rate_until_checkpoints: Option<u64>,
+    },
     #[serde(rename = "source.file")]
     FileSource { path: String, format: FileFormat, schema: Option<Schema> },
     #[serde(rename = "source.socket")]
     Socket { host: String, port: u16 },
+    /// `counter`: the name of an accumulator counting the records the operator receives.
     #[serde(rename = "map")]
-    Map { fields: Vec<MapField>, keep_input: bool },
+    Map {
+        fields: Vec<MapField>,
+        keep_input: bool,
+        #[serde(default)]
+        counter: Option<String>,
+    },
     #[serde(rename = "filter")]
-    Filter { predicate: CompiledExpr },
+    Filter {
+        predicate: CompiledExpr,
+        #[serde(default)]
+        counter: Option<String>,
+    },
     #[serde(rename = "flat_map.split")]
     Split {
         field: String,
@@ -438,6 +469,27 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// `rate_until_checkpoints`: an integer of at least 1, only with a `rate` (`rate` is the
+    /// parsed `rate` parameter, `None` when absent or invalid).
+    fn rate_until_checkpoints(&mut self, rate: Option<f64>) -> Option<Option<u64>> {
+        const KEY: &str = "rate_until_checkpoints";
+        if self.get(KEY, false).is_none() {
+            return Some(None);
+        }
+        let n = self.int(KEY, false)?;
+        if n < 1 {
+            self.problem(format!("parameter '{KEY}' must be at least 1, got {n}"));
+            return None;
+        }
+        if rate.is_none() {
+            if self.get("rate", false).is_none() {
+                self.problem(format!("'{KEY}' requires 'rate'"));
+            }
+            return None;
+        }
+        Some(Some(n as u64))
+    }
+
     /// A duration such as `"1 s"` or `"500 ms"` (a bare integer is milliseconds).
     fn duration(&mut self, key: &str, required: bool) -> Option<Duration> {
         let value = self.get(key, required)?;
@@ -516,6 +568,7 @@ fn sequence(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
     let from = p.int("from", false);
     let to = p.int("to", false);
     let rate = p.rate("rate");
+    let until = p.rate_until_checkpoints(rate.flatten());
     if (p.get("from", false).is_some() && from.is_none()) || (p.get("to", false).is_some() && to.is_none()) {
         return None;
     }
@@ -525,13 +578,14 @@ fn sequence(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
         return None;
     }
     let schema = Schema::new(vec![Field::new("n", FieldType::Int)]);
-    Some((OperatorKind::Sequence { from, to, rate: rate? }, Some(schema)))
+    Some((OperatorKind::Sequence { from, to, rate: rate?, rate_until_checkpoints: until? }, Some(schema)))
 }
 
 fn datagen(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
     let seed = if p.get("seed", false).is_some() { p.int("seed", false) } else { Some(0) };
     let rows = if p.get("rows", false).is_some() { p.count("rows", false).map(Some) } else { Some(None) };
     let rate = p.rate("rate");
+    let until = p.rate_until_checkpoints(rate.flatten());
     let entries = p.map("fields")?;
     let mut fields = Vec::new();
     let mut ok = true;
@@ -544,12 +598,12 @@ fn datagen(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
             }
         }
     }
-    let (seed, rows, rate) = (seed?, rows?, rate?);
+    let (seed, rows, rate, rate_until_checkpoints) = (seed?, rows?, rate?, until?);
     if !ok {
         return None;
     }
     let schema = Schema::new(fields.iter().map(|f| Field::new(&f.name, f.generator.field_type())).collect());
-    Some((OperatorKind::Datagen { fields, seed, rows, rate }, Some(schema)))
+    Some((OperatorKind::Datagen { fields, seed, rows, rate, rate_until_checkpoints }, Some(schema)))
 }
 
 const GENERATOR_KINDS: &str = "sequence, random_int, random_float, random_string";
@@ -676,12 +730,22 @@ fn socket(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
     Some((OperatorKind::Socket { host: host?, port: port? }, Some(schema)))
 }
 
+/// The optional `counter` of `map` and `filter`: an accumulator name, a non-empty string.
+fn counter(p: &mut Params) -> Option<Option<String>> {
+    if p.get("counter", false).is_some() {
+        p.string("counter", false).map(Some)
+    } else {
+        Some(None)
+    }
+}
+
 fn map(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<Schema>)> {
     let keep_input = if p.get("keep_input", false).is_some() {
         p.typed("keep_input", false, "a boolean", DocValue::as_bool)
     } else {
         Some(false)
     };
+    let counter = counter(p);
     let entries = p.map("fields")?;
     let mut fields = Vec::new();
     for (name, source) in entries {
@@ -695,7 +759,7 @@ fn map(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<S
             Err(problems) => problems.into_iter().for_each(|m| p.problem(m)),
         }
     }
-    let (keep_input, input) = (keep_input?, input?);
+    let (keep_input, counter, input) = (keep_input?, counter?, input?);
     if fields.len() != entries.len() {
         return None;
     }
@@ -703,16 +767,15 @@ fn map(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<S
     for f in &fields {
         schema.upsert(Field { name: f.name.clone(), ty: f.expr.ty, nullable: f.expr.nullable(input) });
     }
-    Some((OperatorKind::Map { fields, keep_input }, Some(schema)))
+    Some((OperatorKind::Map { fields, keep_input, counter }, Some(schema)))
 }
 
 fn filter(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<Schema>)> {
+    let counter = counter(p);
     let source = p.typed("predicate", true, "a string", |v| v.as_str().map(str::to_owned))?;
     let input = input?;
-    match CompiledExpr::compile(&source, input) {
-        Ok(predicate) if predicate.ty == FieldType::Bool => {
-            Some((OperatorKind::Filter { predicate }, Some(input.clone())))
-        }
+    let predicate = match CompiledExpr::compile(&source, input) {
+        Ok(predicate) if predicate.ty == FieldType::Bool => Some(predicate),
         Ok(predicate) => {
             p.problem(format!("the predicate '{source}' has type {}, not boolean", predicate.ty));
             None
@@ -721,7 +784,8 @@ fn filter(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Optio
             problems.into_iter().for_each(|m| p.problem(m));
             None
         }
-    }
+    };
+    Some((OperatorKind::Filter { predicate: predicate?, counter: counter? }, Some(input.clone())))
 }
 
 fn split(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<Schema>)> {
@@ -965,6 +1029,32 @@ mod tests {
     }
 
     #[test]
+    fn map_and_filter_take_an_optional_counter() {
+        let (kind, _) = check("map", r#"{"fields": {"k": "n"}, "counter": "mapped"}"#, &words()).unwrap();
+        assert!(matches!(kind, OperatorKind::Map { counter: Some(c), .. } if c == "mapped"));
+        let (kind, _) = check("map", r#"{"fields": {"k": "n"}, "counter": null}"#, &words()).unwrap();
+        assert!(matches!(kind, OperatorKind::Map { counter: None, .. }));
+        let (kind, _) = check("filter", r#"{"predicate": "n > 1", "counter": "seen"}"#, &words()).unwrap();
+        assert!(matches!(kind, OperatorKind::Filter { counter: Some(c), .. } if c == "seen"));
+        let (kind, _) = check("filter", r#"{"predicate": "n > 1"}"#, &words()).unwrap();
+        assert!(matches!(kind, OperatorKind::Filter { counter: None, .. }));
+        let problems = check("map", r#"{"fields": {"k": "n"}, "counter": 3}"#, &words()).unwrap_err();
+        assert_eq!(problems, vec!["parameter 'counter' must be a string, got integer 3"]);
+        // Both problems are reported, not just the first.
+        let problems = check("filter", r#"{"predicate": "n", "counter": ""}"#, &words()).unwrap_err();
+        assert_eq!(
+            problems,
+            vec!["parameter 'counter' must not be empty", "the predicate 'n' has type integer, not boolean"]
+        );
+        // A spec serialized before the parameter existed still reads.
+        let (kind, _) = check("filter", r#"{"predicate": "n > 1", "counter": "seen"}"#, &words()).unwrap();
+        let mut json = serde_json::to_value(&kind).unwrap();
+        assert!(json["filter"].as_object_mut().unwrap().remove("counter").is_some());
+        let kind: OperatorKind = serde_json::from_value(json).unwrap();
+        assert!(matches!(kind, OperatorKind::Filter { counter: None, .. }));
+    }
+
+    #[test]
     fn aggregate_output_types() {
         let input = Schema::new(vec![
             Field::new("k", FieldType::String),
@@ -1064,5 +1154,59 @@ mod tests {
         );
         let problems = check("sink.print", r#"{"path": "/x"}"#, &words()).unwrap_err();
         assert_eq!(problems, vec!["unknown parameter 'path' (sink.print takes none)"]);
+    }
+
+    #[test]
+    fn rate_until_checkpoints_needs_a_rate_and_a_positive_count() {
+        let (kind, _) =
+            check("source.sequence", r#"{"rate": 10, "rate_until_checkpoints": 2}"#, &Schema::default()).unwrap();
+        assert_eq!(
+            kind,
+            OperatorKind::Sequence { from: 0, to: None, rate: Some(10.0), rate_until_checkpoints: Some(2) }
+        );
+        let (kind, _) = check("source.sequence", r#"{"to": 5}"#, &Schema::default()).unwrap();
+        assert!(matches!(kind, OperatorKind::Sequence { rate_until_checkpoints: None, .. }));
+        let gen = r#""fields": {"n": {"kind": "sequence", "start": 0, "end": 9}}"#;
+        let (kind, _) = check(
+            "source.datagen",
+            &format!(r#"{{{gen}, "rate": 5, "rate_until_checkpoints": 1}}"#),
+            &Schema::default(),
+        )
+        .unwrap();
+        assert!(matches!(kind, OperatorKind::Datagen { rate: Some(_), rate_until_checkpoints: Some(1), .. }));
+
+        let problems = check("source.sequence", r#"{"rate_until_checkpoints": 3}"#, &Schema::default()).unwrap_err();
+        assert_eq!(problems, vec!["'rate_until_checkpoints' requires 'rate'"]);
+        let problems =
+            check("source.datagen", &format!(r#"{{{gen}, "rate_until_checkpoints": 3}}"#), &Schema::default())
+                .unwrap_err();
+        assert_eq!(problems, vec!["'rate_until_checkpoints' requires 'rate'"]);
+        let problems =
+            check("source.sequence", r#"{"rate": 1, "rate_until_checkpoints": 0}"#, &Schema::default()).unwrap_err();
+        assert_eq!(problems, vec!["parameter 'rate_until_checkpoints' must be at least 1, got 0"]);
+        let problems = check(
+            "source.datagen",
+            &format!(r#"{{{gen}, "rate": 1, "rate_until_checkpoints": "2"}}"#),
+            &Schema::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problems, vec!["parameter 'rate_until_checkpoints' must be an integer, got string \"2\""]);
+        // An invalid rate is reported once, not again as missing.
+        let problems =
+            check("source.sequence", r#"{"rate": -1, "rate_until_checkpoints": 2}"#, &Schema::default()).unwrap_err();
+        assert_eq!(problems, vec!["parameter 'rate' must be a positive number, got -1"]);
+        let problems =
+            check("source.file", r#"{"path": "/d", "rate_until_checkpoints": 2}"#, &Schema::default()).unwrap_err();
+        assert!(problems[0].starts_with("unknown parameter 'rate_until_checkpoints'"), "{problems:?}");
+    }
+
+    #[test]
+    fn source_kinds_without_rate_until_checkpoints_still_deserialize() {
+        let old = r#"{"source.sequence": {"from": 1, "to": 3, "rate": null}}"#;
+        let kind: OperatorKind = serde_json::from_str(old).unwrap();
+        assert_eq!(kind, OperatorKind::Sequence { from: 1, to: Some(3), rate: None, rate_until_checkpoints: None });
+        let old = r#"{"source.datagen": {"fields": [], "seed": 0, "rows": null, "rate": 2.0}}"#;
+        let kind: OperatorKind = serde_json::from_str(old).unwrap();
+        assert!(matches!(kind, OperatorKind::Datagen { rate: Some(_), rate_until_checkpoints: None, .. }));
     }
 }

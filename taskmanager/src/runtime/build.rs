@@ -48,12 +48,14 @@ pub fn build_source_with(
     let schema = || required_schema(spec.output_schema.as_ref(), &spec.id, "output");
     let (subtask, parallelism, batch) = (ctx.subtask, ctx.parallelism.max(1), options.batch_size);
     Ok(match &spec.kind {
-        OperatorKind::Sequence { from, to, rate } => {
-            Box::new(SequenceSource::new(schema()?, *from, *to, *rate, subtask, parallelism, batch))
-        }
-        OperatorKind::Datagen { fields, seed, rows, rate } => {
-            Box::new(DatagenSource::new(schema()?, fields, *seed, *rows, *rate, subtask, parallelism, batch))
-        }
+        OperatorKind::Sequence { from, to, rate, rate_until_checkpoints } => Box::new(
+            SequenceSource::new(schema()?, *from, *to, *rate, subtask, parallelism, batch)
+                .with_rate_until_checkpoints(*rate_until_checkpoints),
+        ),
+        OperatorKind::Datagen { fields, seed, rows, rate, rate_until_checkpoints } => Box::new(
+            DatagenSource::new(schema()?, fields, *seed, *rows, *rate, subtask, parallelism, batch)
+                .with_rate_until_checkpoints(*rate_until_checkpoints),
+        ),
         OperatorKind::FileSource { path, format, .. } => {
             Box::new(FileSource::new(schema()?, path, *format, subtask, parallelism, batch)?)
         }

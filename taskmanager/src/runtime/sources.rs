@@ -21,8 +21,34 @@
 //!
 //! `rate` (records per second for the whole source) is split evenly among the instances
 //! and enforced per batch by a [`Throttle`] (batches then hold at most about 100 ms of
-//! records). Every source reports its progress through `position()`: records emitted,
-//! except the file source which reports bytes consumed.
+//! records). With `rate_until_checkpoints` (sequence and datagen) the limit is lifted for
+//! good once that many checkpoints have completed. Every source reports its progress through
+//! `position()`: records emitted, except the file source which reports bytes consumed.
+//!
+//! # Checkpoints
+//!
+//! As with Flink's FLIP-27 sources, the sequence, datagen and file sources describe the work
+//! an instance has left as a list of splits, kept in operator list state with
+//! [`Redistribution::Split`] (so a restore deals the splits of all old instances round-robin
+//! over the new ones, at any parallelism):
+//!
+//! - `sequence-splits`: strided ranges `(next, last, step)`;
+//! - `datagen-splits`: global row ranges `(next, end, step)` (`end` absent when unbounded);
+//! - `file-splits`: `(path, start, end)`: the lines of `path` that start in `start..end`,
+//!   `start` being the first unread line of a partly read split.
+//!
+//! A snapshot holds exactly the splits not emitted yet, the partly read one at its current
+//! position. A fresh instance computes its one split from its subtask index and
+//! parallelism (the behaviour described above); a restored instance takes the splits it
+//! was dealt and is finished at once when it got none. Sequence and datagen take turns
+//! over their splits a batch at a time (they may be unbounded); the file source reads them
+//! one after another. An instance whose restored store has no split list at all (the
+//! operator was not part of the checkpoint) starts fresh. Each instance also writes the
+//! number of checkpoints it saw complete into the [`Redistribution::Union`] list
+//! `completed-checkpoints`; a restored instance continues from the largest, plus one for
+//! the checkpoint it is restored from (which completed by definition), so that
+//! `rate_until_checkpoints` does not throttle again once it was reached. The socket source
+//! cannot replay and has no state: it is at most once.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -39,11 +65,14 @@ use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
 use flint_common::job::catalog::{FileFormat, GeneratedField, Generator};
 use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::operator::{SourceOperator, TaskError};
+use crate::state::{decode_value, encode_value, Redistribution, StateError, StateStore};
 
 /// Rows per batch unless configured otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 4096;
@@ -88,20 +117,147 @@ impl Throttle {
     }
 }
 
-fn limit(throttle: &Option<Throttle>, batch_size: usize) -> usize {
-    throttle.as_ref().map_or(batch_size, |t| t.batch_limit(batch_size))
+/// A source instance's `rate` limit, lifted for good once `rate_until_checkpoints`
+/// checkpoints have completed.
+#[derive(Debug, Clone)]
+struct Pacing {
+    throttle: Option<Throttle>,
+    until: Option<u64>,
+    /// Checkpoints completed (notified here, or before the restore).
+    completed: u64,
+}
+
+impl Pacing {
+    fn new(rate: Option<f64>, parallelism: u32) -> Self {
+        Self { throttle: Throttle::for_instance(rate, parallelism), until: None, completed: 0 }
+    }
+
+    fn set_until(&mut self, until: Option<u64>) {
+        self.until = until;
+        self.lift();
+    }
+
+    fn lift(&mut self) {
+        if self.until.is_some_and(|n| self.completed >= n) {
+            self.throttle = None;
+        }
+    }
+
+    fn checkpoint_completed(&mut self) {
+        self.completed = self.completed.saturating_add(1);
+        self.lift();
+    }
+
+    /// After a restore: `completed` checkpoints had completed (see [`read_source_state`]).
+    fn restored(&mut self, completed: Option<u64>) {
+        if let Some(completed) = completed {
+            self.completed = self.completed.max(completed);
+            self.lift();
+        }
+    }
+
+    fn limit(&self, batch_size: usize) -> usize {
+        self.throttle.as_ref().map_or(batch_size, |t| t.batch_limit(batch_size))
+    }
+
+    async fn wait(&mut self, emitted: u64) {
+        if let Some(throttle) = &mut self.throttle {
+            throttle.wait(emitted).await;
+        }
+    }
+}
+
+const SEQUENCE_SPLITS: &str = "sequence-splits";
+const DATAGEN_SPLITS: &str = "datagen-splits";
+const FILE_SPLITS: &str = "file-splits";
+const COMPLETED_CHECKPOINTS: &str = "completed-checkpoints";
+
+fn state_error(what: &'static str) -> impl Fn(StateError) -> TaskError {
+    move |e| TaskError::fatal(format!("{what}: {e}"))
+}
+
+/// Writes a source's snapshot: its remaining `splits` into the split list `name` and the
+/// checkpoints it saw complete into the union list [`COMPLETED_CHECKPOINTS`].
+fn write_source_state<T: Serialize>(
+    state: &mut StateStore,
+    name: &str,
+    splits: impl IntoIterator<Item = T>,
+    completed: u64,
+) -> Result<(), TaskError> {
+    let error = state_error("snapshotting the source position");
+    let encoded = splits.into_iter().map(|split| encode_value(name, &split)).collect::<Result<Vec<_>, _>>();
+    let list = state.operator.list_state(name, Redistribution::Split).map_err(&error)?;
+    *list = encoded.map_err(&error)?;
+    let count = encode_value(COMPLETED_CHECKPOINTS, &completed).map_err(&error)?;
+    *state.operator.list_state(COMPLETED_CHECKPOINTS, Redistribution::Union).map_err(&error)? = vec![count];
+    Ok(())
+}
+
+/// What [`write_source_state`] wrote, as dealt to this instance: its splits (`None` when the
+/// checkpoint has no split list `name`: the source was not part of it), and the number of
+/// checkpoints completed: the most any old instance saw, plus the one restored from.
+#[allow(clippy::type_complexity)]
+fn read_source_state<T: DeserializeOwned>(
+    state: &StateStore,
+    name: &str,
+) -> Result<(Option<Vec<T>>, Option<u64>), TaskError> {
+    let error = state_error("restoring the source position");
+    let splits = match state.operator.get(name) {
+        Some(elements) => {
+            Some(elements.iter().map(|e| decode_value(name, e)).collect::<Result<Vec<T>, _>>().map_err(&error)?)
+        }
+        None => None,
+    };
+    let mut completed = None;
+    for element in state.operator.get(COMPLETED_CHECKPOINTS).unwrap_or_default() {
+        let count: u64 = decode_value(COMPLETED_CHECKPOINTS, element).map_err(&error)?;
+        completed = completed.max(Some(count.saturating_add(1)));
+    }
+    Ok((splits, completed))
+}
+
+/// A split of `source.sequence`: `next, next+step, ...` up to `last` (i128: stepping past
+/// `i64::MAX` must not overflow). Kept only while not exhausted (`next <= last`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stride {
+    next: i128,
+    last: i128,
+    step: i128,
+}
+
+/// [`Stride`] in the checkpoint (an unexhausted stride fits `i64`).
+#[derive(Debug, Serialize, Deserialize)]
+struct StrideState {
+    next: i64,
+    last: i64,
+    step: i64,
+}
+
+impl Stride {
+    fn is_done(&self) -> bool {
+        self.next > self.last
+    }
+
+    fn state(&self) -> StrideState {
+        StrideState { next: self.next as i64, last: self.last as i64, step: self.step as i64 }
+    }
+
+    fn from_state(s: StrideState) -> Result<Self, TaskError> {
+        if s.step < 1 {
+            return Err(TaskError::fatal(format!("restoring the source position: sequence step {}", s.step)));
+        }
+        Ok(Self { next: s.next.into(), last: s.last.into(), step: s.step.into() })
+    }
 }
 
 /// `source.sequence`.
 pub struct SequenceSource {
     schema: SchemaRef,
-    /// The next value (i128: stepping past `i64::MAX` must not overflow).
-    next: i128,
-    last: i128,
-    step: i128,
+    /// The splits left, none exhausted; the first is read next.
+    splits: VecDeque<Stride>,
     emitted: u64,
     batch_size: usize,
-    throttle: Option<Throttle>,
+    pacing: Pacing,
 }
 
 impl SequenceSource {
@@ -116,15 +272,24 @@ impl SequenceSource {
         parallelism: u32,
         batch_size: usize,
     ) -> Self {
-        Self {
-            schema,
+        let split = Stride {
             next: i128::from(from) + i128::from(subtask),
             last: i128::from(to.unwrap_or(i64::MAX)),
             step: i128::from(parallelism.max(1)),
+        };
+        Self {
+            schema,
+            splits: Some(split).filter(|s| !s.is_done()).into_iter().collect(),
             emitted: 0,
             batch_size: batch_size.max(1),
-            throttle: Throttle::for_instance(rate, parallelism),
+            pacing: Pacing::new(rate, parallelism),
         }
+    }
+
+    /// The `rate` applies only until `until` checkpoints have completed.
+    pub fn with_rate_until_checkpoints(mut self, until: Option<u64>) -> Self {
+        self.pacing.set_until(until);
+        self
     }
 
     /// Records emitted so far.
@@ -132,15 +297,23 @@ impl SequenceSource {
         self.emitted
     }
 
+    /// Whether the `rate` limit applies (now).
+    pub fn is_throttled(&self) -> bool {
+        self.pacing.throttle.is_some()
+    }
+
     fn make_batch(&mut self) -> Result<Option<RecordBatch>, TaskError> {
-        if self.next > self.last {
-            return Ok(None);
-        }
-        let remaining = (self.last - self.next) / self.step + 1;
-        let n = remaining.min(limit(&self.throttle, self.batch_size) as i128) as i64;
-        let (start, step) = (self.next as i64, self.step as i64);
+        let max = self.pacing.limit(self.batch_size) as i128;
+        let Some(mut split) = self.splits.pop_front() else { return Ok(None) };
+        let remaining = (split.last - split.next) / split.step + 1;
+        let n = remaining.min(max) as i64;
+        let (start, step) = (split.next as i64, split.step as i64);
         let values = Int64Array::from_iter_values((0..n).map(|k| start + k * step));
-        self.next += i128::from(n) * self.step;
+        split.next += i128::from(n) * split.step;
+        if !split.is_done() {
+            // Several splits (after a restore) take turns.
+            self.splits.push_back(split);
+        }
         self.emitted += n as u64;
         Ok(Some(RecordBatch::try_new(self.schema.clone(), vec![Arc::new(values)])?))
     }
@@ -149,11 +322,33 @@ impl SequenceSource {
 impl SourceOperator for SequenceSource {
     fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<RecordBatch>, TaskError>> {
         Box::pin(async move {
-            if let Some(throttle) = &mut self.throttle {
-                throttle.wait(self.emitted).await;
-            }
+            self.pacing.wait(self.emitted).await;
             self.make_batch()
         })
+    }
+
+    fn snapshot_state(&mut self, _checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
+        write_source_state(state, SEQUENCE_SPLITS, self.splits.iter().map(Stride::state), self.pacing.completed)
+    }
+
+    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        let (splits, completed) = read_source_state::<StrideState>(state, SEQUENCE_SPLITS)?;
+        if let Some(splits) = splits {
+            self.splits = VecDeque::new();
+            for split in splits {
+                let split = Stride::from_state(split)?;
+                if !split.is_done() {
+                    self.splits.push_back(split);
+                }
+            }
+        }
+        self.pacing.restored(completed);
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
+        self.pacing.checkpoint_completed();
+        Ok(())
     }
 }
 
@@ -183,17 +378,30 @@ impl Stream {
 
 const ALPHANUMERIC: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// A split of `source.datagen`: the global rows `next, next+step, ...` below `end` (without
+/// end when unbounded). Kept only while not exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RowRange {
+    next: u64,
+    end: Option<u64>,
+    step: u64,
+}
+
+impl RowRange {
+    fn is_done(&self) -> bool {
+        self.end.is_some_and(|end| self.next >= end)
+    }
+}
+
 /// `source.datagen`.
 pub struct DatagenSource {
     schema: SchemaRef,
     fields: Vec<(Generator, Stream)>,
-    /// The next global row of this instance.
-    next_row: u64,
-    step: u64,
-    rows: Option<u64>,
+    /// The splits left, none exhausted; the first is read next.
+    splits: VecDeque<RowRange>,
     emitted: u64,
     batch_size: usize,
-    throttle: Option<Throttle>,
+    pacing: Pacing,
 }
 
 impl DatagenSource {
@@ -219,16 +427,21 @@ impl DatagenSource {
             .max()
             .unwrap_or(0);
         let batch_size = batch_size.clamp(1, ((1usize << 30) / longest.max(1)).max(1));
+        let split = RowRange { next: u64::from(subtask), end: rows, step: u64::from(parallelism.max(1)) };
         Self {
             schema,
             fields: fields.iter().enumerate().map(|(i, f)| (f.generator.clone(), Stream::new(seed, i))).collect(),
-            next_row: u64::from(subtask),
-            step: u64::from(parallelism.max(1)),
-            rows,
+            splits: Some(split).filter(|s| !s.is_done()).into_iter().collect(),
             emitted: 0,
             batch_size,
-            throttle: Throttle::for_instance(rate, parallelism),
+            pacing: Pacing::new(rate, parallelism),
         }
+    }
+
+    /// The `rate` applies only until `until` checkpoints have completed.
+    pub fn with_rate_until_checkpoints(mut self, until: Option<u64>) -> Self {
+        self.pacing.set_until(until);
+        self
     }
 
     /// Rows emitted so far.
@@ -236,14 +449,24 @@ impl DatagenSource {
         self.emitted
     }
 
+    /// Whether the `rate` limit applies (now).
+    pub fn is_throttled(&self) -> bool {
+        self.pacing.throttle.is_some()
+    }
+
     fn make_batch(&mut self) -> Result<Option<RecordBatch>, TaskError> {
-        let max = limit(&self.throttle, self.batch_size) as u64;
-        let n = match self.rows {
-            Some(rows) if self.next_row >= rows => return Ok(None),
-            Some(rows) => ((rows - self.next_row).div_ceil(self.step)).min(max),
+        let max = self.pacing.limit(self.batch_size) as u64;
+        let Some(mut split) = self.splits.pop_front() else { return Ok(None) };
+        let n = match split.end {
+            Some(end) => (end - split.next).div_ceil(split.step).min(max),
             None => max,
         };
-        let (first, step) = (self.next_row, self.step);
+        let (first, step) = (split.next, split.step);
+        split.next += n * step;
+        if !split.is_done() {
+            // Several splits (after a restore) take turns.
+            self.splits.push_back(split);
+        }
         let rows = move || (0..n).map(move |k| first + k * step);
         let columns: Vec<ArrayRef> = self
             .fields
@@ -295,7 +518,6 @@ impl DatagenSource {
                 }
             })
             .collect();
-        self.next_row += n * self.step;
         self.emitted += n;
         Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
     }
@@ -304,11 +526,30 @@ impl DatagenSource {
 impl SourceOperator for DatagenSource {
     fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<RecordBatch>, TaskError>> {
         Box::pin(async move {
-            if let Some(throttle) = &mut self.throttle {
-                throttle.wait(self.emitted).await;
-            }
+            self.pacing.wait(self.emitted).await;
             self.make_batch()
         })
+    }
+
+    fn snapshot_state(&mut self, _checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
+        write_source_state(state, DATAGEN_SPLITS, self.splits.iter(), self.pacing.completed)
+    }
+
+    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        let (splits, completed) = read_source_state::<RowRange>(state, DATAGEN_SPLITS)?;
+        if let Some(splits) = splits {
+            if let Some(bad) = splits.iter().find(|s| s.step == 0) {
+                return Err(TaskError::fatal(format!("restoring the source position: datagen split {bad:?}")));
+            }
+            self.splits = splits.into_iter().filter(|s| !s.is_done()).collect();
+        }
+        self.pacing.restored(completed);
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
+        self.pacing.checkpoint_completed();
+        Ok(())
     }
 }
 
@@ -348,6 +589,47 @@ pub fn file_splits(path: &Path, subtask: u32, parallelism: u32) -> Result<Vec<Fi
         let end = (u128::from(len) * u128::from(i + 1) / u128::from(p)) as u64;
         Ok(if start < end { vec![FileSplit { path: path.to_owned(), start, end }] } else { vec![] })
     }
+}
+
+/// [`FileSplit`] in the checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct FileSplitState {
+    /// The path's bytes (any path, not only UTF-8 ones).
+    path: Vec<u8>,
+    start: u64,
+    end: u64,
+}
+
+impl FileSplit {
+    fn state(&self) -> FileSplitState {
+        FileSplitState { path: path_bytes(&self.path), start: self.start, end: self.end }
+    }
+
+    fn from_state(s: FileSplitState) -> Self {
+        FileSplit { path: path_from_bytes(s.path), start: s.start, end: s.end }
+    }
+}
+
+#[cfg(unix)]
+fn path_bytes(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().to_vec()
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+#[cfg(not(unix))]
+fn path_bytes(path: &Path) -> Vec<u8> {
+    path.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 const READ_CHUNK: usize = 1 << 20;
@@ -488,6 +770,8 @@ pub struct FileSource {
     /// Bytes of finished splits.
     consumed: u64,
     emitted: u64,
+    /// Checkpoints completed (only recorded in the state, see the module documentation).
+    completed: u64,
 }
 
 impl FileSource {
@@ -521,7 +805,26 @@ impl FileSource {
                     .map_err(|e| TaskError::fatal(format!("the JSON schema cannot be read: {e}")))?,
             ),
         };
-        Ok(Self { schema, format, batch_size, splits: splits.into(), reader: None, json, consumed: 0, emitted: 0 })
+        Ok(Self {
+            schema,
+            format,
+            batch_size,
+            splits: splits.into(),
+            reader: None,
+            json,
+            consumed: 0,
+            emitted: 0,
+            completed: 0,
+        })
+    }
+
+    /// The splits not read yet: the open one from its first unread line, then the others.
+    fn remaining_splits(&self) -> Vec<FileSplit> {
+        let open = self.reader.as_ref().filter(|r| !r.done && r.offset() < r.end);
+        open.map(|r| FileSplit { path: r.path.clone(), start: r.offset(), end: r.end })
+            .into_iter()
+            .chain(self.splits.iter().cloned())
+            .collect()
     }
 
     /// Bytes consumed so far (over all splits).
@@ -618,9 +921,33 @@ impl SourceOperator for FileSource {
     fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<RecordBatch>, TaskError>> {
         Box::pin(async move { self.make_batch() })
     }
+
+    /// Between batches the open split's reader stands at the start of a line, and every
+    /// line before it was emitted (JSON batches are flushed whole).
+    fn snapshot_state(&mut self, _checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
+        let splits = self.remaining_splits();
+        write_source_state(state, FILE_SPLITS, splits.iter().map(FileSplit::state), self.completed)
+    }
+
+    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        let (splits, completed) = read_source_state::<FileSplitState>(state, FILE_SPLITS)?;
+        if let Some(splits) = splits {
+            self.reader = None;
+            self.splits = splits.into_iter().map(FileSplit::from_state).filter(|s| s.start < s.end).collect();
+        }
+        if let Some(completed) = completed {
+            self.completed = self.completed.max(completed);
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
+        self.completed = self.completed.saturating_add(1);
+        Ok(())
+    }
 }
 
-/// `source.socket`.
+/// `source.socket`. It cannot replay what it read, so it keeps no state: at most once.
 pub struct SocketSource {
     schema: SchemaRef,
     host: String,
@@ -719,8 +1046,13 @@ mod tests {
 
     use super::*;
     use crate::runtime::schema::arrow_schema;
+    use crate::state::{decode_task_state, encode_task_state, restore_stores, OperatorStateSnapshot};
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, Int64Type};
+    use flint_common::checkpoint_storage::{
+        write_metadata_in, write_state_file_in, CheckpointMetadata, OperatorStateEntry,
+    };
+    use flint_common::ids::JobId;
     use flint_common::job::{Field, FieldType, Schema};
 
     fn n_schema() -> SchemaRef {
@@ -995,6 +1327,277 @@ mod tests {
             assert_eq!(lines, vec!["hello world", "second line", "", "last without newline"]);
             assert_eq!(source.position(), 4);
         });
+    }
+
+    // ---- checkpoints ----
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    /// Up to `batches` batches (fewer when the source ends).
+    fn take(source: &mut dyn SourceOperator, batches: usize) -> Vec<RecordBatch> {
+        let rt = runtime();
+        let mut out = Vec::new();
+        for _ in 0..batches {
+            match rt.block_on(source.next_batch()).unwrap() {
+                Some(b) => out.push(b),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Snapshots `sources` (subtask `i` of `sources.len()`) as checkpoint 1 of operator `src`
+    /// into a new checkpoint directory, through the task state file format.
+    fn checkpoint(name: &str, mut sources: Vec<&mut dyn SourceOperator>) -> PathBuf {
+        let dir = temp_dir(&format!("chk-{name}")).join("chk-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut meta = CheckpointMetadata::new(JobId::generate(), 1, 0, false);
+        let parallelism = sources.len() as u32;
+        for (subtask, source) in (0..).zip(sources.iter_mut()) {
+            let mut store = StateStore::new(subtask, parallelism, 128);
+            source.snapshot_state(1, &mut store).unwrap();
+            let (keyed, operator) = store.snapshot();
+            let snapshot = OperatorStateSnapshot { operator_id: "src".into(), keyed, operator };
+            let bytes = encode_task_state(std::slice::from_ref(&snapshot));
+            assert_eq!(decode_task_state(&bytes).unwrap(), vec![snapshot]);
+            let handle = write_state_file_in(&dir, &format!("src-{subtask}"), &bytes).unwrap();
+            meta.operators.push(OperatorStateEntry {
+                operator_id: "src".into(),
+                subtask,
+                parallelism,
+                max_parallelism: 128,
+                handles: vec![handle],
+                key_group_range: None,
+            });
+        }
+        write_metadata_in(&dir, &meta).unwrap();
+        dir
+    }
+
+    /// Restores subtask `subtask` of `parallelism` from the checkpoint at `dir`.
+    fn restore(dir: &Path, source: &mut dyn SourceOperator, subtask: u32, parallelism: u32) {
+        let mut stores = restore_stores(dir, &["src".to_string()], subtask, parallelism, 128).unwrap();
+        source.restore_state(&mut stores[0]).unwrap();
+    }
+
+    /// Runs `old` fresh instances, subtask `i` reading `before(i)` batches (all of them
+    /// for `usize::MAX`), checkpoints them, restores at each of `parallelisms` and drains:
+    /// what was emitted before plus what was emitted after is exactly `expected`, with no
+    /// duplicates. `fresh(subtask, parallelism)` builds an instance; `values` reads batches.
+    fn check_rescaling<T: Ord + Clone + std::fmt::Debug>(
+        name: &str,
+        old: u32,
+        parallelisms: &[u32],
+        expected: &[T],
+        before: impl Fn(u32) -> usize,
+        fresh: impl Fn(u32, u32) -> Box<dyn SourceOperator>,
+        values: impl Fn(&[RecordBatch]) -> Vec<T>,
+    ) {
+        let mut sources: Vec<Box<dyn SourceOperator>> = (0..old).map(|i| fresh(i, old)).collect();
+        let mut emitted = Vec::new();
+        for (i, source) in (0..).zip(sources.iter_mut()) {
+            emitted.extend(values(&take(source.as_mut(), before(i))));
+        }
+        assert!(!emitted.is_empty() && emitted.len() < expected.len(), "{name}: read part of the output first");
+        let dir = checkpoint(name, sources.iter_mut().map(|s| s.as_mut() as _).collect());
+        let mut expected = expected.to_vec();
+        expected.sort();
+        for &parallelism in parallelisms {
+            let mut all = emitted.clone();
+            let mut idle = 0;
+            for subtask in 0..parallelism {
+                let mut source = fresh(subtask, parallelism);
+                restore(&dir, source.as_mut(), subtask, parallelism);
+                let after = values(&drain(source.as_mut()));
+                idle += usize::from(after.is_empty());
+                all.extend(after);
+            }
+            all.sort();
+            assert_eq!(all.len(), expected.len(), "{name}: {old} restored into {parallelism}");
+            assert_eq!(all, expected, "{name}: {old} restored into {parallelism}");
+            if parallelism > old {
+                assert!(idle > 0, "{name}: instances that got no split end at once");
+            }
+        }
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn sequence_resumes_from_a_checkpoint_at_any_parallelism() {
+        let expected: Vec<i64> = (5..=1000).collect();
+        check_rescaling(
+            "sequence",
+            4,
+            &[4, 2, 3, 1, 9],
+            &expected,
+            // Subtask 3 reads everything: its split is gone from the checkpoint.
+            |i| if i == 3 { usize::MAX } else { 3 * i as usize + 1 },
+            |i, p| Box::new(SequenceSource::new(n_schema(), 5, Some(1000), None, i, p, 7)),
+            |b| ints(b, 0),
+        );
+    }
+
+    #[test]
+    fn unbounded_sequence_splits_take_turns_after_a_restore() {
+        let mut old: Vec<Box<dyn SourceOperator>> =
+            (0..2).map(|i| Box::new(SequenceSource::new(n_schema(), 0, None, None, i, 2, 5)) as _).collect();
+        let before: Vec<i64> = old.iter_mut().flat_map(|s| ints(&take(s.as_mut(), 2), 0)).collect();
+        let dir = checkpoint("unbounded", old.iter_mut().map(|s| s.as_mut() as _).collect());
+        let mut source = SequenceSource::new(n_schema(), 0, None, None, 0, 1, 5);
+        restore(&dir, &mut source, 0, 1);
+        let batches = take(&mut source, 4);
+        assert_eq!(ints(&batches[..1], 0), vec![20, 22, 24, 26, 28]);
+        assert_eq!(ints(&batches[1..2], 0), vec![21, 23, 25, 27, 29]);
+        let mut all = before;
+        all.extend(ints(&batches, 0));
+        all.sort();
+        assert_eq!(all, (0..40).collect::<Vec<_>>());
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_source_without_state_in_the_checkpoint_starts_fresh() {
+        let mut source = SequenceSource::new(n_schema(), 0, Some(9), None, 1, 2, 4096);
+        source.restore_state(&mut StateStore::new(1, 2, 128)).unwrap();
+        assert_eq!(ints(&drain(&mut source), 0), vec![1, 3, 5, 7, 9]);
+        // A restored list without elements: nothing left to do.
+        let mut store = StateStore::new(0, 1, 128);
+        store.operator.list_state(SEQUENCE_SPLITS, Redistribution::Split).unwrap();
+        let mut source = SequenceSource::new(n_schema(), 0, Some(9), None, 0, 1, 4096);
+        source.restore_state(&mut store).unwrap();
+        assert!(drain(&mut source).is_empty());
+    }
+
+    #[test]
+    fn datagen_resumes_from_a_checkpoint_at_any_parallelism() {
+        let expected = rows(&drain(&mut datagen(42, Some(500), 0, 1, 4096)));
+        check_rescaling(
+            "datagen",
+            4,
+            &[4, 2, 3, 6],
+            &expected,
+            |i| [0, 2, usize::MAX, 5][i as usize],
+            |i, p| Box::new(datagen(42, Some(500), i, p, 9)),
+            rows,
+        );
+        // Unbounded: the restored instance takes turns over both old instances' rows.
+        let mut old: Vec<Box<dyn SourceOperator>> = (0..2).map(|i| Box::new(datagen(7, None, i, 2, 10)) as _).collect();
+        let mut all: Vec<Row> = old.iter_mut().flat_map(|s| rows(&take(s.as_mut(), 3))).collect();
+        let dir = checkpoint("datagen-unbounded", old.iter_mut().map(|s| s.as_mut() as _).collect());
+        let mut source = datagen(7, None, 0, 1, 10);
+        restore(&dir, &mut source, 0, 1);
+        all.extend(rows(&take(&mut source, 4)));
+        all.sort();
+        let mut expected = rows(&drain(&mut datagen(7, Some(100), 0, 1, 4096)));
+        expected.sort();
+        assert_eq!(all, expected);
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn file_source_resumes_from_a_checkpoint_at_any_parallelism() {
+        let dir = temp_dir("resume-file");
+        let path = dir.join("lines.txt");
+        let expected: Vec<String> = (0..1000).map(|i| format!("line {i} {}", "x".repeat(i % 13))).collect();
+        std::fs::write(&path, expected.join("\n") + "\n").unwrap();
+        let file = path.to_str().unwrap().to_owned();
+        check_rescaling(
+            "file",
+            4,
+            &[4, 2, 3, 7],
+            &expected,
+            |i| [1, 0, usize::MAX, 4][i as usize],
+            |i, p| Box::new(FileSource::new(line_schema(), &file, FileFormat::Text, i, p, 33).unwrap()),
+            |b| strings(b, 0),
+        );
+        // A directory: whole files and partly read ones move to the new instances.
+        let files = dir.join("parts");
+        std::fs::create_dir(&files).unwrap();
+        let mut expected = Vec::new();
+        for f in 0..5 {
+            let lines: Vec<String> = (0..20).map(|l| format!("f{f} l{l}")).collect();
+            std::fs::write(files.join(format!("part-{f}")), lines.join("\n")).unwrap();
+            expected.extend(lines);
+        }
+        let files = files.to_str().unwrap().to_owned();
+        check_rescaling(
+            "file-dir",
+            2,
+            &[2, 1, 3, 4],
+            &expected,
+            |i| [3, 8][i as usize],
+            |i, p| Box::new(FileSource::new(line_schema(), &files, FileFormat::Text, i, p, 7).unwrap()),
+            |b| strings(b, 0),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn json_file_source_resumes_mid_file() {
+        let dir = temp_dir("resume-json");
+        let path = dir.join("events.json");
+        let lines: Vec<String> = (0..50).map(|i| format!("{{\"ts\": {i}}}")).collect();
+        std::fs::write(&path, lines.join("\n\n")).unwrap();
+        let schema = arrow_schema(&Schema::new(vec![Field::nullable("ts", FieldType::Int)]));
+        let file = path.to_str().unwrap().to_owned();
+        check_rescaling(
+            "json",
+            3,
+            &[3, 2],
+            &(0..50).collect::<Vec<i64>>(),
+            |i| i as usize + 1,
+            |i, p| Box::new(FileSource::new(schema.clone(), &file, FileFormat::Json, i, p, 4).unwrap()),
+            |b| ints(b, 0),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rate_until_checkpoints_lifts_the_limit_and_survives_a_restore() {
+        // 1000 records/s on one instance: batches of 100, the second due after 100 ms.
+        let throttled = |until| {
+            SequenceSource::new(n_schema(), 0, None, Some(1000.0), 0, 1, 4096).with_rate_until_checkpoints(until)
+        };
+        let mut source = throttled(Some(2));
+        let start = std::time::Instant::now();
+        let batches = take(&mut source, 2);
+        assert!(start.elapsed() >= Duration::from_millis(90), "{:?}", start.elapsed());
+        assert!(batches.iter().all(|b| b.num_rows() == 100));
+        source.notify_checkpoint_complete(1).unwrap();
+        assert!(source.is_throttled());
+        assert_eq!(take(&mut source, 1)[0].num_rows(), 100);
+        // Snapshot after one completed checkpoint: restoring from it means two completed.
+        let dir = checkpoint("rate", vec![&mut source]);
+        source.notify_checkpoint_complete(2).unwrap();
+        assert!(!source.is_throttled());
+        assert!(take(&mut source, 3).iter().all(|b| b.num_rows() == 4096));
+
+        let mut restored = throttled(Some(2));
+        restore(&dir, &mut restored, 0, 1);
+        assert!(!restored.is_throttled());
+        assert_eq!(take(&mut restored, 1)[0].num_rows(), 4096);
+        // A higher threshold is not reached by the restore alone.
+        let mut restored = throttled(Some(3));
+        restore(&dir, &mut restored, 0, 1);
+        assert!(restored.is_throttled());
+        restored.notify_checkpoint_complete(7).unwrap();
+        assert!(!restored.is_throttled());
+        // Without the option the rate always applies; datagen behaves the same.
+        let mut always = throttled(None);
+        for id in 1..=5 {
+            always.notify_checkpoint_complete(id).unwrap();
+        }
+        assert!(always.is_throttled());
+        let fields = [GeneratedField { name: "n".into(), generator: Generator::Sequence { start: 0, end: 9 } }];
+        let mut gen = DatagenSource::new(n_schema(), &fields, 0, None, Some(1000.0), 0, 1, 4096)
+            .with_rate_until_checkpoints(Some(1));
+        assert_eq!(take(&mut gen, 1)[0].num_rows(), 100);
+        gen.notify_checkpoint_complete(1).unwrap();
+        assert!(!gen.is_throttled());
+        assert_eq!(take(&mut gen, 1)[0].num_rows(), 4096);
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! - [`FilterOperator`] (`filter`): one predicate evaluation per batch, then one
 //!   `filter_record_batch`; a batch where every row passes is forwarded as is, one where
 //!   none passes is dropped.
+//! - Both take an optional `counter`: a [`RecordCounter`] counts the records the operator
+//!   receives, keeps the count in checkpointed operator state and reports it as an
+//!   accumulator of that name.
 //! - [`SplitOperator`] (`flat_map.split`): splits a string column into one output string
 //!   column built in one pass (the builder is sized from the input's bytes).
 //! - [`PassThrough`] (`union`, `key_by`): forwards batches; the exchange in front does the
@@ -28,9 +31,67 @@ use flint_common::job::{OperatorKind, OperatorSpec};
 use super::expr::{Utf8Out, VectorExpr};
 use super::operator::{Collector, Operator, OperatorContext, TaskError};
 use super::schema::required_schema;
+use crate::state::{Redistribution, StateStore};
 
 fn wrong_kind(spec: &OperatorSpec, expected: &str) -> TaskError {
     TaskError::fatal(format!("operator '{}' is a {}, not a {expected}", spec.id, spec.kind.op_type()))
+}
+
+/// The list state of a [`RecordCounter`]: one little-endian `u64` per subtask that
+/// snapshotted, split on restore, so a subtask restored at another parallelism sums the
+/// counts of the old subtasks it was given.
+const COUNTER_STATE: &str = "record-count";
+
+/// The `counter` of `map` and `filter`: the number of records the operator received, over
+/// all restarts that resumed from a checkpoint (the count is part of the checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordCounter {
+    name: String,
+    count: u64,
+}
+
+impl RecordCounter {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_owned(), count: 0 }
+    }
+
+    /// The accumulator name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Records counted so far (including those of the restored state).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    #[inline]
+    fn add(&mut self, records: usize) {
+        self.count += records as u64;
+    }
+
+    fn snapshot(&self, state: &mut StateStore) -> Result<(), TaskError> {
+        let list = state.operator.list_state(COUNTER_STATE, Redistribution::Split).map_err(state_error)?;
+        list.clear();
+        list.push(self.count.to_le_bytes().to_vec());
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        let mut total = 0u64;
+        for element in state.operator.get(COUNTER_STATE).unwrap_or_default() {
+            let bytes: [u8; 8] = element.as_slice().try_into().map_err(|_| {
+                TaskError::fatal(format!("counter '{}': corrupt state element of {} bytes", self.name, element.len()))
+            })?;
+            total += u64::from_le_bytes(bytes);
+        }
+        self.count = total;
+        Ok(())
+    }
+}
+
+fn state_error(e: crate::state::StateError) -> TaskError {
+    TaskError::fatal(e.to_string())
 }
 
 /// Where an output column of `map` comes from.
@@ -45,11 +106,14 @@ pub struct MapOperator {
     schema: SchemaRef,
     exprs: Vec<VectorExpr>,
     columns: Vec<MapColumn>,
+    counter: Option<RecordCounter>,
 }
 
 impl MapOperator {
     pub fn new(spec: &OperatorSpec) -> Result<Self, TaskError> {
-        let OperatorKind::Map { fields, keep_input } = &spec.kind else { return Err(wrong_kind(spec, "map")) };
+        let OperatorKind::Map { fields, keep_input, counter } = &spec.kind else {
+            return Err(wrong_kind(spec, "map"));
+        };
         let input = required_schema(spec.input_schema.as_ref(), &spec.id, "input")?;
         let schema = required_schema(spec.output_schema.as_ref(), &spec.id, "output")?;
         let exprs = fields.iter().map(|f| VectorExpr::compile(&f.expr, &input)).collect::<Result<Vec<_>, _>>()?;
@@ -85,7 +149,12 @@ impl MapOperator {
             }
             columns.push(column);
         }
-        Ok(Self { schema, exprs, columns })
+        Ok(Self { schema, exprs, columns, counter: counter.as_deref().map(RecordCounter::new) })
+    }
+
+    /// The `counter`, if the operator has one.
+    pub fn counter(&self) -> Option<&RecordCounter> {
+        self.counter.as_ref()
     }
 }
 
@@ -97,6 +166,9 @@ impl Operator for MapOperator {
         batch: RecordBatch,
         out: &mut dyn Collector,
     ) -> Result<(), TaskError> {
+        if let Some(counter) = &mut self.counter {
+            counter.add(batch.num_rows());
+        }
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -111,18 +183,43 @@ impl Operator for MapOperator {
             .collect();
         out.collect(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
+
+    fn snapshot_state(&mut self, _checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
+        self.counter.as_ref().map_or(Ok(()), |c| c.snapshot(state))
+    }
+
+    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        self.counter.as_mut().map_or(Ok(()), |c| c.restore(state))
+    }
+
+    fn accumulators(&self, out: &mut Vec<(String, u64)>) {
+        if let Some(c) = &self.counter {
+            out.push((c.name.clone(), c.count));
+        }
+    }
 }
 
 /// `filter`: keeps the rows whose predicate is true.
 pub struct FilterOperator {
     predicate: VectorExpr,
+    counter: Option<RecordCounter>,
 }
 
 impl FilterOperator {
     pub fn new(spec: &OperatorSpec) -> Result<Self, TaskError> {
-        let OperatorKind::Filter { predicate } = &spec.kind else { return Err(wrong_kind(spec, "filter")) };
+        let OperatorKind::Filter { predicate, counter } = &spec.kind else {
+            return Err(wrong_kind(spec, "filter"));
+        };
         let input = required_schema(spec.input_schema.as_ref(), &spec.id, "input")?;
-        Ok(Self { predicate: VectorExpr::compile(predicate, &input)? })
+        Ok(Self {
+            predicate: VectorExpr::compile(predicate, &input)?,
+            counter: counter.as_deref().map(RecordCounter::new),
+        })
+    }
+
+    /// The `counter`, if the operator has one.
+    pub fn counter(&self) -> Option<&RecordCounter> {
+        self.counter.as_ref()
     }
 }
 
@@ -135,6 +232,9 @@ impl Operator for FilterOperator {
         out: &mut dyn Collector,
     ) -> Result<(), TaskError> {
         let rows = batch.num_rows();
+        if let Some(counter) = &mut self.counter {
+            counter.add(rows);
+        }
         if rows == 0 {
             return Ok(());
         }
@@ -146,6 +246,20 @@ impl Operator for FilterOperator {
             },
             Err(Some(true)) => out.collect(batch),
             Err(_) => Ok(()),
+        }
+    }
+
+    fn snapshot_state(&mut self, _checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
+        self.counter.as_ref().map_or(Ok(()), |c| c.snapshot(state))
+    }
+
+    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        self.counter.as_mut().map_or(Ok(()), |c| c.restore(state))
+    }
+
+    fn accumulators(&self, out: &mut Vec<(String, u64)>) {
+        if let Some(c) = &self.counter {
+            out.push((c.name.clone(), c.count));
         }
     }
 }
@@ -497,6 +611,45 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no operator {id}"))
     }
 
+    /// Takes `old` (the stores one operator's subtasks snapshotted into, in subtask order)
+    /// through a real checkpoint directory (task state files and `_metadata`), and restores
+    /// that operator's state for every subtask of `parallelism`.
+    pub(crate) fn checkpoint_and_restore(operator_id: &str, old: &[StateStore], parallelism: u32) -> Vec<StateStore> {
+        use crate::state::{encode_task_state, restore_stores, OperatorStateSnapshot};
+        use flint_common::checkpoint_storage::{
+            write_metadata_in, write_state_file_in, CheckpointMetadata, OperatorStateEntry,
+        };
+        let dir = std::env::temp_dir().join(format!("flint-chk-{operator_id}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut meta = CheckpointMetadata::new(flint_common::ids::JobId::generate(), 1, 0, false);
+        for store in old {
+            let (keyed, operator) = store.snapshot();
+            let bytes =
+                encode_task_state(&[OperatorStateSnapshot { operator_id: operator_id.to_owned(), keyed, operator }]);
+            let handle = write_state_file_in(&dir, &format!("{operator_id}-{}", store.subtask()), &bytes).unwrap();
+            meta.operators.push(OperatorStateEntry {
+                operator_id: operator_id.to_owned(),
+                subtask: store.subtask(),
+                parallelism: store.parallelism(),
+                max_parallelism: 128,
+                handles: vec![handle],
+                key_group_range: None,
+            });
+        }
+        write_metadata_in(&dir, &meta).unwrap();
+        let restored = (0..parallelism)
+            .map(|s| restore_stores(&dir, &[operator_id.to_owned()], s, parallelism, 128).unwrap().remove(0))
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        restored
+    }
+
+    fn accumulators(op: &dyn Operator) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        op.accumulators(&mut out);
+        out
+    }
+
     fn input(job: &ValidatedJob) -> RecordBatch {
         let schema = arrow_schema(spec(job, "src").output_schema.as_ref().unwrap());
         RecordBatch::try_new(
@@ -550,6 +703,96 @@ pub(crate) mod tests {
         assert!(
             Arc::ptr_eq(b.column(0), input(&job).column(0)) || b.column(0).to_data() == input(&job).column(0).to_data()
         );
+    }
+
+    #[test]
+    fn counters_survive_snapshot_and_restore() {
+        let job = job(r#"{"id": "m", "op": "map", "inputs": ["src"], "fields": {"n": "n"}, "counter": "mapped"},
+               {"id": "f", "op": "filter", "inputs": ["m"], "predicate": "n > 1", "counter": "seen"},
+               {"id": "plain", "op": "filter", "inputs": ["src"], "predicate": "n > 1"}"#);
+        let batch = input(&job);
+        let mut map = MapOperator::new(&spec(&job, "m")).unwrap();
+        let mut filter = FilterOperator::new(&spec(&job, "f")).unwrap();
+        let mut out = VecCollector::default();
+        for _ in 0..3 {
+            map.process_batch(0, 0, batch.clone(), &mut out).unwrap();
+            filter.process_batch(0, 0, batch.clone(), &mut out).unwrap();
+        }
+        // Empty batches count nothing; the filter counts what it receives, not what passes.
+        filter.process_batch(0, 0, batch.slice(0, 0), &mut out).unwrap();
+        assert_eq!(accumulators(&map), vec![("mapped".to_string(), 12)]);
+        assert_eq!(accumulators(&filter), vec![("seen".to_string(), 12)]);
+        let (mut map_state, mut filter_state) = (StateStore::new(0, 1, 128), StateStore::new(0, 1, 128));
+        map.snapshot_state(1, &mut map_state).unwrap();
+        filter.snapshot_state(1, &mut filter_state).unwrap();
+        // After the snapshot: lost with the failed instance.
+        map.process_batch(0, 0, batch.clone(), &mut out).unwrap();
+
+        let mut map_state = checkpoint_and_restore("m", &[map_state], 1).remove(0);
+        let mut filter_state = checkpoint_and_restore("f", &[filter_state], 1).remove(0);
+        let mut map = MapOperator::new(&spec(&job, "m")).unwrap();
+        let mut filter = FilterOperator::new(&spec(&job, "f")).unwrap();
+        map.restore_state(&mut map_state).unwrap();
+        filter.restore_state(&mut filter_state).unwrap();
+        assert_eq!(map.counter().unwrap().count(), 12);
+        map.process_batch(0, 0, batch.clone(), &mut out).unwrap();
+        filter.process_batch(0, 0, batch.slice(0, 2), &mut out).unwrap();
+        assert_eq!(accumulators(&map), vec![("mapped".to_string(), 16)]);
+        assert_eq!(accumulators(&filter), vec![("seen".to_string(), 14)]);
+
+        // Without a counter: no accumulator and no state.
+        let mut plain = FilterOperator::new(&spec(&job, "plain")).unwrap();
+        plain.process_batch(0, 0, batch, &mut out).unwrap();
+        assert!(plain.counter().is_none() && accumulators(&plain).is_empty());
+        let mut state = StateStore::new(0, 1, 128);
+        plain.snapshot_state(1, &mut state).unwrap();
+        assert_eq!(state.operator.state_names().count(), 0);
+        plain.restore_state(&mut StateStore::new(0, 1, 128)).unwrap();
+        // A restore without state for the counter starts from zero.
+        let mut fresh = MapOperator::new(&spec(&job, "m")).unwrap();
+        fresh.restore_state(&mut StateStore::new(0, 1, 128)).unwrap();
+        assert_eq!(fresh.counter().unwrap().count(), 0);
+    }
+
+    #[test]
+    fn counters_sum_when_rescaled() {
+        let job = job(r#"{"id": "f", "op": "filter", "inputs": ["src"], "predicate": "n > 1", "counter": "seen"}"#);
+        let batch = input(&job);
+        // Two subtasks counted 4 and 8 records.
+        let old: Vec<StateStore> = (0..2u32)
+            .map(|subtask| {
+                let mut op = FilterOperator::new(&spec(&job, "f")).unwrap();
+                for _ in 0..=subtask {
+                    op.process_batch(0, 0, batch.clone(), &mut VecCollector::default()).unwrap();
+                }
+                let mut state = StateStore::new(subtask, 2, 128);
+                op.snapshot_state(7, &mut state).unwrap();
+                state
+            })
+            .collect();
+        // 2 → 1: the one subtask gets both counts.
+        let mut restored = checkpoint_and_restore("f", &old, 1);
+        let mut op = FilterOperator::new(&spec(&job, "f")).unwrap();
+        op.restore_state(&mut restored[0]).unwrap();
+        assert_eq!(accumulators(&op), vec![("seen".to_string(), 12)]);
+        // A snapshot after the rescale keeps the sum in one element.
+        let mut state = StateStore::new(0, 1, 128);
+        op.snapshot_state(8, &mut state).unwrap();
+        assert_eq!(state.operator.get(COUNTER_STATE).unwrap(), &[12u64.to_le_bytes().to_vec()]);
+        // 2 → 3: the counts summed over the new subtasks are unchanged.
+        let total: u64 = checkpoint_and_restore("f", &old, 3)
+            .iter_mut()
+            .map(|store| {
+                let mut op = FilterOperator::new(&spec(&job, "f")).unwrap();
+                op.restore_state(store).unwrap();
+                op.counter().unwrap().count()
+            })
+            .sum();
+        assert_eq!(total, 12);
+        // A corrupt element is an error, not a wrong count.
+        let mut bad = StateStore::new(0, 1, 128);
+        bad.operator.list_state(COUNTER_STATE, Redistribution::Split).unwrap().push(vec![1, 2, 3]);
+        assert!(FilterOperator::new(&spec(&job, "f")).unwrap().restore_state(&mut bad).is_err());
     }
 
     #[test]

@@ -26,21 +26,46 @@
 //!
 //! [`Operator::finish`] fires every window left (and, in event time, emits the final
 //! watermark `i64::MAX`).
+//!
+//! Checkpoints: the panes stay the live state; they are only converted at snapshot and
+//! restore.
+//! - Keyed raw state [`WINDOW_STATE`], per key group of the key's hash (the hash the
+//!   `HashPartitioner` routes by): `window start (i64 big-endian, sign bit flipped) |
+//!   canonically encoded key → slot (u32 LE) | accumulators` (the aggregate operator's slot
+//!   encoding, see `aggregate`). One entry per open window and key; the end is
+//!   `start + size`. On restore, keys are re-interned per window in old slot order, so a
+//!   restored window emits its rows in the order an uninterrupted run would.
+//! - Event time only, operator state [`WINDOW_WATERMARK_STATE`] (union list): elements
+//!   `u32 first key group | u32 last key group | i64 watermark` (LE), saying windows up to
+//!   that watermark had fired for those key groups. The restored watermark is the lowest
+//!   floor of the subtask's key groups, so records late before the checkpoint stay late
+//!   and nothing fires twice; when old subtasks had reached different watermarks (restore
+//!   at another parallelism), each row is judged late by its key group's floor until the
+//!   watermark passes them all. Per-channel watermarks are not restored (as in Flink: they
+//!   start over), so the watermark advances again once every channel has sent data.
+//! - Processing time restores only the panes; windows whose end passed during the downtime
+//!   fire at the first [`Operator::on_processing_time`] after the restore.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Builder};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, Int64Builder};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use flint_common::job::catalog::{OperatorKind, OperatorSpec, WindowTime};
 use flint_common::job::FieldType;
 
 use super::aggregate::{keyed_output_schema, Accumulators, OutColumn};
-use super::keyed::{as_type, KeyColumnsBuilder, KeyEncoder, KeyMap};
+use super::keyed::{as_type, hash_key, key_group_for_hash, KeyColumnsBuilder, KeyEncoder, KeyMap};
 use super::operator::{Collector, Operator, OperatorContext, TaskError};
 use super::schema::{arrow_schema, arrow_type};
+use crate::state::{KeyGroupRange, Redistribution, StateStore};
+
+/// The keyed raw state of the open windows: `window start | key → slot | accumulators`.
+pub const WINDOW_STATE: &str = "window";
+/// The operator state (union list) of how far event time had fired windows, per key groups.
+pub const WINDOW_WATERMARK_STATE: &str = "window-watermark";
 
 /// Rows per output batch when many windows fire at once.
 const OUTPUT_BATCH_ROWS: usize = 8192;
@@ -71,6 +96,59 @@ impl ChannelTime {
     const START: ChannelTime = ChannelTime { max_timestamp: i64::MIN, received_watermark: i64::MIN };
 }
 
+/// After a restore from old subtasks that had reached different watermarks: the watermark
+/// of each key group's old owner. Windows up to there had fired for that key group's keys,
+/// so records for them stay late. Dropped once the operator's watermark passes `max`.
+#[derive(Debug)]
+struct LateFloors {
+    max_parallelism: u32,
+    /// The first key group of `floors`.
+    first: u32,
+    floors: Vec<i64>,
+    max: i64,
+}
+
+impl LateFloors {
+    /// The floor of key group `key_group` (`i64::MIN` outside the restored range).
+    fn of_group(&self, key_group: u32) -> i64 {
+        key_group.checked_sub(self.first).and_then(|i| self.floors.get(i as usize)).copied().unwrap_or(i64::MIN)
+    }
+}
+
+/// An element of [`WINDOW_WATERMARK_STATE`]: key groups `start..=end` had fired windows up
+/// to `watermark`; `u32` start, `u32` end, `i64` watermark, little-endian.
+fn encode_floor(start: u32, end: u32, watermark: i64) -> Vec<u8> {
+    let mut element = Vec::with_capacity(16);
+    element.extend_from_slice(&start.to_le_bytes());
+    element.extend_from_slice(&end.to_le_bytes());
+    element.extend_from_slice(&watermark.to_le_bytes());
+    element
+}
+
+fn decode_floor(element: &[u8]) -> Result<(u32, u32, i64), TaskError> {
+    let bytes: &[u8; 16] = element.try_into().map_err(|_| corrupt_state("watermark element is not 16 bytes"))?;
+    let (start, rest) = bytes.split_at(4);
+    let (end, watermark) = rest.split_at(4);
+    Ok((
+        u32::from_le_bytes(start.try_into().expect("4 bytes")),
+        u32::from_le_bytes(end.try_into().expect("4 bytes")),
+        i64::from_le_bytes(watermark.try_into().expect("8 bytes")),
+    ))
+}
+
+fn corrupt_state(reason: impl std::fmt::Display) -> TaskError {
+    TaskError::fatal(format!("corrupt or incompatible window state: {reason}"))
+}
+
+/// The [`WINDOW_STATE`] key of window `start` and an encoded key: the start big-endian with
+/// the sign bit flipped (so entries sort by start), then the key.
+fn window_state_key(start: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
 /// A clock giving epoch milliseconds.
 pub type Clock = Box<dyn FnMut() -> i64 + Send>;
 
@@ -90,6 +168,9 @@ pub struct WindowOperator {
     channels: Vec<ChannelTime>,
     /// The operator's watermark (event time), or the combined upstream one (processing).
     watermark: i64,
+    /// Per key group lateness after a rescaling restore (event time), until `watermark`
+    /// passes them all.
+    floors: Option<Box<LateFloors>>,
     late_dropped: u64,
     null_timestamps_dropped: u64,
     clock: Clock,
@@ -149,6 +230,7 @@ impl WindowOperator {
             pool: Vec::new(),
             channels: vec![ChannelTime::START; channels],
             watermark: i64::MIN,
+            floors: None,
             late_dropped: 0,
             null_timestamps_dropped: 0,
             clock,
@@ -204,8 +286,28 @@ impl WindowOperator {
     fn assign_event_time(&mut self, batch: &RecordBatch, column: usize) -> Result<i64, TaskError> {
         let timestamps = as_type(batch.column(column), &DataType::Int64)?;
         let timestamps = timestamps.as_primitive::<Int64Type>();
+        let watermark = self.watermark;
+        let Some(floors) = self.floors.take() else {
+            return Ok(self.assign_rows(timestamps, |_| watermark));
+        };
+        // Just after a rescaling restore: each row is late by its key group's old watermark.
+        let limits: Result<Vec<i64>, TaskError> = self.encoder.encode(batch).map(|keys| {
+            keys.hashes()
+                .iter()
+                .map(|&h| floors.of_group(key_group_for_hash(h, floors.max_parallelism)).max(watermark))
+                .collect()
+        });
+        self.floors = Some(floors);
+        let limits = limits?;
+        Ok(self.assign_rows(timestamps, |row| limits[row]))
+    }
+
+    /// The work of [`WindowOperator::assign_event_time`]: a row is late for windows whose
+    /// last timestamp is at most `limit(row)`.
+    #[inline]
+    fn assign_rows(&mut self, timestamps: &Int64Array, limit: impl Fn(usize) -> i64) -> i64 {
         let nulls = timestamps.nulls().filter(|n| n.null_count() > 0);
-        let (size, slide, watermark) = (self.size, self.slide, self.watermark);
+        let (size, slide) = (self.size, self.slide);
         let mut max = i64::MIN;
         for (row, &t) in timestamps.values().iter().enumerate() {
             if nulls.is_some_and(|n| n.is_null(row)) {
@@ -213,6 +315,7 @@ impl WindowOperator {
                 continue;
             }
             max = max.max(t);
+            let watermark = limit(row);
             let (mut windows, mut accepted) = (0, 0);
             Self::for_each_window(size, slide, t, |start| {
                 windows += 1;
@@ -225,7 +328,7 @@ impl WindowOperator {
                 self.late_dropped += 1;
             }
         }
-        Ok(max)
+        max
     }
 
     /// Adds the rows in `self.assigned` to their windows' panes.
@@ -310,10 +413,119 @@ impl WindowOperator {
             return Ok(());
         }
         self.watermark = combined;
+        if self.floors.as_ref().is_some_and(|f| combined >= f.max) {
+            self.floors = None;
+        }
         if lag.is_some() {
             self.fire_until(combined, out)?;
         }
         out.emit_watermark(combined)
+    }
+}
+
+impl WindowOperator {
+    /// How far windows have fired, as [`WINDOW_WATERMARK_STATE`] elements for the key
+    /// groups `range`: one element, or after a rescaling restore one per run of key groups
+    /// with the same floor. None while nothing has fired.
+    fn floor_elements(&self, range: KeyGroupRange) -> Vec<Vec<u8>> {
+        let Some(floors) = &self.floors else {
+            return if self.watermark == i64::MIN || range.is_empty() {
+                Vec::new()
+            } else {
+                vec![encode_floor(range.start, range.end, self.watermark)]
+            };
+        };
+        let mut elements = Vec::new();
+        let mut run: Option<(u32, u32, i64)> = None;
+        for key_group in range.iter() {
+            let floor = floors.of_group(key_group).max(self.watermark);
+            match &mut run {
+                Some((_, end, f)) if *f == floor => *end = key_group,
+                _ => {
+                    if let Some((start, end, f)) = run.take().filter(|r| r.2 > i64::MIN) {
+                        elements.push(encode_floor(start, end, f));
+                    }
+                    run = Some((key_group, key_group, floor));
+                }
+            }
+        }
+        if let Some((start, end, f)) = run.filter(|r| r.2 > i64::MIN) {
+            elements.push(encode_floor(start, end, f));
+        }
+        elements
+    }
+
+    /// Rebuilds the panes from keyed raw state [`WINDOW_STATE`]. Keys keep their old slot
+    /// order within each window (ties between old subtasks broken by key), so windows fire
+    /// their rows in the order an uninterrupted run would.
+    fn restore_panes(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        struct Restored<'a> {
+            start: i64,
+            slot: u32,
+            key: &'a [u8],
+            hash: u64,
+            accs: &'a [u8],
+        }
+        let max_parallelism = state.keyed.max_parallelism();
+        let raw = state.keyed.raw_state(WINDOW_STATE);
+        let mut entries = Vec::with_capacity(raw.len());
+        for (key_group, map) in raw.groups() {
+            for (k, v) in map {
+                let (Some((start, key)), Some((slot, accs))) = (k.split_first_chunk::<8>(), v.split_first_chunk::<4>())
+                else {
+                    return Err(corrupt_state("truncated entry"));
+                };
+                let hash = hash_key(key);
+                if key_group_for_hash(hash, max_parallelism) != key_group {
+                    return Err(corrupt_state(format!("a key stored in key group {key_group} belongs to another one")));
+                }
+                let start = (u64::from_be_bytes(*start) ^ (1 << 63)) as i64;
+                entries.push(Restored { start, slot: u32::from_le_bytes(*slot), key, hash, accs });
+            }
+        }
+        entries.sort_unstable_by(|a, b| (a.start, a.slot, a.key).cmp(&(b.start, b.slot, b.key)));
+        self.panes.clear();
+        for window in entries.chunk_by(|a, b| a.start == b.start) {
+            let mut pane = Pane { keys: KeyMap::new(), accs: self.template.clone() };
+            for entry in window {
+                if !pane.keys.intern(entry.hash, entry.key).1 {
+                    return Err(corrupt_state("a key is stored twice in one window"));
+                }
+            }
+            pane.accs.grow(pane.keys.len());
+            for (slot, entry) in window.iter().enumerate() {
+                pane.accs.read_slot(slot, entry.accs)?;
+            }
+            self.panes.insert(window[0].start, pane);
+        }
+        Ok(())
+    }
+
+    /// Restores how far event time had fired windows, per key group of this subtask: the
+    /// watermark becomes the lowest floor, and while floors differ they decide lateness.
+    fn restore_floors(&mut self, state: &StateStore) -> Result<(), TaskError> {
+        self.watermark = i64::MIN;
+        self.floors = None;
+        let range = state.keyed.key_group_range();
+        let Some(elements) = state.operator.get(WINDOW_WATERMARK_STATE) else { return Ok(()) };
+        if range.is_empty() {
+            return Ok(());
+        }
+        let mut floors = vec![i64::MIN; range.len()];
+        for element in elements {
+            let (start, end, watermark) = decode_floor(element)?;
+            for key_group in KeyGroupRange::new(start, end).intersect(&range).iter() {
+                let floor = &mut floors[(key_group - range.start) as usize];
+                *floor = (*floor).max(watermark);
+            }
+        }
+        let (min, max) = floors.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &f| (lo.min(f), hi.max(f)));
+        self.watermark = min;
+        if max > min {
+            let max_parallelism = state.keyed.max_parallelism();
+            self.floors = Some(Box::new(LateFloors { max_parallelism, first: range.start, floors, max }));
+        }
+        Ok(())
     }
 }
 
@@ -418,6 +630,52 @@ impl Operator for WindowOperator {
             out.emit_watermark(i64::MAX)?;
         }
         Ok(())
+    }
+
+    /// Every open window's keys and accumulators into keyed raw state [`WINDOW_STATE`] and,
+    /// in event time, how far windows have fired into [`WINDOW_WATERMARK_STATE`].
+    fn snapshot_state(&mut self, _checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
+        let max_parallelism = state.keyed.max_parallelism();
+        let raw = state.keyed.raw_state(WINDOW_STATE);
+        let range = raw.range();
+        let mut value = Vec::new();
+        for (&start, pane) in &self.panes {
+            for (id, key) in pane.keys.iter() {
+                let key_group = pane.keys.key_group(id, max_parallelism);
+                let map = raw.group_mut(key_group).ok_or_else(|| {
+                    TaskError::fatal(format!(
+                        "window key in key group {key_group}, outside this subtask's key groups {}..={}",
+                        range.start, range.end
+                    ))
+                })?;
+                value.clear();
+                value.extend_from_slice(&id.to_le_bytes());
+                pane.accs.write_slot(id as usize, &mut value);
+                map.insert(window_state_key(start, key), value.as_slice().to_vec());
+            }
+        }
+        if matches!(self.time, Time::Event { .. }) {
+            let elements = self.floor_elements(range);
+            if !elements.is_empty() {
+                state
+                    .operator
+                    .list_state(WINDOW_WATERMARK_STATE, Redistribution::Union)
+                    .map_err(|e| TaskError::fatal(e.to_string()))?
+                    .extend(elements);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the open windows from the key groups `state` holds; in event time also how
+    /// far windows had fired (per-channel watermarks start over, as in Flink). Processing
+    /// time windows whose end passed meanwhile fire at the next processing-time tick.
+    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
+        self.restore_panes(state)?;
+        match self.time {
+            Time::Event { .. } => self.restore_floors(state),
+            Time::Processing => Ok(()),
+        }
     }
 }
 
