@@ -1,5 +1,6 @@
-//! The job commands: `run` (submit, then wait for the result), `list` and `cancel`,
-//! with Flink's CLI wording. Output goes to the given writers so tests can read it.
+//! The job commands: `run` (submit, optionally from a savepoint, then wait for the result),
+//! `list` and `cancel`, with Flink's CLI wording. Output goes to the given writers so tests
+//! can read it.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -42,6 +43,23 @@ pub struct RunRequest {
     pub local_parallelism: u32,
     pub job_id: Option<JobId>,
     pub detached: bool,
+    /// `-s`: the savepoint (or retained checkpoint) to start from.
+    pub savepoint_path: Option<String>,
+    /// `-n`: accept savepoint state of operators the job no longer has.
+    pub allow_non_restored_state: bool,
+}
+
+/// A query parameter value, percent-encoded (everything but RFC 3986's unreserved characters).
+pub fn query_value(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
 }
 
 /// `POST /jobs` answer.
@@ -108,11 +126,24 @@ pub fn run(
     if let Some(p) = request.parallelism {
         query.push(format!("parallelism={p}"));
     }
+    if let Some(path) = &request.savepoint_path {
+        query.push(format!("savepointPath={}", query_value(path)));
+        if request.allow_non_restored_state {
+            query.push("allowNonRestoredState=true".to_string());
+        }
+    }
     let path = if query.is_empty() { "/jobs".to_string() } else { format!("/jobs?{}", query.join("&")) };
     let submitted: Submitted = match client.post_json(&path, request.document.content_type(), &request.document.text) {
         Ok(answer) => answer,
         Err(RestError::Status { status: 400, errors, .. }) => {
-            writeln!(io.err, "The cluster rejected the job file {}:", request.file.display())?;
+            match &request.savepoint_path {
+                None => writeln!(io.err, "The cluster rejected the job file {}:", request.file.display())?,
+                Some(path) => writeln!(
+                    io.err,
+                    "The cluster rejected the job file {} with the savepoint {path}:",
+                    request.file.display()
+                )?,
+            }
             for error in errors {
                 writeln!(io.err, "{error}")?;
             }
@@ -334,6 +365,8 @@ mod tests {
             local_parallelism: 1,
             job_id: None,
             detached: false,
+            savepoint_path: None,
+            allow_non_restored_state: false,
         }
     }
 
@@ -393,6 +426,46 @@ mod tests {
         for r in &requests[1..] {
             assert_eq!((r.method.as_str(), r.target.as_str()), ("GET", &*format!("/jobs/{ID}/execution-result")));
         }
+    }
+
+    #[test]
+    fn run_from_a_savepoint_passes_the_path() {
+        let server = Server::start(vec![accepted(), accepted()]);
+        let mut req = request(JOB, &[]);
+        req.detached = true;
+        req.savepoint_path = Some("file:///data/save points/savepoint-01&x".into());
+        req.allow_non_restored_state = true;
+        assert_eq!(run_against(&server, &req).code.unwrap(), 0);
+        req.allow_non_restored_state = false;
+        req.parallelism = Some(2);
+        assert_eq!(run_against(&server, &req).code.unwrap(), 0);
+        let requests = server.finish();
+        assert_eq!(
+            requests[0].target,
+            "/jobs?savepointPath=file%3A%2F%2F%2Fdata%2Fsave%20points%2Fsavepoint-01%26x&allowNonRestoredState=true"
+        );
+        assert_eq!(
+            requests[1].target,
+            "/jobs?parallelism=2&savepointPath=file%3A%2F%2F%2Fdata%2Fsave%20points%2Fsavepoint-01%26x"
+        );
+    }
+
+    #[test]
+    fn run_reports_an_invalid_savepoint() {
+        let server = Server::start(vec![(
+            "400 Bad Request",
+            r#"{"errors":["Cannot restore from savepoint '/nope': no such file"]}"#.into(),
+        )]);
+        let mut req = request(JOB, &[]);
+        req.savepoint_path = Some("/nope".into());
+        let c = run_against(&server, &req);
+        assert_eq!(c.code.unwrap(), 1);
+        assert_eq!(
+            c.err,
+            "The cluster rejected the job file job.yaml with the savepoint /nope:\n\
+             Cannot restore from savepoint '/nope': no such file\n"
+        );
+        server.finish();
     }
 
     #[test]

@@ -4,16 +4,25 @@
 //! ```text
 //! flint [-m host:port] [--configDir DIR] <command>
 //!
-//!   run [-d] [-p N] [-D key=value]... [-i jobid] <job-file>
-//!                   validate a job file locally, submit it, wait for its result
+//!   run [-d] [-p N] [-D key=value]... [-i jobid] [-s savepointPath [-n]] <job-file>
+//!                   validate a job file locally, submit it (resuming from a savepoint or
+//!                   retained checkpoint with -s), wait for its result
 //!   info <job-file> [-p N] [-D key=value]...
 //!                   validate a job file locally and print its plan (no cluster)
 //!   info, cluster   summary of the cluster: task managers, slots, jobs
 //!   list [-r] [-s] [-a]
 //!                   running and scheduled (or all) jobs
 //!   cancel <jobid>  cancel a job
-//!   savepoint, stop not yet supported by this cluster version
+//!   savepoint [--timeout D] <jobid> [targetDirectory]
+//!                   take a savepoint of a running job, wait for its path
+//!   stop [-p [savepointPath]] [-d] [--timeout D] <jobid>
+//!                   stop a job with a savepoint (-d: drain it first), wait for its path
+//!   checkpoint [--full] [--timeout D] <jobid>
+//!                   take a checkpoint of a running job now, wait for its id
 //! ```
+//!
+//! `savepoint`, `stop` and `checkpoint` wait at most `--timeout` (default 10 min) for the
+//! operation; it goes on in the cluster after that.
 //!
 //! The endpoint is `-m`/`--jobmanager` if given, else `rest.address` (or
 //! `jobmanager.rpc.address`) and `rest.port` from the configuration found as
@@ -22,6 +31,7 @@
 mod config;
 mod jobfile;
 mod jobs;
+mod operations;
 mod rest;
 #[cfg(test)]
 mod testserver;
@@ -31,6 +41,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +50,7 @@ use serde::Deserialize;
 use crate::config::{find_conf_dir, resolve_endpoint, Config, Environment};
 use crate::jobfile::{invalid_message, parse_property, JobDocument};
 use crate::jobs::{parse_job_id, Io, ListSelection, RunRequest, POLL_INTERVAL};
+use crate::operations::{Wait, DEFAULT_TIMEOUT};
 use crate::rest::RestClient;
 
 #[derive(Debug, Parser)]
@@ -72,10 +84,12 @@ enum Command {
     Run(RunArgs),
     /// Cancel a running job.
     Cancel(CancelArgs),
-    /// Trigger a savepoint of a job (not yet supported).
-    Savepoint(Unsupported),
-    /// Stop a job with a savepoint (not yet supported).
-    Stop(Unsupported),
+    /// Take a savepoint of a running job and wait for its path.
+    Savepoint(SavepointArgs),
+    /// Stop a running job with a savepoint (it finishes) and wait for the savepoint's path.
+    Stop(StopArgs),
+    /// Take a checkpoint of a running job now and wait for its id.
+    Checkpoint(CheckpointArgs),
 }
 
 /// Options that shape a job: shared by `run` and `info`.
@@ -114,6 +128,15 @@ struct RunArgs {
     #[arg(short = 'i', long = "jobid", value_name = "hex")]
     job_id: Option<String>,
 
+    /// Start from this savepoint, or retained checkpoint (its directory, or a job's
+    /// checkpoint directory for its newest complete checkpoint).
+    #[arg(short = 's', long = "fromSavepoint", value_name = "savepointPath")]
+    savepoint_path: Option<String>,
+
+    /// Allow skipping savepoint state of operators the job no longer has.
+    #[arg(short = 'n', long = "allowNonRestoredState", requires = "savepoint_path")]
+    allow_non_restored_state: bool,
+
     #[command(flatten)]
     program: ProgramOptions,
 
@@ -142,30 +165,86 @@ struct CancelArgs {
     job_id: String,
 }
 
-/// Accepts (and ignores) any arguments of a command that is not supported yet.
+/// How long `savepoint`, `stop` and `checkpoint` wait.
 #[derive(Debug, Args)]
-struct Unsupported {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
+struct WaitOptions {
+    /// How long to wait for the operation (e.g. 30 s; default 10 min); it goes on in the
+    /// cluster after that.
+    #[arg(long = "timeout", value_name = "duration", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
 }
 
-impl Command {
-    /// The name of a command that is not supported yet.
-    fn unsupported_name(&self) -> Option<&'static str> {
-        match self {
-            Command::Savepoint(_) => Some("savepoint"),
-            Command::Stop(_) => Some("stop"),
-            _ => None,
+impl WaitOptions {
+    fn wait(&self) -> Wait {
+        Wait { poll: POLL_INTERVAL, timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT) }
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    flint_common::config::parse_duration(text.trim())
+}
+
+#[derive(Debug, Args)]
+struct SavepointArgs {
+    /// The id of the job (32 hexadecimal characters).
+    #[arg(value_name = "jobid")]
+    job_id: String,
+
+    /// Where to write the savepoint (default: the cluster's state.savepoints.dir).
+    #[arg(value_name = "targetDirectory")]
+    target_directory: Option<String>,
+
+    #[command(flatten)]
+    wait: WaitOptions,
+}
+
+#[derive(Debug, Args)]
+struct StopArgs {
+    /// Where to write the savepoint (default: the cluster's state.savepoints.dir). As with
+    /// Flink, `-p <jobid>` without a directory is read as the job id.
+    #[arg(short = 'p', long = "savepointPath", value_name = "savepointPath", num_args = 0..=1)]
+    savepoint_path: Option<Option<String>>,
+
+    /// Fire all pending event-time timers and windows (as at the end of the input) before
+    /// taking the savepoint.
+    #[arg(short = 'd', long = "drain")]
+    drain: bool,
+
+    /// The id of the job (32 hexadecimal characters).
+    #[arg(value_name = "jobid")]
+    job_id: Option<String>,
+
+    #[command(flatten)]
+    wait: WaitOptions,
+}
+
+impl StopArgs {
+    /// The job id and the savepoint directory, read as Flink reads them.
+    fn target(&self) -> Result<(String, Option<String>)> {
+        match (&self.job_id, &self.savepoint_path) {
+            (Some(job), dir) => Ok((job.clone(), dir.clone().flatten())),
+            (None, Some(Some(job))) => Ok((job.clone(), None)),
+            (None, _) => anyhow::bail!("Missing JobID. Specify a JobID to stop a job."),
         }
     }
 }
 
+#[derive(Debug, Args)]
+struct CheckpointArgs {
+    /// Take a full checkpoint (every Flint checkpoint is one).
+    #[arg(long = "full")]
+    full: bool,
+
+    /// The id of the job (32 hexadecimal characters).
+    #[arg(value_name = "jobid")]
+    job_id: String,
+
+    #[command(flatten)]
+    wait: WaitOptions,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(name) = cli.command.unsupported_name() {
-        eprintln!("flint {name}: not yet supported by this cluster version");
-        return ExitCode::FAILURE;
-    }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let result = execute(&cli, &mut Io { out: &mut out, err: &mut err });
     let _ = out.flush();
@@ -240,6 +319,8 @@ fn execute(cli: &Cli, io: &mut Io<'_>) -> Result<u8> {
                 local_parallelism,
                 job_id,
                 detached: args.detached,
+                savepoint_path: args.savepoint_path.clone(),
+                allow_non_restored_state: args.allow_non_restored_state,
             };
             if !args.detached {
                 stop_waiting_on_ctrl_c();
@@ -251,7 +332,22 @@ fn execute(cli: &Cli, io: &mut Io<'_>) -> Result<u8> {
             let client = connect(cli, &load_config(cli)?)?;
             jobs::cancel(&client, job_id, io)
         }
-        Command::Savepoint(_) | Command::Stop(_) => unreachable!("unsupported commands are handled in main"),
+        Command::Savepoint(args) => {
+            let job_id = parse_job_id(&args.job_id)?;
+            let client = connect(cli, &load_config(cli)?)?;
+            operations::savepoint(&client, job_id, args.target_directory.as_deref(), args.wait.wait(), io)
+        }
+        Command::Stop(args) => {
+            let (job, target_directory) = args.target()?;
+            let job_id = parse_job_id(&job)?;
+            let client = connect(cli, &load_config(cli)?)?;
+            operations::stop(&client, job_id, target_directory.as_deref(), args.drain, args.wait.wait(), io)
+        }
+        Command::Checkpoint(args) => {
+            let job_id = parse_job_id(&args.job_id)?;
+            let client = connect(cli, &load_config(cli)?)?;
+            operations::checkpoint(&client, job_id, args.full, args.wait.wait(), io)
+        }
     }
 }
 
@@ -477,17 +573,76 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_commands_accept_any_arguments() {
-        for (args, name) in [
-            (vec!["flint", "savepoint", "abc", "/tmp/sp"], "savepoint"),
-            (vec!["flint", "stop", "--savepointPath", "/x", "abc"], "stop"),
-        ] {
-            let cli = Cli::try_parse_from(&args).unwrap();
-            assert_eq!(cli.command.unsupported_name(), Some(name));
-        }
-        for args in [&["flint", "info"][..], &["flint", "list"], &["flint", "cancel", "x"], &["flint", "run", "j"]] {
-            assert_eq!(parse(args).command.unsupported_name(), None);
-        }
+    fn run_from_savepoint_arguments() {
+        let Command::Run(args) = parse(&["flint", "run", "-s", "/sp/savepoint-1", "-n", "job.yaml"]).command else {
+            panic!("not run")
+        };
+        assert_eq!(args.savepoint_path.as_deref(), Some("/sp/savepoint-1"));
+        assert!(args.allow_non_restored_state);
+        let Command::Run(args) =
+            parse(&["flint", "run", "--fromSavepoint", "/sp", "--allowNonRestoredState", "j"]).command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(args.savepoint_path.as_deref(), Some("/sp"));
+        assert!(args.allow_non_restored_state);
+        let Command::Run(args) = parse(&["flint", "run", "j"]).command else { panic!("not run") };
+        assert_eq!((args.savepoint_path, args.allow_non_restored_state), (None, false));
+        assert!(Cli::try_parse_from(["flint", "run", "-n", "j"]).is_err(), "-n needs -s");
+    }
+
+    #[test]
+    fn savepoint_stop_checkpoint_arguments() {
+        let Command::Savepoint(args) = parse(&["flint", "savepoint", "abc", "/tmp/sp"]).command else {
+            panic!("not savepoint")
+        };
+        assert_eq!((args.job_id.as_str(), args.target_directory.as_deref()), ("abc", Some("/tmp/sp")));
+        assert_eq!(args.wait.wait().timeout, DEFAULT_TIMEOUT);
+        let Command::Savepoint(args) = parse(&["flint", "savepoint", "--timeout", "30 s", "abc"]).command else {
+            panic!("not savepoint")
+        };
+        assert_eq!((args.target_directory, args.wait.wait().timeout), (None, Duration::from_secs(30)));
+        assert!(Cli::try_parse_from(["flint", "savepoint"]).is_err());
+        assert!(Cli::try_parse_from(["flint", "savepoint", "--timeout", "soon", "abc"]).is_err());
+
+        let stop = |args: &[&str]| match parse(args).command {
+            Command::Stop(stop) => (stop.target().unwrap(), stop.drain),
+            other => panic!("not stop: {other:?}"),
+        };
+        assert_eq!(
+            stop(&["flint", "stop", "--savepointPath", "/x", "abc"]),
+            (("abc".into(), Some("/x".into())), false)
+        );
+        assert_eq!(stop(&["flint", "stop", "-p", "/x", "-d", "abc"]), (("abc".into(), Some("/x".into())), true));
+        assert_eq!(stop(&["flint", "stop", "--drain", "abc"]), (("abc".into(), None), true));
+        assert_eq!(stop(&["flint", "stop", "abc", "-p"]), (("abc".into(), None), false));
+        // As Flink: `-p <jobid>` names the job, the directory is the default.
+        assert_eq!(stop(&["flint", "stop", "-p", "abc"]), (("abc".into(), None), false));
+        let Command::Stop(args) = parse(&["flint", "stop", "-d"]).command else { panic!("not stop") };
+        assert_eq!(args.target().unwrap_err().to_string(), "Missing JobID. Specify a JobID to stop a job.");
+
+        let Command::Checkpoint(args) = parse(&["flint", "checkpoint", "--full", "abc"]).command else {
+            panic!("not checkpoint")
+        };
+        assert!(args.full);
+        assert_eq!(args.job_id, "abc");
+        assert!(Cli::try_parse_from(["flint", "checkpoint"]).is_err());
+    }
+
+    #[test]
+    fn savepoint_against_a_cluster() {
+        let server = crate::testserver::Server::start(vec![
+            ("202 Accepted", r#"{"request-id":"d1fc13943913a47ebc231e7673aa75b6"}"#.to_string()),
+            ("200 OK", r#"{"status":{"id":"COMPLETED"},"operation":{"location":"file:/sp/savepoint-1"}}"#.to_string()),
+        ]);
+        let conf = std::env::temp_dir();
+        let id = "0123456789abcdef0123456789abcdef";
+        let address = server.url.trim_start_matches("http://").to_string();
+        let (code, out, err) =
+            execute_args(&["flint", "--configDir", conf.to_str().unwrap(), "-m", &address, "savepoint", id, "/sp"]);
+        assert_eq!(code.unwrap(), 0, "{err}");
+        assert!(out.contains("Savepoint completed. Path: file:/sp/savepoint-1\n"), "{out}");
+        assert_eq!(server.finish()[0].target, format!("/jobs/{id}/savepoints"));
     }
 
     fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -551,6 +706,12 @@ mod tests {
         assert_eq!(err.to_string(), "Invalid JobID '1234': expected 32 hexadecimal characters");
         let err = execute_args(&["flint", "--configDir", conf, "run", "-i", "zz", "job.yaml"]).0.unwrap_err();
         assert_eq!(err.to_string(), "Invalid JobID 'zz': expected 32 hexadecimal characters");
+        for command in [&["savepoint", "12"][..], &["stop", "12"], &["checkpoint", "12"]] {
+            let mut args = vec!["flint", "--configDir", conf, "-m", "127.0.0.1:9"];
+            args.extend_from_slice(command);
+            let err = execute_args(&args).0.unwrap_err();
+            assert_eq!(err.to_string(), "Invalid JobID '12': expected 32 hexadecimal characters", "{command:?}");
+        }
     }
 
     #[test]

@@ -438,6 +438,10 @@ pub struct DeclineCheckpoint {
     pub attempt_id: ExecutionAttemptId,
     pub checkpoint_id: u64,
     pub reason: String,
+    /// The decline is no checkpointing failure (a newer checkpoint overtook this one, the
+    /// task is closing): not counted towards the tolerable failed checkpoints.
+    #[serde(default)]
+    pub uncounted: bool,
 }
 
 rpc_message!(fenced DeclineCheckpoint => ());
@@ -659,7 +663,12 @@ impl TaskExecutorGateway {
         Box::pin(self.0.ask(&TriggerCheckpoint { attempt_id, barrier }))
     }
 
-    pub fn notify_checkpoint(&self, attempt_id: ExecutionAttemptId, checkpoint_id: u64, completed: bool) -> Reply<bool> {
+    pub fn notify_checkpoint(
+        &self,
+        attempt_id: ExecutionAttemptId,
+        checkpoint_id: u64,
+        completed: bool,
+    ) -> Reply<bool> {
         Box::pin(self.0.ask(&NotifyCheckpoint { attempt_id, checkpoint_id, completed }))
     }
 

@@ -684,6 +684,26 @@ impl CheckpointCoordinator {
         actions
     }
 
+    /// `checkpoint_id` cannot complete for a reason that is no failure of checkpointing: a
+    /// task it needs is no longer running (it finished or is going away), or a newer
+    /// checkpoint overtook it. Aborted like a decline, but not counted towards
+    /// `tolerable_failures` (Flink ignores these reasons in its failure manager).
+    pub fn on_decline_uncounted(
+        &mut self,
+        checkpoint_id: u64,
+        attempt: ExecutionAttemptId,
+        reason: &str,
+        now: Instant,
+    ) -> Vec<CheckpointAction> {
+        let mut actions = self.expire(now);
+        let declined = self.pending.get(&checkpoint_id).is_some_and(|p| !p.finalizing && p.tasks.contains(&attempt));
+        if declined {
+            let reason = format!("Checkpoint was declined: {reason}");
+            self.abort(checkpoint_id, reason, Counted::No, true, now, &mut actions);
+        }
+        actions
+    }
+
     /// `_metadata` of `checkpoint_id` is written at `location`: the checkpoint is complete.
     /// A write for a checkpoint aborted meanwhile is discarded.
     pub fn on_metadata_written(&mut self, checkpoint_id: u64, location: String, now: Instant) -> Vec<CheckpointAction> {
@@ -1338,6 +1358,22 @@ mod tests {
         assert_eq!(failed.status, CheckpointStatus::Failed);
         assert_eq!(failed.failure_timestamp, Some(EPOCH + 10_002));
         assert_eq!(failed.failure_message.as_deref(), Some("Checkpoint was declined: task failed"));
+    }
+
+    #[test]
+    fn uncounted_declines_abort_without_failing_the_job() {
+        let mut f = Fixture::new(config(10));
+        f.tick(0);
+        f.tick(10_000);
+        let now = f.at(10_001);
+        let actions = f.c.on_decline_uncounted(1, f.tasks[0], "the task is not running", now);
+        assert!(matches!(actions.first(), Some(CheckpointAction::Abort { checkpoint_id: 1, .. })), "{actions:?}");
+        assert!(!actions.iter().any(|a| matches!(a, CheckpointAction::FailJob { .. })), "{actions:?}");
+        assert!(f.c.pending_ids().is_empty());
+        // The same with a counted decline exceeds the tolerable failures (0).
+        f.tick(20_002);
+        let actions = f.decline(2, 20_003);
+        assert!(actions.iter().any(|a| matches!(a, CheckpointAction::FailJob { .. })), "{actions:?}");
     }
 
     #[test]

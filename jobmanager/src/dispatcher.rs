@@ -20,7 +20,9 @@ use futures::future::join_all;
 use tracing::info;
 
 use crate::execution_graph::JobStatus;
-use crate::job_master::{CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot, RunOperation, SavepointRestore};
+use crate::job_master::{
+    CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot, RunOperation, SavepointRestore,
+};
 
 /// How the Dispatcher starts JobMasters.
 #[derive(Clone)]
@@ -124,10 +126,26 @@ pub enum SubmitError {
 
 /// Checks that the savepoint at `path` can be restored into `graph`.
 fn check_savepoint(path: &str, graph: &JobGraph, allow_non_restored: bool) -> Result<SavepointRestore, String> {
+    use flint_common::checkpoint_storage::{read_metadata, CheckpointStorage, METADATA_FILE};
     let location = path.trim().strip_prefix("file://").unwrap_or(path.trim());
-    let location = location.strip_prefix("file:").unwrap_or(location);
-    let metadata = flint_common::checkpoint_storage::read_metadata(std::path::Path::new(location))
-        .map_err(|e| format!("Cannot restore from savepoint '{path}': {e}"))?;
+    let location = std::path::PathBuf::from(location.strip_prefix("file:").unwrap_or(location));
+    // A job's checkpoint directory (`<state.checkpoints.dir>/<job-id>`) stands for its newest
+    // complete checkpoint; torn ones (no `_metadata`) are skipped.
+    let job_dir_of = |dir: &std::path::Path| -> Option<(std::path::PathBuf, JobId)> {
+        let job = dir.file_name()?.to_str()?.parse::<JobId>().ok()?;
+        Some((dir.parent()?.to_path_buf(), job))
+    };
+    let location = match job_dir_of(&location) {
+        Some((base, job)) if location.is_dir() && !location.join(METADATA_FILE).exists() => {
+            let storage = CheckpointStorage::new(&base.to_string_lossy()).map_err(|e| e.to_string())?;
+            match storage.latest_completed(job).map_err(|e| e.to_string())? {
+                Some((_, dir)) => dir,
+                None => return Err(format!("Cannot restore from '{path}': it holds no complete checkpoint.")),
+            }
+        }
+        _ => location,
+    };
+    let metadata = read_metadata(&location).map_err(|e| format!("Cannot restore from savepoint '{path}': {e}"))?;
     let known: std::collections::BTreeSet<&str> =
         graph.vertices.iter().flat_map(|v| v.operators.iter().map(|o| o.id.as_str())).collect();
     let unknown: std::collections::BTreeSet<&str> = metadata
@@ -150,8 +168,8 @@ fn check_savepoint(path: &str, graph: &JobGraph, allow_non_restored: bool) -> Re
             entry.operator_id, entry.max_parallelism, graph.max_parallelism
         ));
     }
-    let dir = std::path::Path::new(location);
-    let dir = if dir.ends_with(flint_common::checkpoint_storage::METADATA_FILE) { dir.parent().unwrap_or(dir) } else { dir };
+    let dir = location.as_path();
+    let dir = if dir.ends_with(METADATA_FILE) { dir.parent().unwrap_or(dir) } else { dir };
     Ok(SavepointRestore {
         checkpoint_id: metadata.checkpoint_id,
         location: dir.to_string_lossy().into_owned(),
@@ -168,7 +186,8 @@ impl Handler<SubmitJob> for Dispatcher {
         }
         let restore = match &msg.savepoint_path {
             Some(path) => Some(
-                check_savepoint(path, &msg.graph, msg.allow_non_restored_state).map_err(SubmitError::InvalidSavepoint)?,
+                check_savepoint(path, &msg.graph, msg.allow_non_restored_state)
+                    .map_err(SubmitError::InvalidSavepoint)?,
             ),
             None => None,
         };

@@ -36,7 +36,9 @@ use flint_common::resources::ResourceProfile;
 use flint_common::rpc::{Endpoint, FencingToken, RpcAddress, RpcService, PROTOCOL_VERSION};
 use tracing::{debug, info, warn};
 
-use flint_common::checkpoint_storage::{self as storage, CheckpointMetadata, CheckpointStorage, OperatorStateEntry, StateHandle};
+use flint_common::checkpoint_storage::{
+    self as storage, CheckpointMetadata, CheckpointStorage, OperatorStateEntry, StateHandle,
+};
 use flint_common::ha::StandaloneCheckpointIdCounter;
 use tokio::sync::oneshot;
 
@@ -175,6 +177,12 @@ struct Checkpointing {
     /// Directories of pending checkpoints and savepoints.
     directories: BTreeMap<u64, PathBuf>,
     operations: BTreeMap<u64, PendingOperation>,
+    /// Completed savepoints whose completion the tasks are not told of: as in Flink, an
+    /// intermediate savepoint commits no side effects (its pending output is committed by a
+    /// job restored from it); only stop-with-savepoint does.
+    quiet_savepoints: std::collections::BTreeSet<u64>,
+    /// The job was submitted with a savepoint, not restored from it yet.
+    submitted_restore: bool,
 }
 
 pub struct JobMaster {
@@ -331,8 +339,15 @@ impl JobMaster {
     fn deploy(&mut self, ctx: &mut Context<Self>) {
         self.deployed = true;
         let now = epoch_ms();
-        let restore = self.checkpointing.as_ref().ok().and_then(|c| c.coordinator.latest_completed()).map(|info| {
-            RestoreSpec { checkpoint_id: info.id, location: info.location.clone() }
+        let restore = self.checkpointing.as_mut().ok().and_then(|c| {
+            let info = c.coordinator.latest_completed()?.clone();
+            // The savepoint a job was submitted with is counted as restored already.
+            if !std::mem::take(&mut c.submitted_restore) {
+                if let Err(e) = c.coordinator.restore_from(info.clone(), Instant::now()) {
+                    warn!(error = %e, "could not record the restore");
+                }
+            }
+            Some(RestoreSpec { checkpoint_id: info.id, location: info.location })
         });
         if let Some(r) = &restore {
             info!(job_id = %self.job_id, checkpoint = r.checkpoint_id, location = %r.location, "restoring tasks from checkpoint");
@@ -853,10 +868,8 @@ impl Checkpointing {
             })
         };
         let periodic = CheckpointConfig::from_config(&job_graph.config, &config.cluster)?;
-        let retention = lookup(&[Retention::KEY])
-            .map(|v| Retention::parse(&v))
-            .transpose()?
-            .unwrap_or(Retention::NoExternalized);
+        let retention =
+            lookup(&[Retention::KEY]).map(|v| Retention::parse(&v)).transpose()?.unwrap_or(Retention::NoExternalized);
         let mut checkpoints_dir = lookup(&["state.checkpoints.dir", "execution.checkpointing.dir"]);
         if checkpoints_dir.is_none() && periodic.is_some() {
             let dir = default_checkpoints_dir();
@@ -875,6 +888,7 @@ impl Checkpointing {
             periodic.clone().unwrap_or_else(|| CheckpointConfig::with_interval(Duration::from_secs(u32::MAX.into())));
         let mut coordinator =
             CheckpointCoordinator::new(coordinator_config, Arc::new(StandaloneCheckpointIdCounter::new()));
+        let submitted_restore = restore.is_some();
         if let Some(r) = restore {
             let info = CompletedCheckpointInfo {
                 id: r.checkpoint_id,
@@ -891,6 +905,8 @@ impl Checkpointing {
             storage,
             directories: BTreeMap::new(),
             operations: BTreeMap::new(),
+            quiet_savepoints: Default::default(),
+            submitted_restore,
         })
     }
 }
@@ -936,7 +952,12 @@ impl Handler<DeclineCheckpoint> for JobMaster {
     fn handle(&mut self, msg: DeclineCheckpoint, ctx: &mut Context<Self>) {
         let Ok(c) = &mut self.checkpointing else { return };
         debug!(job_id = %self.job_id, checkpoint = msg.checkpoint_id, reason = %msg.reason, "checkpoint declined");
-        let actions = c.coordinator.on_decline(msg.checkpoint_id, msg.attempt_id, &msg.reason, Instant::now());
+        let now = Instant::now();
+        let actions = if msg.uncounted {
+            c.coordinator.on_decline_uncounted(msg.checkpoint_id, msg.attempt_id, &msg.reason, now)
+        } else {
+            c.coordinator.on_decline(msg.checkpoint_id, msg.attempt_id, &msg.reason, now)
+        };
         self.perform(ctx, actions);
     }
 }
@@ -981,12 +1002,14 @@ impl JobMaster {
         let (running, sources) = self.checkpoint_tasks();
         let c = self.checkpointing.as_mut().map_err(|e| e.clone())?;
         let kind = match &operation {
-            SavepointOperation::Savepoint { target_directory, .. } | SavepointOperation::Stop { target_directory, .. } => {
-                let target = target_directory.clone().or_else(|| c.settings.savepoints_dir.clone()).ok_or_else(|| {
-                    "No savepoint directory configured. You can either specify a directory when triggering the \
+            SavepointOperation::Savepoint { target_directory, .. }
+            | SavepointOperation::Stop { target_directory, .. } => {
+                let target =
+                    target_directory.clone().or_else(|| c.settings.savepoints_dir.clone()).ok_or_else(|| {
+                        "No savepoint directory configured. You can either specify a directory when triggering the \
                      savepoint or configure a cluster-wide default via key 'state.savepoints.dir'."
-                        .to_string()
-                })?;
+                            .to_string()
+                    })?;
                 CheckpointStorage::new(&target).map_err(|e| e.to_string())?;
                 CheckpointKind::Savepoint { target }
             }
@@ -1007,7 +1030,8 @@ impl JobMaster {
                 self.graph.status
             ));
         }
-        let (id, actions) = c.coordinator.trigger_now(Instant::now(), kind, &running, &sources).map_err(|e| e.to_string())?;
+        let (id, actions) =
+            c.coordinator.trigger_now(Instant::now(), kind, &running, &sources).map_err(|e| e.to_string())?;
         let (reply, receiver) = oneshot::channel();
         info!(job_id = %self.job_id, checkpoint = id, ?operation, "operation triggered");
         c.operations.insert(id, PendingOperation { operation, reply });
@@ -1031,7 +1055,11 @@ impl JobMaster {
                     Vec::new()
                 }
                 CheckpointAction::NotifyComplete { checkpoint_id, tasks } => {
-                    self.notify_tasks(ctx, checkpoint_id, tasks, true);
+                    let savepoint =
+                        self.checkpointing.as_mut().is_ok_and(|c| c.quiet_savepoints.remove(&checkpoint_id));
+                    if !savepoint {
+                        self.notify_tasks(ctx, checkpoint_id, tasks, true);
+                    }
                     Vec::new()
                 }
                 CheckpointAction::NotifyAborted { checkpoint_id, tasks } => {
@@ -1099,13 +1127,15 @@ impl JobMaster {
             let Some(gateway) = self.gateway_of(attempt) else { continue };
             let fut = gateway.trigger_checkpoint(attempt, barrier.clone());
             ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+                // Not a checkpointing failure: the task finished or is going away (its loss
+                // is handled by the failover).
                 let reason = match result {
                     Ok(true) => return,
                     Ok(false) => "the task is not running".to_string(),
                     Err(e) => format!("could not trigger the task: {e}"),
                 };
                 let Ok(c) = &mut act.checkpointing else { return };
-                let actions = c.coordinator.on_decline(checkpoint_id, attempt, &reason, Instant::now());
+                let actions = c.coordinator.on_decline_uncounted(checkpoint_id, attempt, &reason, Instant::now());
                 act.perform(ctx, actions);
             }));
         }
@@ -1166,6 +1196,11 @@ impl JobMaster {
     fn checkpoint_completed(&mut self, ctx: &mut Context<Self>, checkpoint_id: u64, info: &CompletedCheckpointInfo) {
         debug!(job_id = %self.job_id, checkpoint_id, location = %info.location, "checkpoint completed");
         let Ok(c) = &mut self.checkpointing else { return };
+        let stop =
+            matches!(c.operations.get(&checkpoint_id).map(|o| &o.operation), Some(SavepointOperation::Stop { .. }));
+        if info.is_savepoint && !stop {
+            c.quiet_savepoints.insert(checkpoint_id);
+        }
         let Some(pending) = c.operations.remove(&checkpoint_id) else { return };
         let result = match pending.operation {
             SavepointOperation::Checkpoint => OperationResult::Checkpoint { checkpoint_id },
@@ -1191,7 +1226,13 @@ impl JobMaster {
         }
     }
 
-    fn notify_tasks(&mut self, ctx: &mut Context<Self>, checkpoint_id: u64, tasks: Vec<ExecutionAttemptId>, completed: bool) {
+    fn notify_tasks(
+        &mut self,
+        ctx: &mut Context<Self>,
+        checkpoint_id: u64,
+        tasks: Vec<ExecutionAttemptId>,
+        completed: bool,
+    ) {
         for attempt in tasks {
             let Some(gateway) = self.gateway_of(attempt) else { continue };
             let fut = gateway.notify_checkpoint(attempt, checkpoint_id, completed);

@@ -9,7 +9,8 @@
 //!
 //! - [`checkpoint_coordinator`]: a job's CheckpointCoordinator (pure state machine).
 //! - [`dispatcher`]: the Dispatcher actor.
-//! - [`rest`]: the monitoring REST API and dashboard.
+//! - [`rest`]: the monitoring REST API and dashboard ([`rest_jobs`]: job endpoints;
+//!   [`rest_checkpoints`]: checkpoint statistics, savepoints, stop and manual checkpoints).
 //! - [`restart`]: restart strategies (fixed-delay, failure-rate, exponential-delay), pure logic.
 
 pub mod checkpoint_coordinator;
@@ -17,7 +18,9 @@ pub mod dispatcher;
 pub mod execution_graph;
 pub mod job_master;
 pub mod rest;
+pub mod rest_checkpoints;
 pub mod rest_jobs;
+pub mod rest_metrics;
 pub mod restart;
 
 use std::sync::Arc;

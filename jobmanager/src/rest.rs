@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use flint_common::config::Configuration;
 use flint_common::ids::{JobId, ResourceId};
 
-use crate::rest_jobs;
+use crate::{rest_checkpoints, rest_jobs, rest_metrics};
 use flint_common::messages::{
     DispatcherGateway, LogFile, RemoteEndpoint, ResourceManagerError, ResourceManagerGateway, TaskExecutorGateway,
     TaskManagerInfo,
@@ -396,7 +396,27 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource("/jobs/{jobid}/config", web::get, rest_jobs::config))
         .service(resource("/jobs/{jobid}/exceptions", web::get, rest_jobs::exceptions))
         .service(resource("/jobs/{jobid}/accumulators", web::get, rest_jobs::accumulators))
+        .service(resource("/jobs/{jobid}/metrics", web::get, rest_metrics::job_metrics_handler))
         .service(resource("/jobs/{jobid}/execution-result", web::get, rest_jobs::execution_result))
+        // Checkpoints: `config` and `details/...` before `{triggerid}`, which would match
+        // `config` too (resources match in registration order).
+        .service(
+            web::resource("/jobs/{jobid}/checkpoints")
+                .route(web::get().to(rest_checkpoints::statistics))
+                .route(web::post().to(rest_checkpoints::trigger_checkpoint))
+                .default_service(web::to(not_found)),
+        )
+        .service(resource("/jobs/{jobid}/checkpoints/config", web::get, rest_checkpoints::config))
+        .service(resource("/jobs/{jobid}/checkpoints/details/{checkpointid}", web::get, rest_checkpoints::details))
+        .service(resource(
+            "/jobs/{jobid}/checkpoints/details/{checkpointid}/subtasks/{vertexid}",
+            web::get,
+            rest_checkpoints::task_details,
+        ))
+        .service(resource("/jobs/{jobid}/checkpoints/{triggerid}", web::get, rest_checkpoints::checkpoint_status))
+        .service(resource("/jobs/{jobid}/savepoints", web::post, rest_checkpoints::trigger_savepoint))
+        .service(resource("/jobs/{jobid}/savepoints/{triggerid}", web::get, rest_checkpoints::savepoint_status))
+        .service(resource("/jobs/{jobid}/stop", web::post, rest_checkpoints::stop))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}", web::get, rest_jobs::vertex))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/subtasktimes", web::get, rest_jobs::subtask_times))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/taskmanagers", web::get, rest_jobs::vertex_taskmanagers))

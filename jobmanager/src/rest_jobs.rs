@@ -16,11 +16,11 @@ use crate::execution_graph::{ExecutionJobVertex, ExecutionState, ExecutionVertex
 use crate::job_master::JobSnapshot;
 use crate::rest::{parse_job_id, Rest, RestError, RestState};
 
-fn dispatcher_gone() -> RestError {
+pub(crate) fn dispatcher_gone() -> RestError {
     RestError::new(StatusCode::SERVICE_UNAVAILABLE, "The Dispatcher is not available.")
 }
 
-async fn snapshot(state: &RestState, job_id: JobId) -> Result<JobSnapshot, RestError> {
+pub(crate) async fn snapshot(state: &RestState, job_id: JobId) -> Result<JobSnapshot, RestError> {
     state
         .dispatcher_addr
         .send(GetJob(job_id))
@@ -326,13 +326,31 @@ pub async fn exceptions(
     })))
 }
 
+/// The job's accumulators: Flint's built-in `sink-records` (records taken by the job's
+/// sinks), then the named counters of its operators, summed over the subtasks (a counter
+/// named `sink-records` replaces the built-in one).
+pub(crate) fn user_accumulators(s: &JobSnapshot) -> Vec<(String, u64)> {
+    let mut all = Vec::with_capacity(s.accumulators.len() + 1);
+    if !s.accumulators.iter().any(|(name, _)| name == SINK_RECORDS) {
+        all.push((SINK_RECORDS.to_string(), s.graph.vertices.iter().map(|v| v.metrics().sink_records).sum()));
+    }
+    all.extend(s.accumulators.iter().cloned());
+    all
+}
+
+const SINK_RECORDS: &str = "sink-records";
+
+/// `GET /jobs/:jobid/accumulators`: every accumulator is a `Long`, its value a string, as
+/// Flink stringifies them.
 pub async fn accumulators(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
     let s = snapshot(&state, parse_job_id(&path)?).await?;
-    // Flint's built-in accumulator: records taken by the job's sinks.
-    let sink_records: u64 = s.graph.vertices.iter().map(|v| v.metrics().sink_records).sum();
+    let user: Vec<Value> = user_accumulators(&s)
+        .into_iter()
+        .map(|(name, value)| json!({ "name": name, "type": "Long", "value": value.to_string() }))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "job-accumulators": [],
-        "user-task-accumulators": [{ "name": "sink-records", "type": "Long", "value": sink_records.to_string() }],
+        "user-task-accumulators": user,
         "serialized-user-task-accumulators": {},
     })))
 }
@@ -344,10 +362,14 @@ pub async fn execution_result(state: web::Data<RestState>, path: web::Path<Strin
         return Ok(HttpResponse::Ok().json(json!({ "status": { "id": "IN_PROGRESS" } })));
     }
     let (_, _, duration) = job_times(&s, epoch_ms());
+    // Flink sends each value as a serialized Java object; Flint has none and sends the
+    // value as a decimal string (still a string, as the field's type is).
+    let accumulator_results: serde_json::Map<String, Value> =
+        user_accumulators(&s).into_iter().map(|(name, value)| (name, json!(value.to_string()))).collect();
     let mut result = json!({
         "id": g.job_id,
         "application-status": g.status.flink_name(),
-        "accumulator-results": {},
+        "accumulator-results": accumulator_results,
         "net-runtime": duration,
     });
     if let Some(cause) = &g.failure_cause {

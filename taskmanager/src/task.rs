@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use flint_common::checkpoint_storage::{state_file_name, write_state_file_in};
 use flint_common::ids::ResourceId;
 use flint_common::job::catalog::OperatorKind;
 use flint_common::job::plan::ShipStrategy;
-use flint_common::checkpoint_storage::{state_file_name, write_state_file_in};
 use flint_common::messages::{
     CheckpointBarrierInfo, FileCommit, TaskCheckpointState, TaskDeploymentDescriptor, TaskMetrics, TaskState,
 };
@@ -71,8 +71,9 @@ pub enum TaskEvent {
     },
     /// The task wrote its part of a checkpoint.
     CheckpointAck { checkpoint_id: u64, state: TaskCheckpointState },
-    /// The task could not take a checkpoint.
-    CheckpointDecline { checkpoint_id: u64, reason: String },
+    /// The task could not take a checkpoint (`uncounted`: for a reason that is no
+    /// checkpointing failure).
+    CheckpointDecline { checkpoint_id: u64, reason: String, uncounted: bool },
 }
 
 /// Receives a task's [`TaskEvent`]s.
@@ -379,7 +380,11 @@ impl Chain {
     }
 
     /// Every operator's state, in chain order.
-    fn snapshot(&mut self, checkpoint_id: u64, tdd: &TaskDeploymentDescriptor) -> Result<Vec<OperatorStateSnapshot>, TaskError> {
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        tdd: &TaskDeploymentDescriptor,
+    ) -> Result<Vec<OperatorStateSnapshot>, TaskError> {
         let new_store = || StateStore::new(tdd.subtask, tdd.vertex.parallelism, tdd.max_parallelism);
         let mut snapshots = Vec::with_capacity(self.ids.len());
         let mut ids = self.ids.iter();
@@ -540,7 +545,7 @@ impl TaskRun<'_> {
             },
             Err(reason) => {
                 warn!(checkpoint = barrier.checkpoint_id, reason, "declining checkpoint");
-                TaskEvent::CheckpointDecline { checkpoint_id: barrier.checkpoint_id, reason }
+                TaskEvent::CheckpointDecline { checkpoint_id: barrier.checkpoint_id, reason, uncounted: false }
             }
         };
         (self.report)(event);
@@ -558,6 +563,7 @@ impl TaskRun<'_> {
                 (self.report)(TaskEvent::CheckpointDecline {
                     checkpoint_id: barrier.checkpoint_id,
                     reason: "only source tasks are triggered".to_string(),
+                    uncounted: false,
                 });
             }
             TaskCommand::NotifyCheckpoint { checkpoint_id, completed: true } => chain.notify_complete(checkpoint_id)?,
@@ -628,9 +634,14 @@ impl TaskRun<'_> {
             ids: vertex.operators.iter().map(|o| o.id.clone()).collect(),
         };
         if let Some(restore) = &tdd.restore {
-            let stores =
-                restore_stores(Path::new(&restore.location), &chain.ids, tdd.subtask, vertex.parallelism, tdd.max_parallelism)
-                    .map_err(|e| TaskError::new(format!("restoring from checkpoint {}: {e}", restore.checkpoint_id)))?;
+            let stores = restore_stores(
+                Path::new(&restore.location),
+                &chain.ids,
+                tdd.subtask,
+                vertex.parallelism,
+                tdd.max_parallelism,
+            )
+            .map_err(|e| TaskError::new(format!("restoring from checkpoint {}: {e}", restore.checkpoint_id)))?;
             chain.restore(stores)?;
             self.last_barrier = restore.checkpoint_id;
             info!(task = %vertex.name, subtask = tdd.subtask, checkpoint = restore.checkpoint_id, "state restored");
@@ -810,6 +821,7 @@ impl TaskRun<'_> {
                             (self.report)(TaskEvent::CheckpointDecline {
                                 checkpoint_id: old.barrier.checkpoint_id,
                                 reason: format!("the barrier of checkpoint {id} arrived before alignment completed"),
+                                uncounted: true,
                             });
                             for item in old.buffered.into_iter().rev() {
                                 replay.push_front(item);

@@ -594,8 +594,8 @@ impl Handler<TaskEventFor> for TaskExecutor {
                     }
                 });
             }
-            TaskEvent::CheckpointDecline { checkpoint_id, reason } => {
-                let decline = DeclineCheckpoint { attempt_id, checkpoint_id, reason };
+            TaskEvent::CheckpointDecline { checkpoint_id, reason, uncounted } => {
+                let decline = DeclineCheckpoint { attempt_id, checkpoint_id, reason, uncounted };
                 actix::spawn(async move {
                     if let Err(e) = gateway.decline_checkpoint(&decline).await {
                         warn!(attempt = %attempt_id, checkpoint_id, error = %e, "could not decline checkpoint");

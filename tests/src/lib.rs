@@ -392,3 +392,21 @@ impl Drop for Harness {
         }
     }
 }
+
+/// The committed output of a `sink.file` directory: the lines of every visible part file
+/// (hidden files, i.e. in-progress output of a failed attempt, are not output).
+pub fn read_output_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return lines };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+    }
+    lines
+}

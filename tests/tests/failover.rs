@@ -54,11 +54,9 @@ fn a_failed_task_restarts_the_job_which_then_finishes_with_exact_output() {
     let subtask = h.get_ok(&format!("/jobs/{id}/vertices/{vertex}/subtasks/1"));
     assert_eq!(subtask["attempt"], 1);
     let mut seen: BTreeMap<i64, u32> = BTreeMap::new();
-    for entry in std::fs::read_dir(&out).unwrap().flatten() {
-        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
-            let n = serde_json::from_str::<Value>(line).unwrap()["n"].as_i64().unwrap();
-            *seen.entry(n).or_default() += 1;
-        }
+    for line in flint_tests::read_output_lines(&out) {
+        let n = serde_json::from_str::<Value>(&line).unwrap()["n"].as_i64().unwrap();
+        *seen.entry(n).or_default() += 1;
     }
     assert_eq!(seen.len(), 100_000);
     assert!(seen.values().all(|c| *c == 1), "every record exactly once in the final output");

@@ -43,12 +43,8 @@ fn wait_for_state(h: &Harness, job_id: &str, state: &str) -> Value {
 
 /// Reads every JSON line of every part file under `dir`.
 fn read_json_lines(dir: &std::path::Path) -> Vec<Value> {
-    let mut rows = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        rows.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str::<Value>(l).unwrap()));
-    }
-    rows
+    assert!(dir.is_dir(), "{} does not exist", dir.display());
+    flint_tests::read_output_lines(dir).iter().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect()
 }
 
 #[test]

@@ -402,7 +402,8 @@ impl Operator for FileSink {
         let mut result = Ok(());
         let mut committed = false;
         self.pending.retain(|part| {
-            if !part.checkpoint_id.is_some_and(|c| c <= checkpoint_id) || result.is_err() {
+            let due = part.checkpoint_id.is_some_and(|c| c <= checkpoint_id);
+            if !due || result.is_err() {
                 return true;
             }
             match commit(part) {
@@ -737,7 +738,7 @@ mod tests {
         drop(failed);
         assert!(visible(&dir).is_empty());
 
-        let mut restored = checkpoint_and_restore("out", &[state], 1);
+        let mut restored = checkpoint_and_restore("out", std::slice::from_ref(&state), 1);
         let mut sink = FileSink::new(path, FileFormat::Text, 0);
         assert_ne!(sink.uid(), failed_uid);
         sink.restore_state(&mut restored[0]).unwrap();
@@ -758,7 +759,7 @@ mod tests {
         assert_eq!(hidden(&dir).len(), 2);
 
         // Restored from checkpoint 1 again: committing the same file again is fine.
-        let mut restored = checkpoint_and_restore("out", &[state], 1);
+        let mut restored = checkpoint_and_restore("out", std::slice::from_ref(&state), 1);
         let mut sink = FileSink::new(path, FileFormat::Text, 0);
         sink.restore_state(&mut restored[0]).unwrap();
         assert_eq!(visible(&dir).len(), 1);

@@ -196,7 +196,6 @@ fn write_source_state<T: Serialize>(
 /// What [`write_source_state`] wrote, as dealt to this instance: its splits (`None` when the
 /// checkpoint has no split list `name`: the source was not part of it), and the number of
 /// checkpoints completed: the most any old instance saw, plus the one restored from.
-#[allow(clippy::type_complexity)]
 fn read_source_state<T: DeserializeOwned>(
     state: &StateStore,
     name: &str,

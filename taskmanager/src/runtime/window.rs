@@ -50,7 +50,7 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, Int64Builder};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Builder};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use flint_common::job::catalog::{OperatorKind, OperatorSpec, WindowTime};
@@ -286,28 +286,8 @@ impl WindowOperator {
     fn assign_event_time(&mut self, batch: &RecordBatch, column: usize) -> Result<i64, TaskError> {
         let timestamps = as_type(batch.column(column), &DataType::Int64)?;
         let timestamps = timestamps.as_primitive::<Int64Type>();
-        let watermark = self.watermark;
-        let Some(floors) = self.floors.take() else {
-            return Ok(self.assign_rows(timestamps, |_| watermark));
-        };
-        // Just after a rescaling restore: each row is late by its key group's old watermark.
-        let limits: Result<Vec<i64>, TaskError> = self.encoder.encode(batch).map(|keys| {
-            keys.hashes()
-                .iter()
-                .map(|&h| floors.of_group(key_group_for_hash(h, floors.max_parallelism)).max(watermark))
-                .collect()
-        });
-        self.floors = Some(floors);
-        let limits = limits?;
-        Ok(self.assign_rows(timestamps, |row| limits[row]))
-    }
-
-    /// The work of [`WindowOperator::assign_event_time`]: a row is late for windows whose
-    /// last timestamp is at most `limit(row)`.
-    #[inline]
-    fn assign_rows(&mut self, timestamps: &Int64Array, limit: impl Fn(usize) -> i64) -> i64 {
         let nulls = timestamps.nulls().filter(|n| n.null_count() > 0);
-        let (size, slide) = (self.size, self.slide);
+        let (size, slide, watermark) = (self.size, self.slide, self.watermark);
         let mut max = i64::MIN;
         for (row, &t) in timestamps.values().iter().enumerate() {
             if nulls.is_some_and(|n| n.is_null(row)) {
@@ -315,7 +295,6 @@ impl WindowOperator {
                 continue;
             }
             max = max.max(t);
-            let watermark = limit(row);
             let (mut windows, mut accepted) = (0, 0);
             Self::for_each_window(size, slide, t, |start| {
                 windows += 1;
@@ -328,7 +307,28 @@ impl WindowOperator {
                 self.late_dropped += 1;
             }
         }
-        max
+        Ok(max)
+    }
+
+    /// Just after a rescaling restore (see [`LateFloors`]): drops the pairs of
+    /// `self.assigned` (this batch's) whose window had fired for the row's key group before
+    /// the checkpoint, counting rows left without windows as late.
+    fn drop_late_by_floors(&mut self, batch: &RecordBatch) -> Result<(), TaskError> {
+        let Some(floors) = self.floors.as_deref() else { return Ok(()) };
+        let keys = self.encoder.encode(batch)?;
+        let limits: Vec<i64> =
+            keys.hashes().iter().map(|&h| floors.of_group(key_group_for_hash(h, floors.max_parallelism))).collect();
+        let (mut had, mut kept) = (vec![false; limits.len()], vec![false; limits.len()]);
+        let size = self.size;
+        self.assigned.retain(|&(start, row)| {
+            let row = row as usize;
+            had[row] = true;
+            let keep = start.saturating_add(size - 1) > limits[row];
+            kept[row] |= keep;
+            keep
+        });
+        self.late_dropped += had.iter().zip(&kept).filter(|&(&had, &kept)| had && !kept).count() as u64;
+        Ok(())
     }
 
     /// Adds the rows in `self.assigned` to their windows' panes.
@@ -596,6 +596,9 @@ impl Operator for WindowOperator {
             }
             Time::Event { column, .. } => {
                 let max = self.assign_event_time(&batch, column)?;
+                if self.floors.is_some() {
+                    self.drop_late_by_floors(&batch)?;
+                }
                 self.add_assigned(&batch)?;
                 let state = self.channel(channel);
                 state.max_timestamp = state.max_timestamp.max(max);
@@ -687,7 +690,12 @@ mod tests {
     use arrow::array::{Float64Array, Int64Array, StringArray};
     use arrow::datatypes::Float64Type;
 
-    use super::super::aggregate::tests::{context, input_batch, spec, Discard, Sink};
+    use std::collections::BTreeMap;
+
+    use super::super::aggregate::tests::{
+        checkpoint, context, input_batch, restore, route, rows_by_key, spec, Discard, Sink, MAX_PARALLELISM,
+    };
+    use super::super::keyed::subtask_for_hash;
     use super::*;
 
     fn ints(values: &[i64]) -> ArrayRef {
@@ -869,6 +877,244 @@ mod tests {
         let counts: Vec<i64> =
             sink.batches[1..].iter().flat_map(|b| b.column(3).as_primitive::<Int64Type>().values().to_vec()).collect();
         assert_eq!(counts, [3, 1, 1], "[10000, 11000): a a b a; [10500, 11500): a");
+    }
+
+    /// Rows `range` of an event-time input in batches of 13: keys `n * 7 % 23`, timestamps
+    /// mostly rising with `n`, every 11th row 4 ms behind (within the out-of-orderness
+    /// bound) and, with `late`, every 17th row 40 ms behind (late).
+    fn event_input(spec: &OperatorSpec, range: std::ops::Range<i64>, late: bool) -> Vec<RecordBatch> {
+        let rows: Vec<i64> = range.collect();
+        rows.chunks(13)
+            .map(|chunk| {
+                let k: Vec<i64> = chunk.iter().map(|n| n * 7 % 23).collect();
+                let ts: Vec<i64> = chunk
+                    .iter()
+                    .map(|&n| match n {
+                        n if late && n % 17 == 16 => n - 40,
+                        n if n % 11 == 10 => n - 4,
+                        n => n,
+                    })
+                    .collect();
+                batch(spec, &k, &ts)
+            })
+            .collect()
+    }
+
+    fn feed(op: &mut WindowOperator, batches: &[RecordBatch], sink: &mut Sink) {
+        for b in batches {
+            op.process_batch(0, 0, b.clone(), sink).unwrap();
+        }
+    }
+
+    #[test]
+    fn event_time_snapshot_and_restore_match_an_uninterrupted_run() {
+        const N: i64 = 600;
+        for windows in [r#""size": "10 ms","#, r#""size": "20 ms", "slide": "5 ms","#] {
+            let spec = event_spec(&format!(r#"{windows} "max_out_of_orderness": "5 ms","#));
+            let input = event_input(&spec, 0..N, true);
+            let mut reference = Sink::default();
+            let mut op = WindowOperator::new(&spec, &context(1)).unwrap();
+            feed(&mut op, &input, &mut reference);
+            op.finish(&mut reference).unwrap();
+            let expected_late = op.late_records_dropped();
+            assert!(expected_late > 10, "the input has late records");
+            assert!(rows(&reference).len() > 100);
+            // Checkpoints between batches: before the first, after one, mid-stream, at the end.
+            for split in [0, 1, 11, 23, input.len()] {
+                let mut sink = Sink::default();
+                let mut before = WindowOperator::new(&spec, &context(1)).unwrap();
+                feed(&mut before, &input[..split], &mut sink);
+                let dir = checkpoint(std::slice::from_mut(&mut before));
+                let mut after = WindowOperator::new(&spec, &context(1)).unwrap();
+                restore(&dir, &mut after, 0, 1);
+                assert_eq!(after.open_windows(), before.open_windows());
+                assert_eq!(after.current_watermark(), before.current_watermark());
+                feed(&mut after, &input[split..], &mut sink);
+                after.finish(&mut sink).unwrap();
+                assert_eq!(rows(&sink), rows(&reference), "{windows} split at {split}");
+                assert_eq!(sink.watermarks, reference.watermarks, "{windows} split at {split}");
+                assert_eq!(before.late_records_dropped() + after.late_records_dropped(), expected_late);
+            }
+        }
+    }
+
+    /// Two subtasks each see the keys routed to them; their checkpoint is restored at
+    /// parallelism 1 and 4 and the rest routed accordingly: every key gets the windows of
+    /// one uninterrupted operator.
+    #[test]
+    fn restore_at_another_parallelism_fires_every_keys_windows() {
+        const N: i64 = 700;
+        let spec = event_spec(r#""size": "20 ms", "slide": "10 ms", "max_out_of_orderness": "5 ms","#);
+        let split = 333;
+        let mut reference = Sink::default();
+        let mut op = WindowOperator::new(&spec, &context(1)).unwrap();
+        feed(&mut op, &event_input(&spec, 0..N, false), &mut reference);
+        op.finish(&mut reference).unwrap();
+        assert_eq!(op.late_records_dropped(), 0);
+        let mut expected = BTreeMap::new();
+        rows_by_key(&reference.batches, &mut expected);
+        assert_eq!(expected.len(), 23);
+
+        let mut before: Vec<_> = (0..2).map(|_| WindowOperator::new(&spec, &context(1)).unwrap()).collect();
+        let mut sinks = [Sink::default(), Sink::default()];
+        for b in event_input(&spec, 0..split, false) {
+            for (subtask, part) in route(&spec, &["k"], &b, 2) {
+                before[subtask].process_batch(0, 0, part, &mut sinks[subtask]).unwrap();
+            }
+        }
+        assert!(before.iter().all(|op| op.open_windows() > 0));
+        assert!(sinks.iter().all(|sink| !sink.batches.is_empty()), "windows fired before the checkpoint");
+        let mut prefix = BTreeMap::new();
+        sinks.iter().for_each(|sink| rows_by_key(&sink.batches, &mut prefix));
+        let dir = checkpoint(&mut before);
+
+        for parallelism in [1, 4] {
+            let mut after: Vec<_> = (0..parallelism)
+                .map(|subtask| {
+                    let mut op = WindowOperator::new(&spec, &context(1)).unwrap();
+                    restore(&dir, &mut op, subtask as u32, parallelism as u32);
+                    op
+                })
+                .collect();
+            let mut sinks: Vec<_> = (0..parallelism).map(|_| Sink::default()).collect();
+            for b in event_input(&spec, split..N, false) {
+                for (subtask, part) in route(&spec, &["k"], &b, parallelism) {
+                    after[subtask].process_batch(0, 0, part, &mut sinks[subtask]).unwrap();
+                }
+            }
+            for (op, sink) in after.iter_mut().zip(&mut sinks) {
+                op.finish(sink).unwrap();
+                assert_eq!(op.late_records_dropped(), 0);
+            }
+            let mut actual = prefix.clone();
+            sinks.iter().for_each(|sink| rows_by_key(&sink.batches, &mut actual));
+            assert_eq!(actual, expected, "restored at parallelism {parallelism}");
+        }
+    }
+
+    /// Old subtasks at different watermarks, restored into one: each key is judged late by
+    /// its old owner's watermark, so every key gets what its uninterrupted owner would give.
+    #[test]
+    fn rescaled_restore_judges_lateness_by_each_key_groups_old_watermark() {
+        let spec = event_spec(r#""size": "10 ms","#);
+        let owner = |k: i64| subtask_for_hash(hash_key(&k.to_le_bytes()), MAX_PARALLELISM, 2);
+        let a = (0..).find(|&k| owner(k) == 0).unwrap();
+        let b = (0..).find(|&k| owner(k) == 1).unwrap();
+        let before_input = [(a, 5), (a, 35), (b, 12)];
+        let after_input = [(a, 25), (b, 25), (a, 36), (b, 14)];
+
+        // The uninterrupted old subtasks.
+        let run_old = |subtask: u32, input: &[(i64, i64)], op: &mut WindowOperator, sink: &mut Sink| {
+            for &(k, ts) in input.iter().filter(|(k, _)| owner(*k) == subtask) {
+                op.process_batch(0, 0, batch(&spec, &[k], &[ts]), sink).unwrap();
+            }
+        };
+        let mut expected = BTreeMap::new();
+        let mut expected_late = 0;
+        let mut before = Vec::new();
+        let mut prefix = BTreeMap::new();
+        for subtask in 0..2 {
+            let (mut op, mut sink) = (WindowOperator::new(&spec, &context(1)).unwrap(), Sink::default());
+            run_old(subtask, &before_input, &mut op, &mut sink);
+            rows_by_key(&sink.batches, &mut prefix);
+            before.push(op);
+            let (mut op, mut sink) = (WindowOperator::new(&spec, &context(1)).unwrap(), Sink::default());
+            run_old(subtask, &before_input, &mut op, &mut sink);
+            run_old(subtask, &after_input, &mut op, &mut sink);
+            op.finish(&mut sink).unwrap();
+            rows_by_key(&sink.batches, &mut expected);
+            expected_late += op.late_records_dropped();
+        }
+        assert_eq!((before[0].current_watermark(), before[1].current_watermark()), (34, 11));
+        assert_eq!(expected_late, 2, "(a, 25) for subtask 0, (b, 14) for subtask 1");
+        let dir = checkpoint(&mut before);
+
+        let mut op = WindowOperator::new(&spec, &context(1)).unwrap();
+        restore(&dir, &mut op, 0, 1);
+        assert_eq!(op.current_watermark(), 11, "the lowest old watermark");
+        let mut sink = Sink::default();
+        for &(k, ts) in &after_input {
+            op.process_batch(0, 0, batch(&spec, &[k], &[ts]), &mut sink).unwrap();
+        }
+        op.finish(&mut sink).unwrap();
+        assert_eq!(op.late_records_dropped(), expected_late);
+        let mut actual = prefix;
+        rows_by_key(&sink.batches, &mut actual);
+        assert_eq!(actual, expected);
+        assert_eq!(actual[&b.to_string()], [format!("{b}|10|20|1|120"), format!("{b}|20|30|1|250")]);
+    }
+
+    #[test]
+    fn processing_time_windows_fire_after_a_restore() {
+        let spec = spec(
+            r#"{"user": "string", "v": "float"}"#,
+            r#""op": "window", "key": "user", "size": "1 s", "slide": "500 ms", "aggs": {"n": "count()", "m": "max(v)"}"#,
+        );
+        let input = |users: &[&str], v: &[f64]| {
+            input_batch(
+                &spec,
+                vec![Arc::new(StringArray::from(users.to_vec())), Arc::new(Float64Array::from(v.to_vec()))],
+            )
+        };
+        let now = Arc::new(AtomicI64::new(10_200));
+        let operator = || {
+            let clock = Arc::clone(&now);
+            WindowOperator::with_clock(&spec, &context(1), Box::new(move || clock.load(Ordering::SeqCst))).unwrap()
+        };
+        // Uninterrupted: a batch at 10200 and one at 10400; the clock jumps to 12000, where
+        // the windows [9500, 10500) and [10000, 11000) fire; a batch then; finish.
+        let run = |restart: bool| {
+            now.store(10_200, Ordering::SeqCst);
+            let mut sink = Sink::default();
+            let mut op = operator();
+            op.process_batch(0, 0, input(&["a", "b", "a"], &[1.0, 2.0, 3.0]), &mut sink).unwrap();
+            if restart {
+                let dir = checkpoint(std::slice::from_mut(&mut op));
+                op = operator();
+                restore(&dir, &mut op, 0, 1);
+                assert_eq!(op.open_windows(), 2);
+            }
+            now.store(10_400, Ordering::SeqCst);
+            op.process_batch(0, 0, input(&["b", "c"], &[5.0, 0.5]), &mut sink).unwrap();
+            now.store(12_000, Ordering::SeqCst);
+            op.on_processing_time(12_000, &mut sink).unwrap();
+            let fired = sink.rows();
+            op.process_batch(0, 0, input(&["a"], &[7.0]), &mut sink).unwrap();
+            op.finish(&mut sink).unwrap();
+            (fired, sink)
+        };
+        let (fired, expected) = run(false);
+        assert_eq!(fired, 6, "a, b, c in each of the two windows");
+        let (fired_after_restore, actual) = run(true);
+        assert_eq!(fired_after_restore, fired);
+        let batch_rows = |sink: &Sink| {
+            let mut rows = BTreeMap::new();
+            rows_by_key(&sink.batches, &mut rows);
+            rows
+        };
+        assert_eq!(batch_rows(&actual), batch_rows(&expected));
+        assert_eq!(expected.strings("user"), actual.strings("user"));
+        assert_eq!(
+            batch_rows(&expected)["a"],
+            ["a|9500|10500|2|3.0", "a|10000|11000|2|3.0", "a|11500|12500|1|7.0", "a|12000|13000|1|7.0"]
+        );
+    }
+
+    #[test]
+    fn restoring_corrupt_window_state_is_an_error() {
+        let spec = event_spec(r#""size": "10 ms","#);
+        let mut op = WindowOperator::new(&spec, &context(1)).unwrap();
+        op.process_batch(0, 0, batch(&spec, &[1, 2], &[3, 4]), &mut Sink::default()).unwrap();
+        let mut store = StateStore::new(0, 1, MAX_PARALLELISM);
+        op.snapshot_state(1, &mut store).unwrap();
+        assert_eq!(store.keyed.raw_state(WINDOW_STATE).len(), 2);
+        for (_, map) in store.keyed.raw_state(WINDOW_STATE).groups_mut() {
+            for value in map.values_mut() {
+                value.truncate(6);
+            }
+        }
+        let err = WindowOperator::new(&spec, &context(1)).unwrap().restore_state(&mut store).unwrap_err();
+        assert!(!err.retryable && err.message.contains("state"), "{err:?}");
     }
 
     /// Runs the B3 job shape through one window operator: keys n % 1000, ts n ms, 1 s

@@ -252,8 +252,7 @@ mod tests {
         let mut seen_keys = 0;
         let mut elements = Vec::new();
         for subtask in 0..2 {
-            let mut stores =
-                restore_stores(&dir, &["agg".to_string(), "other".to_string()], subtask, 2, 128).unwrap();
+            let mut stores = restore_stores(&dir, &["agg".to_string(), "other".to_string()], subtask, 2, 128).unwrap();
             assert_eq!(stores.len(), 2);
             let store = &mut stores[0];
             seen_keys += store.keyed.raw_state("count").len();

@@ -52,7 +52,24 @@ struct Bench {
     records: u64,
 }
 
+/// B2 over `records` records, with exactly-once checkpoints every second into
+/// `checkpoints` when given.
+fn keyed_count(name: &'static str, records: u64, checkpoints: Option<PathBuf>) -> Bench {
+    let mut job = json!({ "flint": 1, "name": name, "parallelism": 2, "operators": [
+        { "id": "seq", "op": "source.sequence", "from": 0, "to": records - 1 },
+        { "id": "keyed", "op": "map", "inputs": ["seq"],
+          "fields": { "key": "\"k\" + str::from(n % 100000)", "n": "n" } },
+        { "id": "count", "op": "aggregate", "inputs": ["keyed"], "key": ["key"],
+          "aggs": { "count": "count()" } },
+        { "id": "discard", "op": "sink.blackhole", "inputs": ["count"] } ] });
+    if let Some(dir) = checkpoints {
+        job["config"] = json!({ "execution.checkpointing.interval": "1 s", "state.checkpoints.dir": dir });
+    }
+    Bench { name, job, expected_sink_records: records, records }
+}
+
 fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
+    let checkpoints = std::env::temp_dir().join(format!("flint-bench-checkpoints-{}", std::process::id()));
     let mut list = vec![
         Bench {
             name: "B1",
@@ -78,6 +95,9 @@ fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
             expected_sink_records: 20_000_000,
             records: 20_000_000,
         },
+        // B2 long enough for several checkpoints, without and with them (B2CP: interval 1 s).
+        keyed_count("B2L", 100_000_000, None),
+        keyed_count("B2CP", 100_000_000, Some(checkpoints)),
         Bench {
             name: "B3",
             job: json!({ "flint": 1, "name": "B3 tumbling-window", "parallelism": 2, "operators": [
@@ -156,6 +176,20 @@ fn throughput(bench: &Bench, runs: usize) {
             cpu / (bench.records as f64 / 1e6)
         );
         assert_eq!(sink, bench.expected_sink_records, "{} produced a wrong result", bench.name);
+        if bench.job["config"]["execution.checkpointing.interval"].is_string() {
+            let stats = h.get_ok(&format!("/jobs/{job_id}/checkpoints"));
+            let d = &stats["summary"]["end_to_end_duration"];
+            println!(
+                "{} run {run}: {} checkpoints completed, {} failed; duration p50 {} ms, p99 {} ms, max {} ms; state p50 {} bytes",
+                bench.name,
+                stats["counts"]["completed"],
+                stats["counts"]["failed"],
+                d["p50"],
+                d["p99"],
+                d["max"],
+                stats["summary"]["state_size"]["p50"]
+            );
+        }
         rates.push(rate);
         cpu_per_m.push(cpu / (bench.records as f64 / 1e6));
     }
