@@ -365,3 +365,54 @@ fn a_torn_checkpoint_is_ignored_on_restore() {
         assert_eq!(*c, RECORDS / 50, "final count of {k}");
     }
 }
+
+/// Stop-with-savepoint ends the job FINISHED right after the savepoint (sources emit
+/// nothing more); a job resumed from it completes the output exactly once. A manual
+/// checkpoint (`POST /jobs/:id/checkpoints`) completes on the way.
+#[test]
+fn stop_with_savepoint_and_resume() {
+    const RECORDS: u64 = 600_000;
+    let (h, _) = cluster("stop", 2);
+    let out = h.home.join("out");
+    let mut spec = keyed_job(Some(200_000), &out, RECORDS);
+    spec["config"] = json!({ "state.checkpoints.dir": h.home.join("checkpoints") });
+    let id = submit(&h, "?parallelism=4", &spec);
+    h.wait_for("all tasks RUNNING", DEADLINE, || all_running(&job(&h, &id)).then_some(()));
+
+    let reply = h.post_json(&format!("/jobs/{id}/checkpoints"), &json!({})).unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let trigger = reply.body["request-id"].as_str().unwrap().to_string();
+    let status = poll_operation(&h, &format!("/jobs/{id}/checkpoints/{trigger}"));
+    assert!(status["operation"]["checkpointId"].as_u64().is_some(), "{status}");
+
+    let target = h.home.join("savepoints");
+    let reply = h.post_json(&format!("/jobs/{id}/stop"), &json!({ "targetDirectory": target, "drain": false }));
+    let reply = reply.unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let trigger = reply.body["request-id"].as_str().unwrap().to_string();
+    let status = poll_operation(&h, &format!("/jobs/{id}/savepoints/{trigger}"));
+    let location = status["operation"]["location"].as_str().unwrap_or_else(|| panic!("stop failed: {status}"));
+    wait_state(&h, &id, "FINISHED");
+    let stopped_at: u64 = final_per_key(&out).values().map(|(c, _)| c).sum();
+    assert!(stopped_at > 0 && stopped_at < RECORDS, "stopped mid-stream: {stopped_at} of {RECORDS}");
+
+    let query = format!("?parallelism=3&savepointPath={location}");
+    let resumed = submit(&h, &query, &keyed_job(None, &out, RECORDS));
+    wait_state(&h, &resumed, "FINISHED");
+    let keys: Vec<String> = (0..50).map(|k| format!("k{k}")).collect();
+    let rows: Vec<(String, u64)> = read_output_lines(&out)
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["k"].as_str().unwrap().to_string(), v["c"].as_u64().unwrap())
+        })
+        .collect();
+    assert_exactly_once(&rows, &keys, RECORDS / 50);
+
+    // Operations on a finished job are accepted and fail, as in Flink.
+    let reply = h.post_json(&format!("/jobs/{id}/savepoints"), &json!({ "target-directory": target })).unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let trigger = reply.body["request-id"].as_str().unwrap().to_string();
+    let status = poll_operation(&h, &format!("/jobs/{id}/savepoints/{trigger}"));
+    assert!(status["operation"]["failure-cause"].is_object(), "{status}");
+}
