@@ -97,7 +97,7 @@ const MINIMAL_CHECKPOINT_TIME: Duration = Duration::from_millis(10);
 // ---------------------------------------------------------------------------------------
 
 /// Checkpointing settings of one job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointConfig {
     /// `execution.checkpointing.interval`: time between periodic checkpoints.
     pub interval: Duration,

@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use flint_common::ha::{LeaderContender, LeaderElection};
+use flint_common::ha::{HaServices, LeaderContender, LeaderElection};
 use flint_common::ids::{JobId, LeaderSessionId, TriggerId};
 use flint_common::job::plan::JobGraph;
 use flint_common::messages::{endpoints, JobStatusEntry, ListJobs, RemoteEndpoint};
 use flint_common::rpc::{Endpoint, FencingToken, RpcService};
 use futures::future::join_all;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::execution_graph::JobStatus;
 use crate::job_master::{
-    CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot, RunOperation, SavepointRestore,
+    CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot, RunOperation, SavepointRestore, Suspend,
 };
 
 /// How the Dispatcher starts JobMasters.
@@ -33,11 +33,20 @@ pub struct DispatcherConfig {
     pub heartbeat: HeartbeatSettings,
     /// The cluster configuration (defaults for job settings such as restarts).
     pub cluster: flint_common::config::Configuration,
+    /// High availability: job graph, checkpoint and job result stores, checkpoint ids.
+    pub ha: Arc<dyn HaServices>,
 }
 
 enum JobEntry {
     Running(Addr<JobMaster>),
     Done(Box<JobSnapshot>),
+}
+
+/// What the job graph store keeps of a submitted job (MessagePack).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredJob {
+    graph: JobGraph,
+    restore: Option<SavepointRestore>,
 }
 
 pub struct Dispatcher {
@@ -46,6 +55,8 @@ pub struct Dispatcher {
     election: Arc<dyn LeaderElection>,
     config: DispatcherConfig,
     jobs: BTreeMap<JobId, JobEntry>,
+    /// The current leadership (submissions are only taken while leader).
+    leader: Option<LeaderSessionId>,
     /// Savepoint/checkpoint operations by job and trigger id (at most [`MAX_OPERATIONS`]).
     operations: BTreeMap<(JobId, TriggerId), OperationStatus>,
 }
@@ -79,15 +90,132 @@ impl Actor for Dispatcher {
 
 impl Handler<Leadership> for Dispatcher {
     type Result = ();
-    fn handle(&mut self, msg: Leadership, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Leadership, ctx: &mut Context<Self>) {
         self.fencing.set(msg.0);
+        self.leader = msg.0;
         match msg.0 {
             Some(session) => {
                 info!(%session, "dispatcher granted leadership");
                 let address = self.rpc.address_of(endpoints::DISPATCHER).to_string();
                 self.election.confirm_leadership(session, &address);
+                self.recover_jobs(ctx, session);
             }
-            None => info!("dispatcher lost leadership"),
+            None => {
+                info!("dispatcher lost leadership; suspending its jobs");
+                for (job_id, entry) in std::mem::take(&mut self.jobs) {
+                    if let JobEntry::Running(master) = entry {
+                        info!(%job_id, "suspending job");
+                        master.do_send(Suspend);
+                    }
+                }
+                let release = self.config.ha.job_graph_store().release_all();
+                actix::spawn(async move {
+                    if let Err(e) = release.await {
+                        warn!(error = %e, "could not release the job graphs");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Recovered job graphs of one leadership.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Recovered {
+    session: LeaderSessionId,
+    jobs: Vec<(JobId, StoredJob)>,
+}
+
+impl Dispatcher {
+    /// A new leader: finishes the cleanup of jobs that terminated under an earlier leader
+    /// and starts a JobMaster for every other job in the job graph store.
+    fn recover_jobs(&mut self, ctx: &mut Context<Self>, session: LeaderSessionId) {
+        let ha = self.config.ha.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let results = ha.job_result_store();
+            match results.dirty_results() {
+                Ok(dirty) => {
+                    for entry in dirty {
+                        cleanup_job(&ha, entry.job_id).await;
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not read the job result store"),
+            }
+            let store = ha.job_graph_store();
+            let ids = match store.job_ids().await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    warn!(error = %e, "could not list the job graphs to recover");
+                    return;
+                }
+            };
+            let mut jobs = Vec::new();
+            for job_id in ids {
+                if results.has_result(job_id).unwrap_or(false) {
+                    // Terminated already: never run again.
+                    let _ = store.remove(job_id).await;
+                    continue;
+                }
+                match store.get(job_id).await {
+                    Ok(Some(bytes)) => match rmp_serde::from_slice::<StoredJob>(&bytes) {
+                        Ok(mut job) => {
+                            // Resume from the job's latest completed checkpoint, if any.
+                            let checkpoints = ha.completed_checkpoint_store(job_id, 1);
+                            match checkpoints.latest().await {
+                                Ok(Some((_, bytes))) => match serde_json::from_slice::<SavepointRestore>(&bytes) {
+                                    Ok(latest) => job.restore = Some(latest),
+                                    Err(e) => warn!(%job_id, error = %e, "unreadable checkpoint handle; ignored"),
+                                },
+                                Ok(None) => {}
+                                Err(e) => {
+                                    warn!(%job_id, error = %e, "cannot read the job's checkpoints; not recovering it now");
+                                    continue;
+                                }
+                            }
+                            jobs.push((job_id, job))
+                        }
+                        Err(e) => warn!(%job_id, error = %e, "cannot read a stored job graph; skipping it"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => warn!(%job_id, error = %e, "cannot read a stored job graph; skipping it"),
+                }
+            }
+            addr.do_send(Recovered { session, jobs });
+        });
+    }
+}
+
+/// Removes what is left of a globally terminated job and marks its result clean.
+async fn cleanup_job(ha: &Arc<dyn HaServices>, job_id: JobId) {
+    if let Err(e) = ha.job_graph_store().remove(job_id).await {
+        warn!(%job_id, error = %e, "could not remove the job graph");
+        return;
+    }
+    if let Err(e) = ha.cleanup_job_data(job_id).await {
+        warn!(%job_id, error = %e, "could not clean up the job's HA data");
+        return;
+    }
+    if let Err(e) = ha.job_result_store().mark_clean(job_id) {
+        warn!(%job_id, error = %e, "could not mark the job result clean");
+    }
+}
+
+impl Handler<Recovered> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: Recovered, ctx: &mut Context<Self>) {
+        if self.leader != Some(msg.session) {
+            return;
+        }
+        for (job_id, job) in msg.jobs {
+            if self.jobs.contains_key(&job_id) {
+                continue;
+            }
+            info!(%job_id, name = %job.graph.name, "recovering job");
+            let master =
+                JobMaster::new(job_id, job.graph, self.rpc.clone(), ctx.address(), &self.config, job.restore).start();
+            self.jobs.insert(job_id, JobEntry::Running(master));
         }
     }
 }
@@ -122,6 +250,10 @@ pub enum SubmitError {
     Duplicate(JobId),
     #[error("{0}")]
     InvalidSavepoint(String),
+    #[error("This jobmanager is not the leader; submit the job to the leading jobmanager.")]
+    NotLeader,
+    #[error("Could not persist the job graph: {0}")]
+    Store(String),
 }
 
 /// Checks that the savepoint at `path` can be restored into `graph`.
@@ -178,10 +310,45 @@ fn check_savepoint(path: &str, graph: &JobGraph, allow_non_restored: bool) -> Re
 }
 
 impl Handler<SubmitJob> for Dispatcher {
-    type Result = Result<JobId, SubmitError>;
-    fn handle(&mut self, msg: SubmitJob, ctx: &mut Context<Self>) -> Self::Result {
+    type Result = ResponseActFuture<Self, Result<JobId, SubmitError>>;
+    fn handle(&mut self, msg: SubmitJob, _ctx: &mut Context<Self>) -> Self::Result {
+        let checked = self.check_submission(&msg);
+        let (job_id, restore) = match checked {
+            Ok(ok) => ok,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        // Nothing a user submitted is lost: the job graph is stored (in ZooKeeper mode a file in
+        // the HA storage directory plus its handle) before the submission is acknowledged.
+        let stored = StoredJob { graph: msg.graph, restore };
+        let bytes = match rmp_serde::to_vec_named(&stored) {
+            Ok(b) => b,
+            Err(e) => return Box::pin(actix::fut::ready(Err(SubmitError::Store(e.to_string())))),
+        };
+        let leader = self.leader;
+        let put = self.config.ha.job_graph_store().put(job_id, bytes);
+        Box::pin(put.into_actor(self).map(move |result, act, ctx| {
+            result.map_err(|e| SubmitError::Store(e.to_string()))?;
+            if act.leader != leader || act.jobs.contains_key(&job_id) {
+                return Err(SubmitError::NotLeader);
+            }
+            info!(%job_id, name = %stored.graph.name, "job submitted");
+            let master =
+                JobMaster::new(job_id, stored.graph, act.rpc.clone(), ctx.address(), &act.config, stored.restore)
+                    .start();
+            act.jobs.insert(job_id, JobEntry::Running(master));
+            Ok(job_id)
+        }))
+    }
+}
+
+impl Dispatcher {
+    fn check_submission(&self, msg: &SubmitJob) -> Result<(JobId, Option<SavepointRestore>), SubmitError> {
+        if self.leader.is_none() {
+            return Err(SubmitError::NotLeader);
+        }
         let job_id = msg.job_id.unwrap_or_else(JobId::generate);
-        if self.jobs.contains_key(&job_id) {
+        let known = self.config.ha.job_result_store().has_result(job_id).unwrap_or(false);
+        if self.jobs.contains_key(&job_id) || known {
             return Err(SubmitError::Duplicate(job_id));
         }
         let restore = match &msg.savepoint_path {
@@ -191,10 +358,7 @@ impl Handler<SubmitJob> for Dispatcher {
             ),
             None => None,
         };
-        info!(%job_id, name = %msg.graph.name, savepoint = ?msg.savepoint_path, "job submitted");
-        let master = JobMaster::new(job_id, msg.graph, self.rpc.clone(), ctx.address(), &self.config, restore).start();
-        self.jobs.insert(job_id, JobEntry::Running(master));
-        Ok(job_id)
+        Ok((job_id, restore))
     }
 }
 
@@ -209,8 +373,18 @@ pub struct JobTerminated {
 impl Handler<JobTerminated> for Dispatcher {
     type Result = ();
     fn handle(&mut self, msg: JobTerminated, _ctx: &mut Context<Self>) {
-        info!(job_id = %msg.job_id, status = %msg.snapshot.graph.status, "job terminated");
-        self.jobs.insert(msg.job_id, JobEntry::Done(msg.snapshot));
+        let job_id = msg.job_id;
+        info!(%job_id, status = %msg.snapshot.graph.status, "job terminated");
+        // The result first (a new leader must not run the job again), then the cleanup.
+        let result = serde_json::to_value(&*msg.snapshot).unwrap_or(serde_json::Value::Null);
+        let ha = self.config.ha.clone();
+        match ha.job_result_store().create_dirty(job_id, result) {
+            Ok(()) => {
+                actix::spawn(async move { cleanup_job(&ha, job_id).await });
+            }
+            Err(e) => warn!(%job_id, error = %e, "could not record the job result"),
+        }
+        self.jobs.insert(job_id, JobEntry::Done(msg.snapshot));
     }
 }
 
@@ -436,6 +610,7 @@ pub fn start(rpc: &RpcService, election: Arc<dyn LeaderElection>, config: Dispat
         election: election.clone(),
         config,
         jobs: BTreeMap::new(),
+        leader: None,
         operations: BTreeMap::new(),
     }
     .start();

@@ -218,7 +218,7 @@ pub struct SlotAssignment {
 }
 
 /// One attempt of one subtask.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Execution {
     pub attempt_id: ExecutionAttemptId,
     pub attempt_number: u32,
@@ -271,7 +271,7 @@ impl Execution {
 }
 
 /// One parallel instance of a job vertex, with its current and earlier attempts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecutionVertex {
     pub subtask: u32,
     pub current: Execution,
@@ -279,7 +279,7 @@ pub struct ExecutionVertex {
 }
 
 /// A job vertex with its subtasks.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecutionJobVertex {
     pub id: JobVertexId,
     pub name: String,
@@ -347,7 +347,7 @@ pub enum UpdateOutcome {
 }
 
 /// The whole job.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecutionGraph {
     pub job_id: JobId,
     pub name: String,

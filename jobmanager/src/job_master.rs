@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -39,7 +38,6 @@ use tracing::{debug, info, warn};
 use flint_common::checkpoint_storage::{
     self as storage, CheckpointMetadata, CheckpointStorage, OperatorStateEntry, StateHandle,
 };
-use flint_common::ha::StandaloneCheckpointIdCounter;
 use tokio::sync::oneshot;
 
 use crate::checkpoint_coordinator::{
@@ -51,7 +49,7 @@ use crate::execution_graph::{ExecutionGraph, ExecutionState, IoMetrics, JobStatu
 use crate::restart::{RestartBackoff, RestartDecision, RestartStrategyConfig};
 
 /// A failure recorded for `/jobs/:id/exceptions`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ExceptionEntry {
     pub timestamp_ms: u64,
     pub exception: String,
@@ -84,8 +82,9 @@ struct Peer {
     in_flight: bool,
 }
 
-/// What the REST API sees of a job: its plan and a copy of its ExecutionGraph.
-#[derive(Clone)]
+/// What the REST API sees of a job: its plan and a copy of its ExecutionGraph. Serializable
+/// (without the checkpoint statistics), so a job's final state can be archived.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct JobSnapshot {
     pub restart_strategy: String,
     pub num_restarts: u32,
@@ -93,7 +92,8 @@ pub struct JobSnapshot {
     pub job_graph: JobGraph,
     pub exceptions: Vec<ExceptionEntry>,
     /// Checkpoint statistics (`None` while no coordinator exists: checkpointing off and no
-    /// savepoint taken or restored).
+    /// savepoint taken or restored). Not archived.
+    #[serde(skip)]
     pub checkpoints: Option<CheckpointStatistics>,
     pub checkpoint_settings: CheckpointSettings,
     /// Accumulators summed over the subtasks' current attempts.
@@ -101,7 +101,7 @@ pub struct JobSnapshot {
 }
 
 /// The checkpointing configuration of a job, as `/jobs/:id/checkpoints/config` shows it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointSettings {
     /// `None`: periodic checkpointing is off.
     pub config: Option<CheckpointConfig>,
@@ -111,7 +111,7 @@ pub struct CheckpointSettings {
 }
 
 /// `execution.checkpointing.externalized-checkpoint-retention`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Retention {
     /// Checkpoints are deleted when the job terminates in any way.
     NoExternalized,
@@ -155,8 +155,10 @@ impl Retention {
     }
 }
 
-/// Where a job resumes from when it is submitted (`savepointPath`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a job resumes from: the savepoint it was submitted with (`savepointPath`), or after a
+/// jobmanager failover its latest completed checkpoint (the completed checkpoint store keeps
+/// this as JSON).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SavepointRestore {
     pub checkpoint_id: u64,
     pub location: String,
@@ -183,6 +185,8 @@ struct Checkpointing {
     quiet_savepoints: std::collections::BTreeSet<u64>,
     /// The job was submitted with a savepoint, not restored from it yet.
     submitted_restore: bool,
+    /// The HA completed checkpoint store: what a new leader resumes the job from.
+    store: flint_common::ha::CompletedCheckpointStore,
 }
 
 pub struct JobMaster {
@@ -228,7 +232,7 @@ impl JobMaster {
         restore: Option<SavepointRestore>,
     ) -> Self {
         let graph = ExecutionGraph::new(job_id, &job_graph, epoch_ms());
-        let checkpointing = Checkpointing::new(&job_graph, config, restore);
+        let checkpointing = Checkpointing::new(job_id, &job_graph, config, restore);
         let periodic = checkpointing.as_ref().is_ok_and(|c| c.settings.config.is_some());
         let strategy = RestartStrategyConfig::from_config(&job_graph.config, &config.cluster, periodic);
         let restart_description = strategy.as_ref().map_or_else(|e| e.clone(), RestartStrategyConfig::description);
@@ -833,6 +837,41 @@ impl Handler<CancelJob> for JobMaster {
     }
 }
 
+/// Dispatcher → JobMaster: the Dispatcher lost leadership. The job stops here without
+/// reaching a terminal state (its graph and checkpoints stay for the new leader): tasks are
+/// canceled best effort, slots freed, nothing is reported.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Suspend;
+
+impl Handler<Suspend> for JobMaster {
+    type Result = ();
+    fn handle(&mut self, _: Suspend, ctx: &mut Context<Self>) {
+        info!(job_id = %self.job_id, "job master suspended");
+        self.fencing.set(None);
+        self.cancel_pending_slot_requests();
+        for (_, subtask) in self.graph.executions() {
+            let attempt = subtask.current.attempt_id;
+            if subtask.current.state.is_terminal() {
+                continue;
+            }
+            if let Some(gateway) = self.gateway_of(attempt) {
+                let fut = gateway.cancel_task(attempt);
+                actix::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+        }
+        for slot in self.slots.iter_mut().filter_map(Option::take) {
+            let fut = slot.gateway.free_slot(slot.allocation_id, "the job master lost leadership");
+            actix::spawn(async move {
+                let _ = fut.await;
+            });
+        }
+        ctx.stop();
+    }
+}
+
 /// Dispatcher → JobMaster: a copy of the job's state for the REST API.
 #[derive(Message)]
 #[rtype(result = "JobSnapshot")]
@@ -861,7 +900,12 @@ fn default_checkpoints_dir() -> String {
 }
 
 impl Checkpointing {
-    fn new(job_graph: &JobGraph, config: &DispatcherConfig, restore: Option<SavepointRestore>) -> Result<Self, String> {
+    fn new(
+        job_id: JobId,
+        job_graph: &JobGraph,
+        config: &DispatcherConfig,
+        restore: Option<SavepointRestore>,
+    ) -> Result<Self, String> {
         let lookup = |keys: &[&str]| {
             keys.iter().find_map(|k| {
                 job_graph.config.get(*k).cloned().or_else(|| config.cluster.get_raw(k).map(str::to_owned))
@@ -886,8 +930,8 @@ impl Checkpointing {
         // checkpoints; its interval never comes due.
         let coordinator_config =
             periodic.clone().unwrap_or_else(|| CheckpointConfig::with_interval(Duration::from_secs(u32::MAX.into())));
-        let mut coordinator =
-            CheckpointCoordinator::new(coordinator_config, Arc::new(StandaloneCheckpointIdCounter::new()));
+        let retained = coordinator_config.retained as usize;
+        let mut coordinator = CheckpointCoordinator::new(coordinator_config, config.ha.checkpoint_id_counter(job_id));
         let submitted_restore = restore.is_some();
         if let Some(r) = restore {
             let info = CompletedCheckpointInfo {
@@ -907,6 +951,7 @@ impl Checkpointing {
             operations: BTreeMap::new(),
             quiet_savepoints: Default::default(),
             submitted_restore,
+            store: config.ha.completed_checkpoint_store(job_id, retained),
         })
     }
 }
@@ -1196,6 +1241,16 @@ impl JobMaster {
     fn checkpoint_completed(&mut self, ctx: &mut Context<Self>, checkpoint_id: u64, info: &CompletedCheckpointInfo) {
         debug!(job_id = %self.job_id, checkpoint_id, location = %info.location, "checkpoint completed");
         let Ok(c) = &mut self.checkpointing else { return };
+        if !info.is_savepoint {
+            let handle = SavepointRestore { checkpoint_id, location: info.location.clone(), is_savepoint: false };
+            let add = c.store.add(checkpoint_id, serde_json::to_vec(&handle).unwrap_or_default());
+            let job_id = self.job_id;
+            actix::spawn(async move {
+                if let Err(e) = add.await {
+                    warn!(%job_id, checkpoint_id, error = %e, "could not add the checkpoint to the completed checkpoint store");
+                }
+            });
+        }
         let stop =
             matches!(c.operations.get(&checkpoint_id).map(|o| &o.operation), Some(SavepointOperation::Stop { .. }));
         if info.is_savepoint && !stop {

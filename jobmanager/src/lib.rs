@@ -23,10 +23,10 @@ pub mod rest_jobs;
 pub mod rest_metrics;
 pub mod restart;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use flint_common::config::{options, ConfigError, Configuration};
-use flint_common::ha::StandaloneLeaderElection;
+use flint_common::ha::{create_ha_services, DISPATCHER, RESOURCE_MANAGER};
 use flint_common::messages::{endpoints, DispatcherGateway, RemoteEndpoint, ResourceManagerGateway};
 use flint_common::rpc::{RpcService, RpcServiceConfig};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,8 @@ pub enum JobManagerError {
     Rest { address: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("high availability: {0}")]
+    Ha(String),
 }
 
 /// Runs a JobManager until `shutdown` is cancelled.
@@ -69,8 +71,11 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     })?;
     config.set(options::JOB_MANAGER_RPC_PORT.key, rpc.port().to_string());
 
-    let resource_manager =
-        flint_resourcemanager::spawn(rm_config, rpc.clone(), Arc::new(StandaloneLeaderElection::new()))?;
+    // High availability (`high-availability.type`): standalone or ZooKeeper; one process-wide
+    // leader latch for the ResourceManager, the Dispatcher and the JobMasters.
+    let ha = create_ha_services(&config, BTreeMap::new()).map_err(|e| JobManagerError::Ha(e.to_string()))?;
+    info!(mode = ha.mode(), "high availability services started");
+    let resource_manager = flint_resourcemanager::spawn(rm_config, rpc.clone(), ha.leader_election(RESOURCE_MANAGER))?;
     let rm_gateway =
         ResourceManagerGateway(RemoteEndpoint::new(rpc.clone(), resource_manager.address.clone(), ask_timeout));
     let dispatcher_gateway =
@@ -82,7 +87,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         flint_common::process::shutdown_on_signals(shutdown.clone());
         let dispatcher = dispatcher::start(
             &rpc,
-            Arc::new(StandaloneLeaderElection::new()),
+            ha.leader_election(DISPATCHER),
             dispatcher::DispatcherConfig {
                 resource_manager: RemoteEndpoint::new(rpc.clone(), resource_manager.address.clone(), ask_timeout),
                 slot_request_timeout: config.get(&options::SLOT_REQUEST_TIMEOUT)?,
@@ -93,6 +98,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                     rpc_failure_threshold: config.get(&options::HEARTBEAT_RPC_FAILURE_THRESHOLD)?,
                 },
                 cluster: config.clone(),
+                ha: ha.clone(),
             },
         );
 
@@ -145,6 +151,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         Ok(())
     });
     resource_manager.stop();
+    ha.close();
     rpc.stop();
     info!("job manager stopped");
     result

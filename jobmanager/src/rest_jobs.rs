@@ -206,6 +206,9 @@ pub async fn submit(state: web::Data<RestState>, query: web::Query<SubmitQuery>,
         .map_err(|e| match e {
             SubmitError::Duplicate(_) => RestError::new(StatusCode::CONFLICT, e.to_string()),
             SubmitError::InvalidSavepoint(_) => RestError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            SubmitError::NotLeader | SubmitError::Store(_) => {
+                RestError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
         })?;
     Ok(HttpResponse::Accepted().json(json!({ "jobUrl": format!("/jobs/{job_id}") })))
 }

@@ -18,18 +18,20 @@ pub mod state;
 pub mod task;
 pub mod task_executor;
 
+use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use flint_common::config::{options, ConfigError, Configuration};
-use flint_common::ids::ResourceId;
+use flint_common::ha::{create_ha_services, RESOURCE_MANAGER};
+use flint_common::ids::{LeaderSessionId, ResourceId};
 use flint_common::messages::{endpoints, HardwareDescription, TaskExecutorMemoryConfiguration};
 use flint_common::process::{cpu_cores, machine_memory_bytes};
 use flint_common::resources::ResourceProfile;
 use flint_common::rpc::{RpcAddress, RpcService, RpcServiceConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::task_executor::{TaskExecutor, TaskExecutorDescription};
 
@@ -44,6 +46,8 @@ pub enum TaskManagerError {
     DataPort { bind_host: String, ports: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("high availability: {0}")]
+    Ha(String),
 }
 
 /// The TaskManager's settings, read from the configuration.
@@ -146,6 +150,10 @@ fn reserve_data_port(config: &TaskManagerConfig) -> Result<TcpListener, TaskMana
 /// Runs a TaskManager until `shutdown` is cancelled.
 pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), TaskManagerError> {
     let tm = TaskManagerConfig::from_configuration(&config)?;
+    // Where the ResourceManager is: fixed (`jobmanager.rpc.address:port`) without HA, else
+    // whatever leader ZooKeeper names.
+    let leaders = BTreeMap::from([(RESOURCE_MANAGER.to_string(), tm.resource_manager_address.to_string())]);
+    let ha = create_ha_services(&config, leaders).map_err(|e| TaskManagerError::Ha(e.to_string()))?;
     let rpc = RpcService::start(RpcServiceConfig {
         bind_host: tm.bind_host.clone(),
         ports: tm.rpc_ports.clone(),
@@ -198,11 +206,32 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     system.block_on(async {
         let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description, env));
         task_executor::register_endpoint(&rpc, te.clone());
+        let retrieval = match ha.leader_retrieval(RESOURCE_MANAGER) {
+            Ok(retrieval) => {
+                let addr = te.clone();
+                retrieval.start(Arc::new(move |leader: Option<(LeaderSessionId, String)>| {
+                    let Some((_, address)) = leader else { return };
+                    match address.parse::<RpcAddress>() {
+                        Ok(address) => addr.do_send(task_executor::ResourceManagerLeader { address }),
+                        Err(e) => warn!(error = %e, "the resource manager leader's address is unreadable"),
+                    }
+                }));
+                Some(retrieval)
+            }
+            Err(e) => {
+                warn!(error = %e, "no resource manager leader retrieval; using the configured address");
+                None
+            }
+        };
         flint_common::process::shutdown_on_signals(shutdown.clone());
         shutdown.cancelled().await;
         info!("stopping task manager");
+        if let Some(retrieval) = retrieval {
+            retrieval.stop();
+        }
         let _ = te.send(task_executor::Shutdown).await;
     });
+    ha.close();
     rpc.stop();
     data_server.stop();
     data_client.stop();

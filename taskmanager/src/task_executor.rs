@@ -130,6 +130,9 @@ pub struct TaskExecutor {
     connection: Option<Connection>,
     /// Bumped by every registration start; answers of older attempts are ignored.
     registration_generation: u64,
+    /// The generation the running registration loop belongs to; a loop whose generation
+    /// is no longer current (the leader moved) gives up.
+    current_generation: Arc<std::sync::atomic::AtomicU64>,
     registering: bool,
 }
 
@@ -185,6 +188,7 @@ impl TaskExecutor {
             resource_manager,
             connection: None,
             registration_generation: 0,
+            current_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             registering: false,
         }
     }
@@ -222,6 +226,8 @@ impl TaskExecutor {
         self.registering = true;
         self.registration_generation += 1;
         let generation = self.registration_generation;
+        self.current_generation.store(generation, std::sync::atomic::Ordering::SeqCst);
+        let current = self.current_generation.clone();
         let unfenced = self.gateway(None);
         let registration = self.registration();
         let initial = self.config.registration_initial_backoff;
@@ -251,7 +257,7 @@ impl TaskExecutor {
                         }
                     }
                 }
-                if !addr.connected() {
+                if !addr.connected() || current.load(std::sync::atomic::Ordering::SeqCst) != generation {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
@@ -313,6 +319,27 @@ impl Actor for TaskExecutor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.rpc.unregister_endpoint(endpoints::TASK_EXECUTOR);
+    }
+}
+
+/// The ResourceManager's leader moved (leader retrieval): register at the new one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResourceManagerLeader {
+    pub address: RpcAddress,
+}
+
+impl Handler<ResourceManagerLeader> for TaskExecutor {
+    type Result = ();
+    fn handle(&mut self, msg: ResourceManagerLeader, ctx: &mut Context<Self>) {
+        if msg.address == self.resource_manager && (self.connection.is_some() || self.registering) {
+            return;
+        }
+        info!(from = %self.resource_manager, to = %msg.address, "the resource manager leader changed");
+        self.resource_manager = msg.address;
+        // The loop of the old address gives up once the generation moves on.
+        self.registering = false;
+        self.start_registration(ctx, "new resource manager leader");
     }
 }
 
