@@ -24,9 +24,12 @@ pub mod rest_metrics;
 pub mod restart;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 
 use flint_common::config::{options, ConfigError, Configuration};
-use flint_common::ha::{create_ha_services, DISPATCHER, RESOURCE_MANAGER};
+use flint_common::ha::{
+    create_ha_services, LeaderContender, LeaderElection, DISPATCHER, RESOURCE_MANAGER, REST_SERVER,
+};
 use flint_common::messages::{endpoints, DispatcherGateway, RemoteEndpoint, ResourceManagerGateway};
 use flint_common::rpc::{RpcService, RpcServiceConfig};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,26 @@ pub enum JobManagerError {
     Io(#[from] std::io::Error),
     #[error("high availability: {0}")]
     Ha(String),
+}
+
+/// The REST endpoint as a leader contender (`rest_server`).
+struct RestContender {
+    leadership: Arc<rest::RestLeadership>,
+    election: Weak<dyn LeaderElection>,
+    url: String,
+}
+
+impl LeaderContender for RestContender {
+    fn grant_leadership(&self, session: flint_common::ids::LeaderSessionId) {
+        self.leadership.set_leader(Some(session));
+        if let Some(election) = self.election.upgrade() {
+            election.confirm_leadership(session, &self.url);
+        }
+    }
+
+    fn revoke_leadership(&self) {
+        self.leadership.set_leader(None);
+    }
 }
 
 /// Runs a JobManager until `shutdown` is cancelled.
@@ -118,6 +141,23 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         };
         let rest_port = listener.local_addr()?.port();
         config.set(options::REST_PORT.key, rest_port.to_string());
+        // The REST endpoint's own leadership: the leader publishes its URL; a standby names it.
+        let leadership = Arc::new(rest::RestLeadership::default());
+        let rest_url =
+            format!("http://{}:{rest_port}", config.get(&options::REST_ADDRESS).unwrap_or(rpc_address.clone()));
+        let rest_election = ha.leader_election(REST_SERVER);
+        rest_election.start(Arc::new(RestContender {
+            leadership: leadership.clone(),
+            election: Arc::downgrade(&rest_election),
+            url: rest_url,
+        }));
+        let rest_retrieval = ha.leader_retrieval(REST_SERVER).ok();
+        if let Some(retrieval) = &rest_retrieval {
+            let leadership = leadership.clone();
+            retrieval.start(Arc::new(move |leader: Option<(flint_common::ids::LeaderSessionId, String)>| {
+                leadership.set_leader_address(leader.map(|(_, url)| url));
+            }));
+        }
         let state = actix_web::web::Data::new(rest::RestState {
             dispatcher_addr: dispatcher.clone(),
             default_parallelism,
@@ -127,18 +167,20 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
             log_dir,
             shutdown: shutdown.clone(),
             refresh_interval_ms,
+            leadership,
         });
-        let server =
-            actix_web::HttpServer::new(move || actix_web::App::new().app_data(state.clone()).configure(rest::routes))
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(5)
-                .listen(listener)
-                .map_err(|e| JobManagerError::Rest {
-                    address: format!("{rest_bind}:{rest_port}"),
-                    reason: e.to_string(),
-                })?
-                .run();
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(rest::leader_only))
+                .configure(rest::routes)
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)
+        .map_err(|e| JobManagerError::Rest { address: format!("{rest_bind}:{rest_port}"), reason: e.to_string() })?
+        .run();
         let server_handle = server.handle();
         let server_task = actix_rt::spawn(server);
         info!(rest = %format!("http://{rest_bind}:{rest_port}"), rpc = %rpc.host_port(), "job manager started");

@@ -7,11 +7,12 @@
 //! `{"errors": ["..."]}`. The dashboard's static files are served at `/`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use flint_common::config::Configuration;
-use flint_common::ids::{JobId, ResourceId};
+use flint_common::ids::{JobId, LeaderSessionId, ResourceId};
 
 use crate::{rest_checkpoints, rest_jobs, rest_metrics};
 use flint_common::messages::{
@@ -34,6 +35,43 @@ pub struct RestState {
     pub log_dir: Option<PathBuf>,
     pub shutdown: CancellationToken,
     pub refresh_interval_ms: u64,
+    /// Whether this jobmanager's REST endpoint leads, and where the leader's is.
+    pub leadership: Arc<RestLeadership>,
+}
+
+/// The REST endpoint's leadership (component `rest_server`). Only the leading jobmanager
+/// answers the API; a standby answers 503 naming the leader's REST address (the dashboard's
+/// static files are served by both).
+#[derive(Default)]
+pub struct RestLeadership {
+    state: std::sync::Mutex<(Option<LeaderSessionId>, Option<String>)>,
+}
+
+impl RestLeadership {
+    pub fn set_leader(&self, session: Option<LeaderSessionId>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 = session;
+    }
+
+    pub fn set_leader_address(&self, address: Option<String>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = address;
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0.is_some()
+    }
+
+    pub fn leader_address(&self) -> Option<String> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    /// The answer of a standby.
+    pub fn not_leader_error(&self) -> RestError {
+        let message = match self.leader_address() {
+            Some(url) => format!("This jobmanager is not the leader. The leading jobmanager's REST endpoint is {url}."),
+            None => "This jobmanager is not the leader, and no leader is known at the moment.".to_string(),
+        };
+        RestError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
 }
 
 /// Flint's version and revision as the REST API reports them.
@@ -432,6 +470,28 @@ fn api(cfg: &mut web::ServiceConfig) {
             rest_jobs::subtask_attempt,
         ))
         .service(resource("/cluster", web::delete, shutdown_cluster));
+}
+
+/// Whether `path` is part of the REST API (not the dashboard's static files).
+fn is_api_path(path: &str) -> bool {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    matches!(first, "config" | "overview" | "taskmanagers" | "jobmanager" | "jobs" | "cluster")
+}
+
+/// Middleware: a standby jobmanager answers every API request with 503 naming the leader.
+pub async fn leader_only(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if is_api_path(req.path()) {
+        if let Some(state) = req.app_data::<web::Data<RestState>>() {
+            if !state.leadership.is_leader() {
+                return Err(state.leadership.not_leader_error().into());
+            }
+        }
+    }
+    next.call(req).await
 }
 
 /// The whole application: API (versioned and not), dashboard, 404s.

@@ -206,7 +206,11 @@ impl Harness {
         for (k, v) in &self.config {
             text.push_str(&format!("{k}: \"{v}\"\n"));
         }
-        fs::write(self.conf_dir.join("config.yaml"), text).expect("write config.yaml");
+        // Atomically (temp file + rename): a process starting meanwhile must never read a
+        // half-written file.
+        let tmp = self.conf_dir.join(".config.yaml.tmp");
+        fs::write(&tmp, text).expect("write config.yaml");
+        fs::rename(&tmp, self.conf_dir.join("config.yaml")).expect("rename config.yaml");
     }
 
     /// Writes `conf/masters` and `conf/workers`.
@@ -238,6 +242,13 @@ impl Harness {
     /// Starts a jobmanager directly (not through the scripts).
     pub fn start_jobmanager(&mut self, name: &str) -> usize {
         self.spawn("flint-jobmanager", name, &[]);
+        self.processes.len() - 1
+    }
+
+    /// Starts a jobmanager directly with extra `-D` settings (e.g. its own ports, for
+    /// several jobmanagers of one high-availability cluster).
+    pub fn start_jobmanager_with(&mut self, name: &str, extra: &[String]) -> usize {
+        self.spawn("flint-jobmanager", name, extra);
         self.processes.len() - 1
     }
 
@@ -340,6 +351,26 @@ impl Harness {
         let until = Instant::now() + deadline;
         loop {
             if let Some(v) = check() {
+                return v;
+            }
+            if Instant::now() >= until {
+                self.dump_logs();
+                panic!("timed out after {deadline:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// [`Harness::wait_for`] with a check that may change the harness (e.g. its REST port).
+    pub fn wait_for_with<T>(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut check: impl FnMut(&mut Self) -> Option<T>,
+    ) -> T {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(v) = check(self) {
                 return v;
             }
             if Instant::now() >= until {

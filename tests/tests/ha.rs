@@ -1,0 +1,280 @@
+//! High availability with ZooKeeper and real processes: leader election between two
+//! jobmanagers, fencing, failover of running jobs, taskmanagers following the leader, and
+//! the job result store (the acceptance tests of the HA issue). Every test starts its own
+//! ZooKeeper server (Debian's `zookeeper` package) on a free port.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use flint_common::config::Configuration;
+use flint_common::ha::{create_ha_services, RESOURCE_MANAGER, REST_SERVER};
+use flint_common::ids::LeaderSessionId;
+use flint_tests::zookeeper::ZooKeeperServer;
+use flint_tests::{free_ports, read_output_lines, Harness};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A ZooKeeper-mode cluster: ZooKeeper, two jobmanagers (own REST and RPC ports) and
+/// `taskmanagers` taskmanagers × 2 slots.
+struct HaCluster {
+    h: Harness,
+    zk: ZooKeeperServer,
+    /// (process index, REST port) per jobmanager.
+    jobmanagers: Vec<(usize, u16)>,
+    taskmanagers: Vec<usize>,
+}
+
+fn ha_cluster(name: &str, session_timeout: &str, taskmanagers: usize) -> HaCluster {
+    let zk = ZooKeeperServer::start(name).unwrap_or_else(|e| panic!("ZooKeeper must run for this test: {e}"));
+    let mut h = Harness::new(name);
+    let storage = h.home.join("ha").display().to_string();
+    h.set("high-availability.type", "zookeeper")
+        .set("high-availability.zookeeper.quorum", zk.connect_string())
+        .set("high-availability.storageDir", storage)
+        .set("high-availability.zookeeper.client.session-timeout", session_timeout)
+        .set("high-availability.zookeeper.client.connection-timeout", "15 s")
+        .set("heartbeat.interval", "1 s")
+        .set("heartbeat.timeout", "5 s");
+    let mut jobmanagers = Vec::new();
+    for i in 0..2 {
+        let ports = free_ports(2);
+        let extra = [format!("rest.port={}", ports[0]), format!("jobmanager.rpc.port={}", ports[1])];
+        let index = h.start_jobmanager_with(&format!("jobmanager-{i}"), &extra);
+        jobmanagers.push((index, ports[0]));
+        if i == 0 {
+            // Taskmanagers start out at the first jobmanager's RPC address.
+            h.set("jobmanager.rpc.port", ports[1]);
+        }
+    }
+    let taskmanagers = (1..=taskmanagers)
+        .map(|i| h.start_taskmanager(&format!("taskmanager-{i}"), &["taskmanager.numberOfTaskSlots=2".into()]))
+        .collect();
+    HaCluster { h, zk, jobmanagers, taskmanagers }
+}
+
+impl HaCluster {
+    /// The REST port of the jobmanager that answers `/overview` (the leader), once exactly
+    /// one does and every other one answers 503 (or is gone).
+    fn leader(&mut self, slots: u64) -> (usize, u16) {
+        let jobmanagers = self.jobmanagers.clone();
+        let h = &mut self.h;
+        let found = h.wait_for_with("exactly one leading jobmanager with all slots", DEADLINE, |h: &mut Harness| {
+            let mut leaders = Vec::new();
+            let mut others = 0;
+            for (index, port) in &jobmanagers {
+                h.rest_port = *port;
+                match h.get("/overview") {
+                    Ok(r) if r.status == 200 && r.body["slots-total"] == slots => leaders.push((*index, *port)),
+                    Ok(r) if r.status == 503 => others += 1,
+                    Err(_) if !h.process(*index).is_running() => others += 1,
+                    _ => {}
+                }
+            }
+            (leaders.len() == 1 && others == jobmanagers.len() - 1).then(|| leaders[0])
+        });
+        self.h.rest_port = found.1;
+        found
+    }
+}
+
+/// The leader of `component` as ZooKeeper names it (read with a separate HA client).
+fn published_leader(zk: &ZooKeeperServer, component: &str) -> Option<(LeaderSessionId, String)> {
+    let mut conf = Configuration::new();
+    conf.set("high-availability.type", "zookeeper");
+    conf.set("high-availability.zookeeper.quorum", zk.connect_string());
+    conf.set("high-availability.storageDir", std::env::temp_dir().join("flint-ha-reader").display().to_string());
+    let services = create_ha_services(&conf, BTreeMap::new()).expect("HA client");
+    let retrieval = services.leader_retrieval(component).expect("retrieval");
+    let (tx, rx) = std::sync::mpsc::channel();
+    retrieval.start(std::sync::Arc::new(move |leader: Option<(LeaderSessionId, String)>| {
+        let _ = tx.send(leader);
+    }));
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < until {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(leader)) => {
+                last = Some(leader);
+                break;
+            }
+            Ok(None) | Err(_) => {}
+        }
+    }
+    retrieval.stop();
+    services.close();
+    last
+}
+
+fn submit(h: &Harness, job: &Value) -> String {
+    let reply = h.post_json("/jobs", job).expect("POST /jobs");
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.body["jobUrl"].as_str().unwrap().trim_start_matches("/jobs/").to_string()
+}
+
+fn job(h: &Harness, id: &str) -> Value {
+    h.get(&format!("/jobs/{id}")).map(|r| r.body).unwrap_or(Value::Null)
+}
+
+fn all_running(j: &Value) -> bool {
+    let tasks: u64 = j["vertices"].as_array().map_or(0, |v| v.iter().map(|v| v["parallelism"].as_u64().unwrap()).sum());
+    tasks > 0 && j["state"] == "RUNNING" && j["status-counts"]["RUNNING"] == tasks
+}
+
+/// Acceptance 1 and 3: one leader, whose published REST address is the one answering; the
+/// standby answers 503 naming it; after `kill -9` of the leader the other one leads under a
+/// new session, every taskmanager is registered with it and `/overview` shows all slots.
+#[test]
+fn leader_election_failover_and_fencing() {
+    let mut c = ha_cluster("ha-election", "4 s", 2);
+    let (leader_index, leader_port) = c.leader(4);
+    let (session, url) = published_leader(&c.zk, REST_SERVER).expect("a published REST leader");
+    let (old_rm, _) = published_leader(&c.zk, RESOURCE_MANAGER).expect("a published resource manager leader");
+    assert!(url.ends_with(&format!(":{leader_port}")), "connection_info {url} vs leading port {leader_port}");
+    let standby_port = c.jobmanagers.iter().find(|(i, _)| *i != leader_index).unwrap().1;
+    c.h.rest_port = standby_port;
+    let reply = c.h.get("/jobs/overview").unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(reply.text.contains(&format!(":{leader_port}")), "the standby names the leader: {}", reply.text);
+    let reply = c.h.post_json("/jobs", &json!({})).unwrap();
+    assert_eq!(reply.status, 503, "a standby takes no submissions: {}", reply.text);
+
+    let killed = Instant::now();
+    c.h.process(leader_index).kill9();
+    let (new_index, new_port) = c.leader(4);
+    eprintln!("kill -9 leading jobmanager -> new leader with all 4 slots: {} ms", killed.elapsed().as_millis());
+    assert_ne!(new_index, leader_index);
+    let (new_session, new_url) = published_leader(&c.zk, REST_SERVER).expect("a new REST leader");
+    assert_ne!(new_session, session, "a new leadership has a new session id");
+    assert!(new_url.ends_with(&format!(":{new_port}")), "{new_url}");
+    let overview = c.h.get_ok("/overview");
+    assert_eq!(overview["taskmanagers"], 2, "{overview}");
+
+    // A message fenced with the old leader's session is refused by the new leader's
+    // resource manager; the new session is accepted.
+    let rpc = flint_common::rpc::RpcService::start(flint_common::rpc::RpcServiceConfig {
+        bind_host: "127.0.0.1".into(),
+        ports: vec![0],
+        advertised_host: "127.0.0.1".into(),
+        max_frame_size: 10 * 1024 * 1024,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let (rm_session, rm_address) = published_leader(&c.zk, RESOURCE_MANAGER).expect("a resource manager leader");
+    let address: flint_common::rpc::RpcAddress = rm_address.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // (Disconnecting a taskmanager that is not registered changes nothing.)
+    let ask = |token: LeaderSessionId| {
+        let gateway = flint_common::messages::ResourceManagerGateway(
+            flint_common::messages::RemoteEndpoint::new(rpc.clone(), address.clone(), Duration::from_secs(5))
+                .with_token(Some(token)),
+        );
+        let unknown = flint_common::ids::ResourceId::new("nobody:1-000000".to_string());
+        runtime.block_on(gateway.disconnect_task_manager(unknown, "fencing test"))
+    };
+    let stale = ask(old_rm);
+    assert!(matches!(stale, Err(flint_common::rpc::RpcError::Fenced { .. })), "{stale:?}");
+    assert!(ask(rm_session).is_ok());
+    assert_ne!(rm_session, old_rm);
+    rpc.stop();
+    assert_eq!(c.taskmanagers.len(), 2);
+}
+
+/// The checkpointed, exactly-once job of the failover tests.
+fn failover_job(out: &std::path::Path, records: u64, rate: u64, checkpoints: &std::path::Path) -> Value {
+    json!({
+        "flint": 1, "name": "failover", "parallelism": 4,
+        "config": {
+            "execution.checkpointing.interval": "200 ms",
+            "state.checkpoints.dir": checkpoints,
+            "restart-strategy.type": "fixed-delay",
+            "restart-strategy.fixed-delay.attempts": "10",
+            "restart-strategy.fixed-delay.delay": "100 ms"
+        },
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "to": records - 1, "rate": rate },
+            { "id": "keys", "op": "map", "inputs": ["numbers"], "fields": { "k": "\"k\" + str::from(n % 20)" } },
+            { "id": "counts", "op": "aggregate", "inputs": ["keys"], "key": ["k"], "aggs": { "c": "count()" } },
+            { "id": "out", "op": "sink.file", "inputs": ["counts"], "path": out }
+        ]
+    })
+}
+
+fn assert_exactly_once(out: &std::path::Path, keys: u64, per_key: u64) {
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in read_output_lines(out) {
+        let (k, c) = line.split_once('\t').unwrap();
+        seen.entry(k.to_string()).or_default().push(c.parse().unwrap());
+    }
+    assert_eq!(seen.len() as u64, keys, "{:?}", seen.keys().collect::<Vec<_>>());
+    for (k, mut counts) in seen {
+        counts.sort_unstable();
+        let expected: Vec<u64> = (1..=per_key).collect();
+        assert!(counts == expected, "key {k}: {} rows, max {:?}", counts.len(), counts.last());
+    }
+}
+
+/// Acceptance 2: `kill -9` of the leading jobmanager while a checkpointed job runs: the
+/// standby recovers the job from its latest checkpoint, the job finishes and its output is
+/// exactly once. With a 6 s session timeout, the time from the kill to all tasks RUNNING.
+#[test]
+fn jobmanager_failover_recovers_the_job_from_its_latest_checkpoint() {
+    const RECORDS: u64 = 600_000;
+    let mut c = ha_cluster("ha-failover", "6 s", 2);
+    let (leader_index, _) = c.leader(4);
+    let out = c.h.home.join("out");
+    let id = submit(&c.h, &failover_job(&out, RECORDS, 50_000, &c.h.home.join("checkpoints")));
+    c.h.wait_for("all tasks RUNNING and a checkpoint completed", DEADLINE, || {
+        let completed = c.h.get(&format!("/jobs/{id}/checkpoints")).ok()?.body["counts"]["completed"].as_u64()?;
+        (all_running(&job(&c.h, &id)) && completed >= 2).then_some(())
+    });
+    let killed = Instant::now();
+    c.h.process(leader_index).kill9();
+    c.leader(4);
+    let j = c.h.wait_for("the job RUNNING again under the new leader", DEADLINE, || {
+        let j = job(&c.h, &id);
+        all_running(&j).then_some(j)
+    });
+    let recovery = killed.elapsed();
+    eprintln!(
+        "kill -9 leading jobmanager -> all tasks RUNNING again: {} ms (session timeout 6 s)",
+        recovery.as_millis()
+    );
+    let stats = c.h.get_ok(&format!("/jobs/{id}/checkpoints"));
+    assert!(stats["latest"]["restored"]["id"].as_u64().unwrap_or(0) >= 2, "restored from a checkpoint: {stats} {j}");
+    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    assert_exactly_once(&out, 20, RECORDS / 20);
+}
+
+/// Acceptance 6: a finished job is not run again after a leader change (job result store).
+#[test]
+fn a_finished_job_is_not_rerun_after_a_leader_change() {
+    let mut c = ha_cluster("ha-finished", "3 s", 1);
+    let (leader_index, _) = c.leader(2);
+    let out = c.h.home.join("out");
+    let spec = json!({
+        "flint": 1, "name": "short", "parallelism": 2,
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "to": 9999 },
+            { "id": "keys", "op": "map", "inputs": ["numbers"], "fields": { "k": "\"k\" + str::from(n % 20)" } },
+            { "id": "counts", "op": "aggregate", "inputs": ["keys"], "key": ["k"], "aggs": { "c": "count()" } },
+            { "id": "out", "op": "sink.file", "inputs": ["counts"], "path": out }
+        ]
+    });
+    let id = submit(&c.h, &spec);
+    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    let rows = read_output_lines(&out).len();
+    assert_eq!(rows, 10_000);
+    c.h.process(leader_index).kill9();
+    c.leader(2);
+    // Give a wrongly recovered job time to show up and write.
+    std::thread::sleep(Duration::from_secs(2));
+    let jobs = c.h.get_ok("/jobs/overview");
+    assert!(
+        jobs["jobs"].as_array().unwrap().iter().all(|j| j["jid"] != id.as_str()),
+        "the finished job was started again: {jobs}"
+    );
+    assert_eq!(read_output_lines(&out).len(), rows, "no second run wrote output");
+    let reply = c.h.post_json(&format!("/jobs?jobId={id}"), &spec).unwrap();
+    assert_eq!(reply.status, 409, "a finished job's id is not taken again: {}", reply.text);
+}
