@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flint_common::config::{options, ConfigError, Configuration};
-use flint_common::ha::{create_ha_services, RESOURCE_MANAGER};
+use flint_common::ha::{create_ha_services, RESOURCE_MANAGER, STANDALONE_LEADER_SESSION};
 use flint_common::ids::{LeaderSessionId, ResourceId};
 use flint_common::messages::{endpoints, HardwareDescription, TaskExecutorMemoryConfiguration};
 use flint_common::process::{cpu_cores, machine_memory_bytes};
@@ -210,9 +210,11 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
             Ok(retrieval) => {
                 let addr = te.clone();
                 retrieval.start(Arc::new(move |leader: Option<(LeaderSessionId, String)>| {
-                    let Some((_, address)) = leader else { return };
+                    let Some((session, address)) = leader else { return };
+                    // The standalone retrieval knows no session (nil id).
+                    let session = (session != STANDALONE_LEADER_SESSION).then_some(session);
                     match address.parse::<RpcAddress>() {
-                        Ok(address) => addr.do_send(task_executor::ResourceManagerLeader { address }),
+                        Ok(address) => addr.do_send(task_executor::ResourceManagerLeader { address, session }),
                         Err(e) => warn!(error = %e, "the resource manager leader's address is unreadable"),
                     }
                 }));

@@ -327,12 +327,19 @@ impl Actor for TaskExecutor {
 #[rtype(result = "()")]
 pub struct ResourceManagerLeader {
     pub address: RpcAddress,
+    /// The leader's session, when the retrieval knows it.
+    pub session: Option<LeaderSessionId>,
 }
 
 impl Handler<ResourceManagerLeader> for TaskExecutor {
     type Result = ();
     fn handle(&mut self, msg: ResourceManagerLeader, ctx: &mut Context<Self>) {
-        if msg.address == self.resource_manager && (self.connection.is_some() || self.registering) {
+        let same_session = match (&self.connection, msg.session) {
+            (Some(c), Some(session)) => c.session == session,
+            (Some(_), None) => true,
+            (None, _) => self.registering,
+        };
+        if msg.address == self.resource_manager && same_session {
             return;
         }
         info!(from = %self.resource_manager, to = %msg.address, "the resource manager leader changed");

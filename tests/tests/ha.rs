@@ -93,12 +93,9 @@ fn published_leader(zk: &ZooKeeperServer, component: &str) -> Option<(LeaderSess
     let until = Instant::now() + Duration::from_secs(10);
     let mut last = None;
     while Instant::now() < until {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(leader)) => {
-                last = Some(leader);
-                break;
-            }
-            Ok(None) | Err(_) => {}
+        if let Ok(Some(leader)) = rx.recv_timeout(Duration::from_millis(200)) {
+            last = Some(leader);
+            break;
         }
     }
     retrieval.stop();
@@ -277,4 +274,63 @@ fn a_finished_job_is_not_rerun_after_a_leader_change() {
     assert_eq!(read_output_lines(&out).len(), rows, "no second run wrote output");
     let reply = c.h.post_json(&format!("/jobs?jobId={id}"), &spec).unwrap();
     assert_eq!(reply.status, 409, "a finished job's id is not taken again: {}", reply.text);
+}
+
+/// Acceptance 4: ZooKeeper is stopped and restarted (shorter than the session timeout)
+/// while a job runs: no job is lost, exactly one jobmanager leads afterwards, and the job
+/// runs to the end with exactly-once output.
+#[test]
+fn a_zookeeper_restart_loses_no_job() {
+    const RECORDS: u64 = 400_000;
+    let mut c = ha_cluster("ha-zk-restart", "10 s", 2);
+    c.leader(4);
+    let out = c.h.home.join("out");
+    let id = submit(&c.h, &failover_job(&out, RECORDS, 40_000, &c.h.home.join("checkpoints")));
+    c.h.wait_for("all tasks RUNNING and a checkpoint completed", DEADLINE, || {
+        let completed = c.h.get(&format!("/jobs/{id}/checkpoints")).ok()?.body["counts"]["completed"].as_u64()?;
+        (all_running(&job(&c.h, &id)) && completed >= 1).then_some(())
+    });
+    c.zk.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    c.zk.restart().expect("ZooKeeper restarts");
+    c.leader(4);
+    c.h.wait_for("the job RUNNING under the leader", DEADLINE, || all_running(&job(&c.h, &id)).then_some(()));
+    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    assert_exactly_once(&out, 20, RECORDS / 20);
+}
+
+/// Acceptance 5: every jobmanager and taskmanager dies (`kill -9`) while a job runs; started
+/// again, the cluster recovers the job from its latest checkpoint and finishes it exactly once.
+#[test]
+fn a_full_cluster_restart_recovers_the_job() {
+    const RECORDS: u64 = 400_000;
+    let mut c = ha_cluster("ha-full-restart", "2 s", 2);
+    c.leader(4);
+    let out = c.h.home.join("out");
+    let id = submit(&c.h, &failover_job(&out, RECORDS, 40_000, &c.h.home.join("checkpoints")));
+    c.h.wait_for("all tasks RUNNING and 2 checkpoints completed", DEADLINE, || {
+        let completed = c.h.get(&format!("/jobs/{id}/checkpoints")).ok()?.body["counts"]["completed"].as_u64()?;
+        (all_running(&job(&c.h, &id)) && completed >= 2).then_some(())
+    });
+    let everyone: Vec<usize> = c.jobmanagers.iter().map(|(i, _)| *i).chain(c.taskmanagers.iter().copied()).collect();
+    for index in everyone {
+        c.h.process(index).kill9();
+    }
+    // The same cluster again: two jobmanagers on their ports, two taskmanagers.
+    let mut restarted = Vec::new();
+    for (i, (_, port)) in c.jobmanagers.clone().into_iter().enumerate() {
+        let rpc = flint_tests::free_port();
+        let extra = [format!("rest.port={port}"), format!("jobmanager.rpc.port={rpc}")];
+        restarted.push((c.h.start_jobmanager_with(&format!("jobmanager-{i}-again"), &extra), port));
+    }
+    c.jobmanagers = restarted;
+    for i in 1..=2 {
+        c.h.start_taskmanager(&format!("taskmanager-{i}-again"), &["taskmanager.numberOfTaskSlots=2".into()]);
+    }
+    c.leader(4);
+    c.h.wait_for("the job recovered and RUNNING", DEADLINE, || all_running(&job(&c.h, &id)).then_some(()));
+    let stats = c.h.get_ok(&format!("/jobs/{id}/checkpoints"));
+    assert!(stats["latest"]["restored"]["id"].as_u64().unwrap_or(0) >= 2, "restored from a checkpoint: {stats}");
+    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    assert_exactly_once(&out, 20, RECORDS / 20);
 }
