@@ -871,6 +871,14 @@ pub mod options {
         "Port, range or list of ports the REST endpoint tries to bind to.",
     );
 
+    pub const HIGH_AVAILABILITY_JOB_MANAGER_PORT: ConfigOption<PortRange> = ConfigOption::new(
+        "high-availability.jobmanager.port",
+        Some("0"),
+        &[],
+        "With ZooKeeper high availability: port, range or list of ports of the JobManager's RPC endpoint (0: any \
+         free port; taskmanagers find it through ZooKeeper).",
+    );
+
     // --- TaskManager ---
 
     pub const TASK_MANAGER_HOST: ConfigOption<String> =
@@ -998,6 +1006,7 @@ pub mod options {
         &REST_PORT,
         &REST_BIND_ADDRESS,
         &REST_BIND_PORT,
+        &HIGH_AVAILABILITY_JOB_MANAGER_PORT,
         &TASK_MANAGER_HOST,
         &TASK_MANAGER_BIND_HOST,
         &TASK_MANAGER_RPC_PORT,

@@ -1093,7 +1093,7 @@ impl JobMaster {
                     self.send_trigger(ctx, checkpoint_id, timestamp_ms, &kind, tasks)
                 }
                 CheckpointAction::WriteMetadata { checkpoint_id, kind, handles } => {
-                    self.write_metadata(checkpoint_id, &kind, handles)
+                    self.write_metadata(ctx, checkpoint_id, &kind, handles)
                 }
                 CheckpointAction::Completed { checkpoint_id, info } => {
                     self.checkpoint_completed(ctx, checkpoint_id, &info);
@@ -1187,9 +1187,13 @@ impl JobMaster {
         Vec::new()
     }
 
-    /// Every task acknowledged: `_metadata` lists each operator's state per subtask.
+    /// Every task acknowledged: `_metadata` lists each operator's state per subtask. A
+    /// checkpoint (not a savepoint) is complete only once it is also in the HA completed
+    /// checkpoint store: before that no task is told (no sink commits) and no older checkpoint
+    /// is discarded, so a new leader never resumes from less than what was committed.
     fn write_metadata(
         &mut self,
+        ctx: &mut Context<Self>,
         checkpoint_id: u64,
         kind: &CheckpointKind,
         handles: Vec<(ExecutionAttemptId, String)>,
@@ -1228,29 +1232,37 @@ impl JobMaster {
                 });
             }
         }
-        match storage::write_metadata_in(&directory, &metadata) {
-            Ok(pointer) => {
-                c.directories.remove(&checkpoint_id);
-                let location = pointer.location.to_string_lossy().into_owned();
-                c.coordinator.on_metadata_written(checkpoint_id, location, now)
-            }
-            Err(e) => c.coordinator.on_metadata_failed(checkpoint_id, &e.to_string(), now),
+        let location = match storage::write_metadata_in(&directory, &metadata) {
+            Ok(pointer) => pointer.location.to_string_lossy().into_owned(),
+            Err(e) => return c.coordinator.on_metadata_failed(checkpoint_id, &e.to_string(), now),
+        };
+        if kind.is_savepoint() {
+            c.directories.remove(&checkpoint_id);
+            return c.coordinator.on_metadata_written(checkpoint_id, location, now);
         }
+        let handle = SavepointRestore { checkpoint_id, location: location.clone(), is_savepoint: false };
+        let add = c.store.add(checkpoint_id, serde_json::to_vec(&handle).unwrap_or_default());
+        ctx.spawn(add.into_actor(self).map(move |result, act, ctx| {
+            let Ok(c) = &mut act.checkpointing else { return };
+            let now = Instant::now();
+            let actions = match result {
+                Ok(_) => {
+                    c.directories.remove(&checkpoint_id);
+                    c.coordinator.on_metadata_written(checkpoint_id, location, now)
+                }
+                Err(e) => {
+                    let reason = format!("could not add the checkpoint to the completed checkpoint store: {e}");
+                    c.coordinator.on_metadata_failed(checkpoint_id, &reason, now)
+                }
+            };
+            act.perform(ctx, actions);
+        }));
+        Vec::new()
     }
 
     fn checkpoint_completed(&mut self, ctx: &mut Context<Self>, checkpoint_id: u64, info: &CompletedCheckpointInfo) {
         debug!(job_id = %self.job_id, checkpoint_id, location = %info.location, "checkpoint completed");
         let Ok(c) = &mut self.checkpointing else { return };
-        if !info.is_savepoint {
-            let handle = SavepointRestore { checkpoint_id, location: info.location.clone(), is_savepoint: false };
-            let add = c.store.add(checkpoint_id, serde_json::to_vec(&handle).unwrap_or_default());
-            let job_id = self.job_id;
-            actix::spawn(async move {
-                if let Err(e) = add.await {
-                    warn!(%job_id, checkpoint_id, error = %e, "could not add the checkpoint to the completed checkpoint store");
-                }
-            });
-        }
         let stop =
             matches!(c.operations.get(&checkpoint_id).map(|o| &o.operation), Some(SavepointOperation::Stop { .. }));
         if info.is_savepoint && !stop {

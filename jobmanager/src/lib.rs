@@ -85,9 +85,17 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     let refresh_interval_ms = config.get(&options::WEB_REFRESH_INTERVAL)?;
     let default_parallelism = config.get(&options::PARALLELISM_DEFAULT)?;
 
+    // With ZooKeeper, several jobmanagers may share a host and are found through ZooKeeper:
+    // as in Flink, the RPC port is `high-availability.jobmanager.port` (any free port by
+    // default), not `jobmanager.rpc.port`.
+    let zookeeper = flint_common::ha::HaConfig::from_configuration(&config)
+        .map_err(|e| JobManagerError::Ha(e.to_string()))?
+        != flint_common::ha::HaConfig::None;
+    let rpc_ports =
+        if zookeeper { config.get(&options::HIGH_AVAILABILITY_JOB_MANAGER_PORT)?.ports() } else { vec![rpc_port] };
     let rpc = RpcService::start(RpcServiceConfig {
         bind_host,
-        ports: vec![rpc_port],
+        ports: rpc_ports,
         advertised_host: rpc_address.clone(),
         max_frame_size: config.get(&options::PEKKO_FRAMESIZE)?.bytes() as usize,
         connect_timeout: ask_timeout,

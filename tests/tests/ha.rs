@@ -36,16 +36,13 @@ fn ha_cluster(name: &str, session_timeout: &str, taskmanagers: usize) -> HaClust
         .set("high-availability.zookeeper.client.connection-timeout", "15 s")
         .set("heartbeat.interval", "1 s")
         .set("heartbeat.timeout", "5 s");
+    // Each jobmanager gets its own REST port; RPC ports are any free ones
+    // (`high-availability.jobmanager.port` defaults to 0): taskmanagers find the leader
+    // through ZooKeeper.
     let mut jobmanagers = Vec::new();
-    for i in 0..2 {
-        let ports = free_ports(2);
-        let extra = [format!("rest.port={}", ports[0]), format!("jobmanager.rpc.port={}", ports[1])];
-        let index = h.start_jobmanager_with(&format!("jobmanager-{i}"), &extra);
-        jobmanagers.push((index, ports[0]));
-        if i == 0 {
-            // Taskmanagers start out at the first jobmanager's RPC address.
-            h.set("jobmanager.rpc.port", ports[1]);
-        }
+    for (i, port) in free_ports(2).into_iter().enumerate() {
+        let index = h.start_jobmanager_with(&format!("jobmanager-{i}"), &[format!("rest.port={port}")]);
+        jobmanagers.push((index, port));
     }
     let taskmanagers = (1..=taskmanagers)
         .map(|i| h.start_taskmanager(&format!("taskmanager-{i}"), &["taskmanager.numberOfTaskSlots=2".into()]))
@@ -319,8 +316,7 @@ fn a_full_cluster_restart_recovers_the_job() {
     // The same cluster again: two jobmanagers on their ports, two taskmanagers.
     let mut restarted = Vec::new();
     for (i, (_, port)) in c.jobmanagers.clone().into_iter().enumerate() {
-        let rpc = flint_tests::free_port();
-        let extra = [format!("rest.port={port}"), format!("jobmanager.rpc.port={rpc}")];
+        let extra = [format!("rest.port={port}")];
         restarted.push((c.h.start_jobmanager_with(&format!("jobmanager-{i}-again"), &extra), port));
     }
     c.jobmanagers = restarted;
