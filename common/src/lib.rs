@@ -5,7 +5,8 @@
 //! - [`resources`]: resource profiles and slot reports.
 //! - [`rpc`]: remote channels — framing, the per-process RPC service, typed asks and tells.
 //! - [`messages`]: every message type that crosses a process boundary, with its gateway.
-//! - [`ha`]: leader election seams (standalone now, ZooKeeper later).
+//! - [`ha`]: high availability: leader election and retrieval, job graph / completed checkpoint /
+//!   job result stores, checkpoint id counters; standalone and ZooKeeper implementations.
 //! - [`job`]: job files (JSON/YAML), their validation and the derived JobGraph plan.
 //! - [`process`]: what every daemon does alike: arguments, config, logging, signals.
 //! - [`checkpoint_storage`]: checkpoint and savepoint directories on a filesystem path.

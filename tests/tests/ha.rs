@@ -330,3 +330,45 @@ fn a_full_cluster_restart_recovers_the_job() {
     c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
     assert_exactly_once(&out, 20, RECORDS / 20);
 }
+
+/// `start-cluster.sh` in ZooKeeper mode starts every jobmanager of `conf/masters`
+/// (`host:webui-port`) and the workers; exactly one jobmanager leads with every slot, and
+/// `stop-cluster.sh` stops them all.
+#[test]
+fn start_cluster_starts_every_master_in_zookeeper_mode() {
+    let zk = ZooKeeperServer::start("ha-scripts").unwrap_or_else(|e| panic!("ZooKeeper must run for this test: {e}"));
+    let mut h = Harness::new("ha-scripts");
+    let storage = h.home.join("ha").display().to_string();
+    h.set("high-availability", "ZooKeeper")
+        .set("high-availability.zookeeper.quorum", zk.connect_string())
+        .set("high-availability.storageDir", storage)
+        .set("high-availability.zookeeper.client.session-timeout", "3 s")
+        .set("taskmanager.numberOfTaskSlots", 2);
+    let ports = free_ports(2);
+    let masters: Vec<String> = ports.iter().map(|p| format!("localhost:{p}")).collect();
+    h.write_hosts(&[&masters[0], &masters[1]], &["localhost"]);
+    let out = h.script("start-cluster.sh", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Starting HA cluster with 2 masters."), "{stdout}");
+    assert_eq!(stdout.matches("Starting standalonesession daemon").count(), 2, "{stdout}");
+    let pids = h.script_pids();
+    assert_eq!(pids.len(), 3, "two jobmanagers and a taskmanager");
+    let leader = h.wait_for_with("one leader with the taskmanager's slots, one standby", DEADLINE, |h| {
+        let answers: Vec<(u16, u16, Value)> = ports
+            .iter()
+            .filter_map(|p| {
+                h.rest_port = *p;
+                h.get("/overview").ok().map(|r| (*p, r.status, r.body))
+            })
+            .collect();
+        let leaders: Vec<u16> =
+            answers.iter().filter(|(_, s, b)| *s == 200 && b["slots-total"] == 2).map(|(p, _, _)| *p).collect();
+        let standbys = answers.iter().filter(|(_, s, _)| *s == 503).count();
+        (leaders.len() == 1 && standbys == 1).then(|| leaders[0])
+    });
+    assert!(ports.contains(&leader));
+    h.script("stop-cluster.sh", &[]);
+    h.wait_for("every Flint process to exit", DEADLINE, || {
+        pids.iter().all(|p| !flint_tests::is_alive(*p)).then_some(())
+    });
+}
