@@ -85,54 +85,69 @@ impl RestClient {
 
     /// `GET path` and decodes the JSON answer.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
-        let result = self.agent.get(self.url(path)).header("Accept", "application/json").call();
-        self.decode("GET", path, result)
+        self.call("GET", path, |url| self.agent.get(url).header("Accept", "application/json").call())
     }
 
     /// `POST path` with `body` (of type `content_type`) and decodes the JSON answer.
     pub fn post_json<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: &str) -> Result<T, RestError> {
-        let result =
-            self.agent.post(self.url(path)).header("Accept", "application/json").content_type(content_type).send(body);
-        self.decode("POST", path, result)
+        self.call("POST", path, |url| {
+            self.agent.post(url).header("Accept", "application/json").content_type(content_type).send(body)
+        })
     }
 
     /// `PATCH path` without a body and decodes the JSON answer (an empty answer is `null`).
     pub fn patch_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
-        let result = self.agent.patch(self.url(path)).header("Accept", "application/json").send_empty();
-        self.decode("PATCH", path, result)
+        self.call("PATCH", path, |url| self.agent.patch(url).header("Accept", "application/json").send_empty())
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
-    fn decode<T: DeserializeOwned>(
+    /// Sends a request; a standby jobmanager of a high-availability cluster answers 503
+    /// naming the leader's REST endpoint, and the request is repeated there once.
+    fn call<T: DeserializeOwned>(
         &self,
         method: &'static str,
         path: &str,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        send: impl Fn(String) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<T, RestError> {
-        let mut response =
-            result.map_err(|e| RestError::Connect { base_url: self.base_url.clone(), reason: connect_reason(&e) })?;
-        let status = response.status().as_u16();
-        let body =
-            response.body_mut().read_to_string().map_err(|e| self.response_error(method, path, e.to_string()))?;
-        if !(200..300).contains(&status) {
-            return Err(RestError::Status {
-                base_url: self.base_url.clone(),
-                method,
-                path: path.to_string(),
-                status,
-                errors: error_messages(&body),
-            });
+        let first = decode(&self.base_url, method, path, send(format!("{}{path}", self.base_url)));
+        if let Err(RestError::Status { status: 503, errors, .. }) = &first {
+            if let Some(leader) = errors.iter().find_map(|e| leader_of(e)).filter(|l| *l != self.base_url) {
+                return decode(&leader, method, path, send(format!("{leader}{path}")));
+            }
         }
-        let body = if body.trim().is_empty() { "null" } else { body.as_str() };
-        serde_json::from_str(body).map_err(|e| self.response_error(method, path, e.to_string()))
+        first
     }
+}
 
-    fn response_error(&self, method: &'static str, path: &str, reason: String) -> RestError {
-        RestError::Response { base_url: self.base_url.clone(), method, path: path.to_string(), reason }
+/// The leader's REST base URL in a standby jobmanager's 503 message.
+fn leader_of(message: &str) -> Option<String> {
+    let rest = message.split("The leading jobmanager's REST endpoint is ").nth(1)?;
+    let url = rest.trim_end().trim_end_matches('.');
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.trim_end_matches('/').to_string())
+}
+
+fn decode<T: DeserializeOwned>(
+    base_url: &str,
+    method: &'static str,
+    path: &str,
+    result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<T, RestError> {
+    let response_error =
+        |reason: String| RestError::Response { base_url: base_url.to_string(), method, path: path.to_string(), reason };
+    let mut response =
+        result.map_err(|e| RestError::Connect { base_url: base_url.to_string(), reason: connect_reason(&e) })?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().map_err(|e| response_error(e.to_string()))?;
+    if !(200..300).contains(&status) {
+        return Err(RestError::Status {
+            base_url: base_url.to_string(),
+            method,
+            path: path.to_string(),
+            status,
+            errors: error_messages(&body),
+        });
     }
+    let body = if body.trim().is_empty() { "null" } else { body.as_str() };
+    serde_json::from_str(body).map_err(|e| response_error(e.to_string()))
 }
 
 fn connect_reason(error: &ureq::Error) -> String {
@@ -266,6 +281,13 @@ mod tests {
         let err = RestClient::new(&url).get_json::<serde_json::Value>("/overview").unwrap_err();
         let message = err.to_string();
         assert!(message.starts_with(&format!("Could not connect to the Flint cluster at {url}: ")), "{message}");
+    }
+
+    #[test]
+    fn a_standby_names_the_leader() {
+        let message = "This jobmanager is not the leader. The leading jobmanager's REST endpoint is http://h:8082.";
+        assert_eq!(leader_of(message).as_deref(), Some("http://h:8082"));
+        assert_eq!(leader_of("This jobmanager is not the leader, and no leader is known at the moment."), None);
     }
 
     #[test]

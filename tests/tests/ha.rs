@@ -132,6 +132,12 @@ fn leader_election_failover_and_fencing() {
     assert!(reply.text.contains(&format!(":{leader_port}")), "the standby names the leader: {}", reply.text);
     let reply = c.h.post_json("/jobs", &json!({})).unwrap();
     assert_eq!(reply.status, 503, "a standby takes no submissions: {}", reply.text);
+    // The `flint` client pointed at the standby follows it to the leader.
+    let list = std::process::Command::new(flint_tests::bin_dir().join("flint"))
+        .args(["-m", &format!("localhost:{standby_port}"), "list"])
+        .output()
+        .expect("run flint list");
+    assert!(list.status.success(), "flint list via the standby: {}", String::from_utf8_lossy(&list.stderr));
 
     let killed = Instant::now();
     c.h.process(leader_index).kill9();
