@@ -1558,7 +1558,7 @@ mod tests {
         assert!(keys.contains(&"akka.framesize"));
         assert!(keys.contains(&"heartbeat.timeout"));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(ALL_OPTIONS.len(), 32);
+        assert_eq!(ALL_OPTIONS.len(), 33);
     }
 
     #[test]
