@@ -16,6 +16,7 @@ pub mod config;
 pub mod ha;
 pub mod ids;
 pub mod job;
+pub mod keygroups;
 pub mod messages;
 pub mod process;
 pub mod resources;

@@ -675,13 +675,7 @@ impl CheckpointCoordinator {
         reason: &str,
         now: Instant,
     ) -> Vec<CheckpointAction> {
-        let mut actions = self.expire(now);
-        let declined = self.pending.get(&checkpoint_id).is_some_and(|p| !p.finalizing && p.tasks.contains(&attempt));
-        if declined {
-            let reason = format!("Checkpoint was declined: {reason}");
-            self.abort(checkpoint_id, reason, Counted::Yes, true, now, &mut actions);
-        }
-        actions
+        self.decline(checkpoint_id, attempt, reason, Counted::Yes, now)
     }
 
     /// `checkpoint_id` cannot complete for a reason that is no failure of checkpointing: a
@@ -695,11 +689,22 @@ impl CheckpointCoordinator {
         reason: &str,
         now: Instant,
     ) -> Vec<CheckpointAction> {
+        self.decline(checkpoint_id, attempt, reason, Counted::No, now)
+    }
+
+    fn decline(
+        &mut self,
+        checkpoint_id: u64,
+        attempt: ExecutionAttemptId,
+        reason: &str,
+        counted: Counted,
+        now: Instant,
+    ) -> Vec<CheckpointAction> {
         let mut actions = self.expire(now);
         let declined = self.pending.get(&checkpoint_id).is_some_and(|p| !p.finalizing && p.tasks.contains(&attempt));
         if declined {
             let reason = format!("Checkpoint was declined: {reason}");
-            self.abort(checkpoint_id, reason, Counted::No, true, now, &mut actions);
+            self.abort(checkpoint_id, reason, counted, true, now, &mut actions);
         }
         actions
     }

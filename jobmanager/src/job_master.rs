@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use flint_common::ids::{AllocationId, ExecutionAttemptId, JobId, LeaderSessionId, ResourceId};
 use flint_common::job::plan::JobGraph;
+use flint_common::keygroups::key_group_range;
 use flint_common::messages::*;
 use flint_common::process::epoch_ms;
 use flint_common::resources::ResourceProfile;
@@ -482,16 +483,11 @@ impl JobMaster {
                     Some(format!("{vertex} ({}/{parallelism})", subtask + 1)),
                     location,
                 );
-                let decision = match &mut self.restart {
-                    Ok(backoff) => backoff.on_failure(std::time::Instant::now()),
-                    Err(e) => RestartDecision::Fail { reason: e.clone() },
-                };
-                match decision {
-                    RestartDecision::Restart { delay } => {
+                match self.decide_restart() {
+                    Ok(delay) => {
                         warn!(job_id = %self.job_id, vertex, subtask, cause, delay_ms = delay.as_millis() as u64, "task failed; restarting the job");
-                        self.pending_restart = Some(delay);
                     }
-                    RestartDecision::Fail { reason } => {
+                    Err(reason) => {
                         warn!(job_id = %self.job_id, vertex, subtask, cause, reason, "task failed; failing the job");
                     }
                 }
@@ -505,6 +501,22 @@ impl JobMaster {
             }
         }
         true
+    }
+
+    /// Asks the restart strategy about a failure: `Ok(delay)` (the restart is then pending)
+    /// or `Err(why not)`.
+    fn decide_restart(&mut self) -> Result<Duration, String> {
+        let decision = match &mut self.restart {
+            Ok(backoff) => backoff.on_failure(Instant::now()),
+            Err(e) => RestartDecision::Fail { reason: e.clone() },
+        };
+        match decision {
+            RestartDecision::Restart { delay } => {
+                self.pending_restart = Some(delay);
+                Ok(delay)
+            }
+            RestartDecision::Fail { reason } => Err(reason),
+        }
     }
 
     /// Cancels every execution that still runs; ends the job when none is left.
@@ -888,12 +900,6 @@ impl Handler<GetSnapshot> for JobMaster {
 // Checkpoints and savepoints
 // ---------------------------------------------------------------------------------------
 
-/// The key groups `subtask` of `parallelism` owns (as the taskmanager's key-group assignment).
-fn key_group_range(subtask: u32, max_parallelism: u32, parallelism: u32) -> (u32, u32) {
-    let (s, m, p) = (u64::from(subtask), u64::from(max_parallelism), u64::from(parallelism.max(1)));
-    ((s * m).div_ceil(p) as u32, (((s + 1) * m - 1) / p) as u32)
-}
-
 /// Where checkpoints go when checkpointing is on but `state.checkpoints.dir` is not set.
 fn default_checkpoints_dir() -> String {
     std::env::temp_dir().join("flint-checkpoints").to_string_lossy().into_owned()
@@ -1225,10 +1231,10 @@ impl JobMaster {
                     parallelism: vertex.parallelism,
                     max_parallelism,
                     handles: state.iter().cloned().collect(),
-                    key_group_range: operator
-                        .kind
-                        .key()
-                        .map(|_| key_group_range(si as u32, max_parallelism, vertex.parallelism)),
+                    key_group_range: operator.kind.key().map(|_| {
+                        let range = key_group_range(si as u32, max_parallelism, vertex.parallelism);
+                        (*range.start(), *range.end())
+                    }),
                 });
             }
         }
@@ -1367,16 +1373,9 @@ impl JobMaster {
             return;
         }
         self.record_exception(cause.clone(), None, None);
-        let decision = match &mut self.restart {
-            Ok(backoff) => backoff.on_failure(Instant::now()),
-            Err(e) => RestartDecision::Fail { reason: e.clone() },
-        };
-        match decision {
-            RestartDecision::Restart { delay } => {
-                warn!(job_id = %self.job_id, cause, "job failed; restarting");
-                self.pending_restart = Some(delay);
-            }
-            RestartDecision::Fail { reason } => {
+        match self.decide_restart() {
+            Ok(_) => warn!(job_id = %self.job_id, cause, "job failed; restarting"),
+            Err(reason) => {
                 warn!(job_id = %self.job_id, cause, reason, "job failed");
                 self.graph.failure_cause = Some(cause);
             }

@@ -381,6 +381,36 @@ impl Harness {
         }
     }
 
+    /// Submits a job document (`POST /jobs<query>`, e.g. `?parallelism=2`); returns its id.
+    /// A refused submission fails the test with the answer and the process logs.
+    pub fn submit(&self, query: &str, job: &Value) -> String {
+        let reply = self.post_json(&format!("/jobs{query}"), job).expect("POST /jobs");
+        if reply.status != 202 {
+            self.dump_logs();
+            panic!("submission refused: {} {}", reply.status, reply.text);
+        }
+        let url = reply.body["jobUrl"].as_str().expect("jobUrl");
+        url.trim_start_matches("/jobs/").to_string()
+    }
+
+    /// `GET /jobs/:id` (`null` when it cannot be read).
+    pub fn job(&self, id: &str) -> Value {
+        self.get(&format!("/jobs/{id}")).map(|r| r.body).unwrap_or(Value::Null)
+    }
+
+    /// Waits (up to `deadline`) for job `id` to reach `state`; a job that FAILED instead
+    /// fails the test with its exceptions.
+    pub fn wait_job_state(&self, id: &str, state: &str, deadline: Duration) -> Value {
+        self.wait_for(&format!("job {id} to be {state}"), deadline, || {
+            let job = self.job(id);
+            if job["state"] == "FAILED" && state != "FAILED" {
+                self.dump_logs();
+                panic!("job failed: {}", self.get(&format!("/jobs/{id}/exceptions")).unwrap().text);
+            }
+            (job["state"] == state).then_some(job)
+        })
+    }
+
     /// Waits until `/overview` satisfies `check`; returns it.
     pub fn wait_for_overview(&self, what: &str, deadline: Duration, check: impl Fn(&Value) -> bool) -> Value {
         self.wait_for(what, deadline, || {
@@ -424,6 +454,13 @@ impl Drop for Harness {
             let _ = fs::remove_dir_all(&self.home);
         }
     }
+}
+
+/// Whether every subtask of a job (its `GET /jobs/:id` answer) runs.
+pub fn all_running(job: &Value) -> bool {
+    let tasks: u64 =
+        job["vertices"].as_array().map_or(0, |v| v.iter().map(|v| v["parallelism"].as_u64().unwrap_or(0)).sum());
+    tasks > 0 && job["state"] == "RUNNING" && job["status-counts"]["RUNNING"] == tasks
 }
 
 /// The committed output of a `sink.file` directory: the lines of every visible part file

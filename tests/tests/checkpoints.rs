@@ -6,38 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flint_taskmanager::runtime::keyed::{hash_key, subtask_for_hash};
-use flint_tests::{read_output_lines, Harness};
+use flint_tests::{all_running, read_output_lines, Harness};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn submit(h: &Harness, query: &str, job: &Value) -> String {
-    let reply = h.post_json(&format!("/jobs{query}"), job).expect("POST /jobs");
-    assert_eq!(reply.status, 202, "{}", reply.text);
-    reply.body["jobUrl"].as_str().unwrap().trim_start_matches("/jobs/").to_string()
-}
-
-fn job(h: &Harness, id: &str) -> Value {
-    h.get(&format!("/jobs/{id}")).map(|r| r.body).unwrap_or(Value::Null)
-}
-
-/// Waits for `state`; a job that FAILED instead fails the test with its exceptions.
-fn wait_state(h: &Harness, id: &str, state: &str) -> Value {
-    h.wait_for(&format!("job {id} {state}"), DEADLINE, || {
-        let j = job(h, id);
-        if j["state"] == "FAILED" && state != "FAILED" {
-            h.dump_logs();
-            panic!("job failed: {}", h.get(&format!("/jobs/{id}/exceptions")).unwrap().text);
-        }
-        (j["state"] == state).then_some(j)
-    })
-}
-
-/// Whether every subtask of the job runs.
-fn all_running(j: &Value) -> bool {
-    let tasks: u64 = j["vertices"].as_array().map_or(0, |v| v.iter().map(|v| v["parallelism"].as_u64().unwrap()).sum());
-    tasks > 0 && j["state"] == "RUNNING" && j["status-counts"]["RUNNING"] == tasks
-}
 
 fn completed_checkpoints(h: &Harness, id: &str) -> u64 {
     h.get(&format!("/jobs/{id}/checkpoints")).ok().and_then(|r| r.body["counts"]["completed"].as_u64()).unwrap_or(0)
@@ -138,8 +110,8 @@ fn exactly_once_across_an_injected_failure() {
             { "id": "max-per-prefix", "op": "sink.file", "inputs": ["boom"], "path": out }
         ]
     });
-    let id = submit(&h, "", &spec);
-    let done = wait_state(&h, &id, "FINISHED");
+    let id = h.submit("", &spec);
+    let done = h.wait_job_state(&id, "FINISHED", DEADLINE);
     assert!(done["timestamps"]["RESTARTING"].as_u64().unwrap_or(0) > 0, "the job restarted: {done}");
 
     let exceptions = h.get_ok(&format!("/jobs/{id}/exceptions"));
@@ -187,23 +159,23 @@ fn a_killed_taskmanager_is_recovered_from_a_checkpoint_with_exactly_once_output(
             { "id": "out", "op": "sink.file", "inputs": ["counts"], "path": out }
         ]
     });
-    let id = submit(&h, "", &spec);
+    let id = h.submit("", &spec);
     h.wait_for("all tasks RUNNING and a checkpoint completed", DEADLINE, || {
-        (all_running(&job(&h, &id)) && completed_checkpoints(&h, &id) >= 1).then_some(())
+        (all_running(&h.job(&id)) && completed_checkpoints(&h, &id) >= 1).then_some(())
     });
-    let tasks = job(&h, &id)["status-counts"]["RUNNING"].as_u64().unwrap();
+    let tasks = h.job(&id)["status-counts"]["RUNNING"].as_u64().unwrap();
     h.start_taskmanager("taskmanager-3", &["taskmanager.numberOfTaskSlots=2".into()]);
     h.wait_for_overview("3 task managers", DEADLINE, |o| o["taskmanagers"] == 3);
     let killed = Instant::now();
     h.process(tms[0]).kill9();
     h.wait_for("the job RUNNING again on the survivors", DEADLINE, || {
-        let j = job(&h, &id);
+        let j = h.job(&id);
         let restarted = j["timestamps"]["RESTARTING"].as_u64().unwrap_or(0) > 0;
         (restarted && all_running(&j)).then_some(())
     });
     let recovery = killed.elapsed();
     eprintln!("kill -9 taskmanager -> all {tasks} tasks RUNNING again: {} ms", recovery.as_millis());
-    wait_state(&h, &id, "FINISHED");
+    h.wait_job_state(&id, "FINISHED", DEADLINE);
     let keys: Vec<String> = (0..100).map(|k| format!("k{k}")).collect();
     assert_exactly_once(&key_counts(&out), &keys, RECORDS / 100);
 }
@@ -225,6 +197,17 @@ fn keyed_job(source_rate: Option<u64>, out: &Path, records: u64) -> Value {
             { "id": "out", "op": "sink.file", "inputs": ["sums"], "path": out, "format": "json" }
         ]
     })
+}
+
+/// `(k, c)` of every row of a JSON file sink.
+fn json_key_counts(dir: &Path) -> Vec<(String, u64)> {
+    read_output_lines(dir)
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["k"].as_str().unwrap().to_string(), v["c"].as_u64().unwrap())
+        })
+        .collect()
 }
 
 /// The last (highest count) row per key of a JSON file sink: key → (count, total).
@@ -260,14 +243,17 @@ fn savepoint_round_trip_rescales_from_4_to_2() {
 
     // The uninterrupted reference run.
     let reference_out = h.home.join("reference");
-    let reference = submit(&h, "?parallelism=2", &keyed_job(None, &reference_out, RECORDS));
-    wait_state(&h, &reference, "FINISHED");
+    let reference = h.submit("?parallelism=2", &keyed_job(None, &reference_out, RECORDS));
+    h.wait_job_state(&reference, "FINISHED", DEADLINE);
     let expected = final_per_key(&reference_out);
     assert_eq!(expected.len(), 50);
 
-    let id = submit(&h, "?parallelism=4", &keyed_job(Some(200_000), &out, RECORDS));
-    h.wait_for("all tasks RUNNING", DEADLINE, || all_running(&job(&h, &id)).then_some(()));
-    std::thread::sleep(Duration::from_millis(500));
+    let id = h.submit("?parallelism=4", &keyed_job(Some(200_000), &out, RECORDS));
+    h.wait_for("all tasks RUNNING", DEADLINE, || all_running(&h.job(&id)).then_some(()));
+    // Mid-stream: the sources have emitted something (counts are reported every second).
+    h.wait_for("the sources to emit records", DEADLINE, || {
+        (h.job(&id)["vertices"][0]["metrics"]["write-records"].as_u64().unwrap_or(0) > 0).then_some(())
+    });
     let reply =
         h.post_json(&format!("/jobs/{id}/savepoints"), &json!({ "target-directory": savepoints, "cancel-job": true }));
     let reply = reply.unwrap();
@@ -275,7 +261,7 @@ fn savepoint_round_trip_rescales_from_4_to_2() {
     let trigger = reply.body["request-id"].as_str().unwrap().to_string();
     let status = poll_operation(&h, &format!("/jobs/{id}/savepoints/{trigger}"));
     let location = status["operation"]["location"].as_str().unwrap_or_else(|| panic!("savepoint failed: {status}"));
-    wait_state(&h, &id, "CANCELED");
+    h.wait_job_state(&id, "CANCELED", DEADLINE);
     assert!(Path::new(location).join("_metadata").is_file(), "{location}");
     // An intermediate savepoint commits nothing (as in Flink): its pending output is
     // committed by the job that resumes from it.
@@ -285,8 +271,8 @@ fn savepoint_round_trip_rescales_from_4_to_2() {
     let moved = h.home.join("moved-savepoint");
     std::fs::rename(location, &moved).unwrap();
     let query = format!("?parallelism=2&savepointPath={}", moved.display());
-    let resumed = submit(&h, &query, &keyed_job(None, &out, RECORDS));
-    wait_state(&h, &resumed, "FINISHED");
+    let resumed = h.submit(&query, &keyed_job(None, &out, RECORDS));
+    h.wait_job_state(&resumed, "FINISHED", DEADLINE);
     let stats = h.get_ok(&format!("/jobs/{resumed}/checkpoints"));
     assert_eq!(stats["latest"]["restored"]["is_savepoint"], true, "{stats}");
     let sunk = accumulators(&h, &resumed)["sink-records"];
@@ -294,14 +280,7 @@ fn savepoint_round_trip_rescales_from_4_to_2() {
 
     assert_eq!(final_per_key(&out), expected, "final per-key results after the 4 -> 2 round trip");
     let keys: Vec<String> = (0..50).map(|k| format!("k{k}")).collect();
-    let rows: Vec<(String, u64)> = read_output_lines(&out)
-        .iter()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["k"].as_str().unwrap().to_string(), v["c"].as_u64().unwrap())
-        })
-        .collect();
-    assert_exactly_once(&rows, &keys, RECORDS / 50);
+    assert_exactly_once(&json_key_counts(&out), &keys, RECORDS / 50);
 
     // Bad savepoint paths are refused at submission and change nothing.
     let jobs_before = h.get_ok("/jobs/overview")["jobs"].as_array().unwrap().len();
@@ -324,10 +303,10 @@ fn a_torn_checkpoint_is_ignored_on_restore() {
         "state.checkpoints.dir": checkpoints,
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION"
     });
-    let id = submit(&h, "?parallelism=2", &spec);
+    let id = h.submit("?parallelism=2", &spec);
     h.wait_for("3 completed checkpoints", DEADLINE, || (completed_checkpoints(&h, &id) >= 3).then_some(()));
     assert_eq!(h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap().status, 202);
-    wait_state(&h, &id, "CANCELED");
+    h.wait_job_state(&id, "CANCELED", DEADLINE);
 
     // The retained checkpoint, and a torn newer one next to it.
     let job_dir = checkpoints.join(&id);
@@ -355,8 +334,8 @@ fn a_torn_checkpoint_is_ignored_on_restore() {
     assert!(reply.text.contains("incomplete"), "{}", reply.text);
     // ... and resuming from the job's directory skips it for the newest complete one.
     let query = format!("?parallelism=2&savepointPath={}", job_dir.display());
-    let resumed = submit(&h, &query, &keyed_job(None, &out, RECORDS));
-    wait_state(&h, &resumed, "FINISHED");
+    let resumed = h.submit(&query, &keyed_job(None, &out, RECORDS));
+    h.wait_job_state(&resumed, "FINISHED", DEADLINE);
     let stats = h.get_ok(&format!("/jobs/{resumed}/checkpoints"));
     assert_eq!(stats["latest"]["restored"]["id"].as_u64(), Some(retained_id), "{stats}");
     let finals = final_per_key(&out);
@@ -376,8 +355,8 @@ fn stop_with_savepoint_and_resume() {
     let out = h.home.join("out");
     let mut spec = keyed_job(Some(200_000), &out, RECORDS);
     spec["config"] = json!({ "state.checkpoints.dir": h.home.join("checkpoints") });
-    let id = submit(&h, "?parallelism=4", &spec);
-    h.wait_for("all tasks RUNNING", DEADLINE, || all_running(&job(&h, &id)).then_some(()));
+    let id = h.submit("?parallelism=4", &spec);
+    h.wait_for("all tasks RUNNING", DEADLINE, || all_running(&h.job(&id)).then_some(()));
 
     let reply = h.post_json(&format!("/jobs/{id}/checkpoints"), &json!({})).unwrap();
     assert_eq!(reply.status, 202, "{}", reply.text);
@@ -392,22 +371,15 @@ fn stop_with_savepoint_and_resume() {
     let trigger = reply.body["request-id"].as_str().unwrap().to_string();
     let status = poll_operation(&h, &format!("/jobs/{id}/savepoints/{trigger}"));
     let location = status["operation"]["location"].as_str().unwrap_or_else(|| panic!("stop failed: {status}"));
-    wait_state(&h, &id, "FINISHED");
+    h.wait_job_state(&id, "FINISHED", DEADLINE);
     let stopped_at: u64 = final_per_key(&out).values().map(|(c, _)| c).sum();
     assert!(stopped_at > 0 && stopped_at < RECORDS, "stopped mid-stream: {stopped_at} of {RECORDS}");
 
     let query = format!("?parallelism=3&savepointPath={location}");
-    let resumed = submit(&h, &query, &keyed_job(None, &out, RECORDS));
-    wait_state(&h, &resumed, "FINISHED");
+    let resumed = h.submit(&query, &keyed_job(None, &out, RECORDS));
+    h.wait_job_state(&resumed, "FINISHED", DEADLINE);
     let keys: Vec<String> = (0..50).map(|k| format!("k{k}")).collect();
-    let rows: Vec<(String, u64)> = read_output_lines(&out)
-        .iter()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["k"].as_str().unwrap().to_string(), v["c"].as_u64().unwrap())
-        })
-        .collect();
-    assert_exactly_once(&rows, &keys, RECORDS / 50);
+    assert_exactly_once(&json_key_counts(&out), &keys, RECORDS / 50);
 
     // Operations on a finished job are accepted and fail, as in Flink.
     let reply = h.post_json(&format!("/jobs/{id}/savepoints"), &json!({ "target-directory": target })).unwrap();

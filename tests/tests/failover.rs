@@ -9,16 +9,6 @@ use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn submit(h: &Harness, job: &Value) -> String {
-    let reply = h.post_json("/jobs", job).expect("POST /jobs");
-    assert_eq!(reply.status, 202, "{}", reply.text);
-    reply.body["jobUrl"].as_str().unwrap().trim_start_matches("/jobs/").to_string()
-}
-
-fn job(h: &Harness, id: &str) -> Value {
-    h.get(&format!("/jobs/{id}")).map(|r| r.body).unwrap_or(Value::Null)
-}
-
 #[test]
 fn a_failed_task_restarts_the_job_which_then_finishes_with_exact_output() {
     let mut h = Harness::new("restart-fail");
@@ -36,9 +26,9 @@ fn a_failed_task_restarts_the_job_which_then_finishes_with_exact_output() {
             { "id": "out", "op": "sink.file", "inputs": ["boom"], "path": out, "format": "json" }
         ]
     });
-    let id = submit(&h, &spec);
+    let id = h.submit("", &spec);
     let done = h.wait_for("the job to finish after one restart", DEADLINE, || {
-        let j = job(&h, &id);
+        let j = h.job(&id);
         assert_ne!(j["state"], "FAILED", "{j}");
         (j["state"] == "FINISHED").then_some(j)
     });
@@ -80,15 +70,15 @@ fn a_killed_taskmanager_restarts_the_job_on_the_remaining_slots() {
             { "id": "out", "op": "sink.blackhole", "inputs": ["keyed"] }
         ]
     });
-    let id = submit(&h, &spec);
-    h.wait_for("all 8 subtasks RUNNING", DEADLINE, || (job(&h, &id)["status-counts"]["RUNNING"] == 8).then_some(()));
+    let id = h.submit("", &spec);
+    h.wait_for("all 8 subtasks RUNNING", DEADLINE, || (h.job(&id)["status-counts"]["RUNNING"] == 8).then_some(()));
     // A third taskmanager joins; then one of the first two dies.
     h.start_taskmanager("taskmanager-3", &["taskmanager.numberOfTaskSlots=2".into()]);
     h.wait_for_overview("3 task managers", DEADLINE, |o| o["taskmanagers"] == 3);
     let killed = Instant::now();
     h.process(victim).kill9();
     let running = h.wait_for("the job RUNNING again with 8 new subtasks", DEADLINE, || {
-        let j = job(&h, &id);
+        let j = h.job(&id);
         let restarted = j["timestamps"]["RESTARTING"].as_u64().unwrap_or(0) > 0;
         (restarted && j["state"] == "RUNNING" && j["status-counts"]["RUNNING"] == 8).then_some(j)
     });

@@ -10,7 +10,7 @@ use flint_common::config::Configuration;
 use flint_common::ha::{create_ha_services, RESOURCE_MANAGER, REST_SERVER};
 use flint_common::ids::LeaderSessionId;
 use flint_tests::zookeeper::ZooKeeperServer;
-use flint_tests::{free_ports, read_output_lines, Harness};
+use flint_tests::{all_running, free_ports, read_output_lines, Harness};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -98,21 +98,6 @@ fn published_leader(zk: &ZooKeeperServer, component: &str) -> Option<(LeaderSess
     retrieval.stop();
     services.close();
     last
-}
-
-fn submit(h: &Harness, job: &Value) -> String {
-    let reply = h.post_json("/jobs", job).expect("POST /jobs");
-    assert_eq!(reply.status, 202, "{}", reply.text);
-    reply.body["jobUrl"].as_str().unwrap().trim_start_matches("/jobs/").to_string()
-}
-
-fn job(h: &Harness, id: &str) -> Value {
-    h.get(&format!("/jobs/{id}")).map(|r| r.body).unwrap_or(Value::Null)
-}
-
-fn all_running(j: &Value) -> bool {
-    let tasks: u64 = j["vertices"].as_array().map_or(0, |v| v.iter().map(|v| v["parallelism"].as_u64().unwrap()).sum());
-    tasks > 0 && j["state"] == "RUNNING" && j["status-counts"]["RUNNING"] == tasks
 }
 
 /// Acceptance 1 and 3: one leader, whose published REST address is the one answering; the
@@ -223,16 +208,16 @@ fn jobmanager_failover_recovers_the_job_from_its_latest_checkpoint() {
     let mut c = ha_cluster("ha-failover", "6 s", 2);
     let (leader_index, _) = c.leader(4);
     let out = c.h.home.join("out");
-    let id = submit(&c.h, &failover_job(&out, RECORDS, 50_000, &c.h.home.join("checkpoints")));
+    let id = c.h.submit("", &failover_job(&out, RECORDS, 50_000, &c.h.home.join("checkpoints")));
     c.h.wait_for("all tasks RUNNING and a checkpoint completed", DEADLINE, || {
         let completed = c.h.get(&format!("/jobs/{id}/checkpoints")).ok()?.body["counts"]["completed"].as_u64()?;
-        (all_running(&job(&c.h, &id)) && completed >= 2).then_some(())
+        (all_running(&c.h.job(&id)) && completed >= 2).then_some(())
     });
     let killed = Instant::now();
     c.h.process(leader_index).kill9();
     c.leader(4);
     let j = c.h.wait_for("the job RUNNING again under the new leader", DEADLINE, || {
-        let j = job(&c.h, &id);
+        let j = c.h.job(&id);
         all_running(&j).then_some(j)
     });
     let recovery = killed.elapsed();
@@ -242,7 +227,7 @@ fn jobmanager_failover_recovers_the_job_from_its_latest_checkpoint() {
     );
     let stats = c.h.get_ok(&format!("/jobs/{id}/checkpoints"));
     assert!(stats["latest"]["restored"]["id"].as_u64().unwrap_or(0) >= 2, "restored from a checkpoint: {stats} {j}");
-    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    c.h.wait_for("the job FINISHED", DEADLINE, || (c.h.job(&id)["state"] == "FINISHED").then_some(()));
     assert_exactly_once(&out, 20, RECORDS / 20);
 }
 
@@ -261,8 +246,8 @@ fn a_finished_job_is_not_rerun_after_a_leader_change() {
             { "id": "out", "op": "sink.file", "inputs": ["counts"], "path": out }
         ]
     });
-    let id = submit(&c.h, &spec);
-    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    let id = c.h.submit("", &spec);
+    c.h.wait_for("the job FINISHED", DEADLINE, || (c.h.job(&id)["state"] == "FINISHED").then_some(()));
     let rows = read_output_lines(&out).len();
     assert_eq!(rows, 10_000);
     c.h.process(leader_index).kill9();
@@ -288,17 +273,17 @@ fn a_zookeeper_restart_loses_no_job() {
     let mut c = ha_cluster("ha-zk-restart", "10 s", 2);
     c.leader(4);
     let out = c.h.home.join("out");
-    let id = submit(&c.h, &failover_job(&out, RECORDS, 40_000, &c.h.home.join("checkpoints")));
+    let id = c.h.submit("", &failover_job(&out, RECORDS, 40_000, &c.h.home.join("checkpoints")));
     c.h.wait_for("all tasks RUNNING and a checkpoint completed", DEADLINE, || {
         let completed = c.h.get(&format!("/jobs/{id}/checkpoints")).ok()?.body["counts"]["completed"].as_u64()?;
-        (all_running(&job(&c.h, &id)) && completed >= 1).then_some(())
+        (all_running(&c.h.job(&id)) && completed >= 1).then_some(())
     });
     c.zk.stop();
     std::thread::sleep(Duration::from_secs(2));
     c.zk.restart().expect("ZooKeeper restarts");
     c.leader(4);
-    c.h.wait_for("the job RUNNING under the leader", DEADLINE, || all_running(&job(&c.h, &id)).then_some(()));
-    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    c.h.wait_for("the job RUNNING under the leader", DEADLINE, || all_running(&c.h.job(&id)).then_some(()));
+    c.h.wait_for("the job FINISHED", DEADLINE, || (c.h.job(&id)["state"] == "FINISHED").then_some(()));
     assert_exactly_once(&out, 20, RECORDS / 20);
 }
 
@@ -310,10 +295,10 @@ fn a_full_cluster_restart_recovers_the_job() {
     let mut c = ha_cluster("ha-full-restart", "2 s", 2);
     c.leader(4);
     let out = c.h.home.join("out");
-    let id = submit(&c.h, &failover_job(&out, RECORDS, 40_000, &c.h.home.join("checkpoints")));
+    let id = c.h.submit("", &failover_job(&out, RECORDS, 40_000, &c.h.home.join("checkpoints")));
     c.h.wait_for("all tasks RUNNING and 2 checkpoints completed", DEADLINE, || {
         let completed = c.h.get(&format!("/jobs/{id}/checkpoints")).ok()?.body["counts"]["completed"].as_u64()?;
-        (all_running(&job(&c.h, &id)) && completed >= 2).then_some(())
+        (all_running(&c.h.job(&id)) && completed >= 2).then_some(())
     });
     let everyone: Vec<usize> = c.jobmanagers.iter().map(|(i, _)| *i).chain(c.taskmanagers.iter().copied()).collect();
     for index in everyone {
@@ -330,10 +315,10 @@ fn a_full_cluster_restart_recovers_the_job() {
         c.h.start_taskmanager(&format!("taskmanager-{i}-again"), &["taskmanager.numberOfTaskSlots=2".into()]);
     }
     c.leader(4);
-    c.h.wait_for("the job recovered and RUNNING", DEADLINE, || all_running(&job(&c.h, &id)).then_some(()));
+    c.h.wait_for("the job recovered and RUNNING", DEADLINE, || all_running(&c.h.job(&id)).then_some(()));
     let stats = c.h.get_ok(&format!("/jobs/{id}/checkpoints"));
     assert!(stats["latest"]["restored"]["id"].as_u64().unwrap_or(0) >= 2, "restored from a checkpoint: {stats}");
-    c.h.wait_for("the job FINISHED", DEADLINE, || (job(&c.h, &id)["state"] == "FINISHED").then_some(()));
+    c.h.wait_for("the job FINISHED", DEADLINE, || (c.h.job(&id)["state"] == "FINISHED").then_some(()));
     assert_exactly_once(&out, 20, RECORDS / 20);
 }
 

@@ -20,27 +20,6 @@ fn cluster(name: &str) -> Harness {
     h
 }
 
-fn submit(h: &Harness, job: &Value) -> String {
-    let reply = h.post_json("/jobs", job).expect("POST /jobs");
-    if reply.status != 202 {
-        h.dump_logs();
-        panic!("submission refused: {} {}", reply.status, reply.text);
-    }
-    let url = reply.body["jobUrl"].as_str().expect("jobUrl").to_string();
-    url.trim_start_matches("/jobs/").to_string()
-}
-
-fn wait_for_state(h: &Harness, job_id: &str, state: &str) -> Value {
-    h.wait_for(&format!("job {job_id} to be {state}"), DEADLINE, || {
-        let job = h.get(&format!("/jobs/{job_id}")).ok()?;
-        if job.body["state"] == "FAILED" && state != "FAILED" {
-            h.dump_logs();
-            panic!("job failed: {}", h.get(&format!("/jobs/{job_id}/exceptions")).unwrap().text);
-        }
-        (job.body["state"] == state).then_some(job.body)
-    })
-}
-
 /// Reads every JSON line of every part file under `dir`.
 fn read_json_lines(dir: &std::path::Path) -> Vec<Value> {
     assert!(dir.is_dir(), "{} does not exist", dir.display());
@@ -79,8 +58,8 @@ fn word_count_with_a_hash_shuffle_across_taskmanagers_is_exact() {
             { "id": "out", "op": "sink.file", "inputs": ["counts"], "path": out, "format": "json" }
         ]
     });
-    let job_id = submit(&h, &job);
-    let done = wait_for_state(&h, &job_id, "FINISHED");
+    let job_id = h.submit("", &job);
+    let done = h.wait_job_state(&job_id, "FINISHED", DEADLINE);
 
     // Tasks ran on both taskmanagers.
     let vertices = done["vertices"].as_array().unwrap();
@@ -120,7 +99,7 @@ fn cancelling_an_unbounded_job_frees_every_slot() {
             { "id": "out", "op": "sink.blackhole", "inputs": ["keyed"] }
         ]
     });
-    let job_id = submit(&h, &job);
+    let job_id = h.submit("", &job);
     let running = h.wait_for("all 8 subtasks RUNNING", DEADLINE, || {
         let job = h.get(&format!("/jobs/{job_id}")).ok()?;
         (job.body["status-counts"]["RUNNING"] == 8).then_some(job.body)
@@ -130,7 +109,7 @@ fn cancelling_an_unbounded_job_frees_every_slot() {
 
     let reply = h.patch(&format!("/jobs/{job_id}?mode=cancel")).unwrap();
     assert_eq!(reply.status, 202, "{}", reply.text);
-    wait_for_state(&h, &job_id, "CANCELED");
+    h.wait_job_state(&job_id, "CANCELED", DEADLINE);
     h.wait_for_overview("every slot free again", DEADLINE, |o| o["slots-available"] == 4 && o["jobs-cancelled"] == 1);
 
     // Cancelling again: the job is already terminal.
@@ -156,8 +135,8 @@ fn a_job_needing_more_slots_than_exist_fails_after_the_slot_timeout() {
             { "id": "out", "op": "sink.blackhole", "inputs": ["numbers"] }
         ]
     });
-    let job_id = submit(&h, &job);
-    wait_for_state(&h, &job_id, "FAILED");
+    let job_id = h.submit("", &job);
+    h.wait_job_state(&job_id, "FAILED", DEADLINE);
     let exceptions = h.get_ok(&format!("/jobs/{job_id}/exceptions"));
     let root = exceptions["root-exception"].as_str().unwrap();
     assert!(root.contains("NoResourceAvailableException") && root.contains("slot.request.timeout"), "{root}");
@@ -204,8 +183,8 @@ fn an_event_time_window_over_generated_data_is_exact() {
             { "id": "out", "op": "sink.file", "inputs": ["counts"], "path": out, "format": "json" }
         ]
     });
-    let job_id = submit(&h, &job);
-    wait_for_state(&h, &job_id, "FINISHED");
+    let job_id = h.submit("", &job);
+    h.wait_job_state(&job_id, "FINISHED", DEADLINE);
 
     let mut expected: BTreeMap<(i64, i64), (u64, i64)> = BTreeMap::new();
     for n in 0..rows as i64 {
@@ -238,7 +217,7 @@ fn the_readme_quickstart_job_runs_and_prints_to_the_taskmanager_stdout() {
     assert!(run.status.success(), "{stdout} {}", String::from_utf8_lossy(&run.stderr));
     let job_id = stdout.split_whitespace().last().unwrap().to_string();
     assert!(stdout.contains("Job has been submitted with JobID"), "{stdout}");
-    wait_for_state(&h, &job_id, "RUNNING");
+    h.wait_job_state(&job_id, "RUNNING", DEADLINE);
 
     // Counts appear on the stdout of the taskmanager that runs the printing sink.
     let tms = h.get_ok("/taskmanagers");
@@ -260,7 +239,7 @@ fn the_readme_quickstart_job_runs_and_prints_to_the_taskmanager_stdout() {
         .output()
         .unwrap();
     assert!(cancel.status.success(), "{}", String::from_utf8_lossy(&cancel.stderr));
-    wait_for_state(&h, &job_id, "CANCELED");
+    h.wait_job_state(&job_id, "CANCELED", DEADLINE);
 }
 
 #[test]
@@ -314,8 +293,8 @@ fn a_slow_sink_back_pressures_a_fast_source_with_bounded_memory() {
             { "id": "slow", "op": "sink.blackhole", "inputs": ["shuffle"], "rate": 20000 }
         ]
     });
-    let job_id = submit(&h, &job);
-    wait_for_state(&h, &job_id, "RUNNING");
+    let job_id = h.submit("", &job);
+    h.wait_job_state(&job_id, "RUNNING", DEADLINE);
     std::thread::sleep(Duration::from_secs(2));
     let mut samples = Vec::new();
     let mut in_flight = Vec::new();
@@ -341,7 +320,7 @@ fn a_slow_sink_back_pressures_a_fast_source_with_bounded_memory() {
     assert!(in_flight.iter().all(|n| *n < 500_000), "records in flight {in_flight:?}");
     let reply = h.patch(&format!("/jobs/{job_id}?mode=cancel")).unwrap();
     assert_eq!(reply.status, 202);
-    wait_for_state(&h, &job_id, "CANCELED");
+    h.wait_job_state(&job_id, "CANCELED", DEADLINE);
 }
 
 fn unbounded_job(parallelism: u32) -> Value {
@@ -368,13 +347,13 @@ fn fast_heartbeats(name: &str) -> (Harness, usize, usize) {
 #[test]
 fn a_killed_taskmanager_fails_its_job_through_the_job_masters_heartbeat() {
     let (mut h, _, tm2) = fast_heartbeats("tm-lost");
-    let job_id = submit(&h, &unbounded_job(4));
+    let job_id = h.submit("", &unbounded_job(4));
     h.wait_for("all 8 subtasks RUNNING", DEADLINE, || {
         (h.get(&format!("/jobs/{job_id}")).ok()?.body["status-counts"]["RUNNING"] == 8).then_some(())
     });
     h.process(tm2).kill9();
     // Restarts come with fault tolerance; until then the job fails, with the reason.
-    wait_for_state(&h, &job_id, "FAILED");
+    h.wait_job_state(&job_id, "FAILED", DEADLINE);
     let exceptions = h.get_ok(&format!("/jobs/{job_id}/exceptions"));
     let root = exceptions["root-exception"].as_str().unwrap_or_default().to_string();
     assert!(root.contains("TaskManager with id") || root.contains("failed"), "{exceptions}");
@@ -385,7 +364,7 @@ fn a_killed_taskmanager_fails_its_job_through_the_job_masters_heartbeat() {
 fn taskmanagers_release_the_slots_of_a_dead_jobmanagers_jobs() {
     let (mut h, _, _) = fast_heartbeats("jm-lost");
     let jm = 0;
-    let job_id = submit(&h, &unbounded_job(4));
+    let job_id = h.submit("", &unbounded_job(4));
     h.wait_for("all 8 subtasks RUNNING", DEADLINE, || {
         (h.get(&format!("/jobs/{job_id}")).ok()?.body["status-counts"]["RUNNING"] == 8).then_some(())
     });

@@ -26,7 +26,7 @@
 //! - anything else (several fields, or `bytes`): per field, `0x00` for null, else `0x01`
 //!   followed by the fixed-width bytes, or by a `u32` little-endian length and the bytes.
 
-use std::ops::RangeInclusive;
+pub use flint_common::keygroups::{key_group_range, subtask_for_key_group};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -101,25 +101,10 @@ pub fn key_group_for_hash(hash: u64, max_parallelism: u32) -> u32 {
     key_group_for_hash_code((hash ^ (hash >> 32)) as u32 as i32, max_parallelism)
 }
 
-/// The subtask (of `parallelism`) that owns key group `key_group`.
-#[inline]
-pub fn subtask_for_key_group(key_group: u32, max_parallelism: u32, parallelism: u32) -> u32 {
-    (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism)) as u32
-}
-
 /// The subtask (of `parallelism`) that owns keys with hash `hash`.
 #[inline]
 pub fn subtask_for_hash(hash: u64, max_parallelism: u32, parallelism: u32) -> u32 {
     subtask_for_key_group(key_group_for_hash(hash, max_parallelism), max_parallelism, parallelism)
-}
-
-/// The key groups owned by `subtask` of `parallelism` (contiguous; empty, i.e. `start >
-/// end`, only when `parallelism > max_parallelism`).
-pub fn key_group_range(subtask: u32, max_parallelism: u32, parallelism: u32) -> RangeInclusive<u32> {
-    let (s, m, p) = (u64::from(subtask), u64::from(max_parallelism), u64::from(parallelism));
-    let start = (s * m).div_ceil(p);
-    let end = ((s + 1) * m - 1) / p;
-    start as u32..=end as u32
 }
 
 /// The canonical kind of a key field.
