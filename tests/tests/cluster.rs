@@ -146,7 +146,7 @@ fn assert_same_shape(path: &str, reference: &Value, ours: &Value) {
 }
 
 fn reference(name: &str) -> Value {
-    let path = flint_tests::repo_root().join("../shared/reference/flink-rest").join(name);
+    let path = flint_tests::repo_root().join("tests/fixtures/flink-rest").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }

@@ -323,7 +323,7 @@ fn a_socket_source_runs_at_parallelism_one() {
 // ---- plan JSON and wire formats ----------------------------------------------------------
 
 fn reference(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/flink-rest").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flink-rest").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
