@@ -149,6 +149,49 @@ pub struct RequestSlot {
 
 rpc_message!(fenced RequestSlot => Result<(), ResourceManagerError>);
 
+/// One slot of a [`RequestSlots`] batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotRequestSpec {
+    pub allocation_id: AllocationId,
+    pub profile: ResourceProfile,
+}
+
+/// A JobMaster asks for every slot it misses in one call (fenced by the ResourceManager's
+/// session). The slots arrive later as [`OfferSlots`] from the TaskExecutors that got them;
+/// a request that cannot be served within `slot.request.timeout`, or a slot lost after it
+/// was allocated, is reported back with [`NotifySlotRequestFailed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestSlots {
+    pub job_id: JobId,
+    /// Where the TaskExecutors offer the slots and where failures are reported.
+    pub job_master: RpcAddress,
+    pub requests: Vec<SlotRequestSpec>,
+}
+
+rpc_message!(fenced RequestSlots => Result<(), ResourceManagerError>);
+
+/// Why the ResourceManager gave up a JobMaster's slot request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum SlotRequestFailure {
+    /// No slot could serve the request within `slot.request.timeout`.
+    #[error("{message}")]
+    TimedOut { message: String },
+    /// The slot was allocated, then lost with its TaskExecutor (or no longer reported).
+    #[error("{message}")]
+    AllocationLost { message: String },
+}
+
+/// ResourceManager → JobMaster (unfenced: the ResourceManager does not know the JobMaster's
+/// session): a slot request of the job failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotifySlotRequestFailed {
+    pub job_id: JobId,
+    pub allocation_id: AllocationId,
+    pub failure: SlotRequestFailure,
+}
+
+rpc_message!(unfenced NotifySlotRequestFailed => ());
+
 /// A JobMaster no longer needs a requested slot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CancelSlotRequest {
@@ -330,13 +373,32 @@ pub struct TaskMetrics {
     pub sink_records: u64,
 }
 
+/// Why a task failed: the cause shown in `/jobs/:id/exceptions` and whether running the
+/// task again can help (the restart strategy fails the job at once when it cannot, e.g. a
+/// configuration that cannot work or a user function that rejects its input deterministically).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl TaskFailure {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false }
+    }
+}
+
 /// TaskExecutor → JobMaster (fenced by the JobMaster's session).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UpdateTaskExecutionState {
     pub attempt_id: ExecutionAttemptId,
     pub state: TaskState,
     #[serde(default)]
-    pub failure: Option<String>,
+    pub failure: Option<TaskFailure>,
     #[serde(default)]
     pub metrics: TaskMetrics,
     /// Named counters of the task's operators (`/jobs/:id/accumulators`), summed over the
@@ -626,6 +688,10 @@ impl ResourceManagerGateway {
     }
 
     pub fn request_slot(&self, request: &RequestSlot) -> Reply<Result<(), ResourceManagerError>> {
+        Box::pin(self.0.ask(request))
+    }
+
+    pub fn request_slots(&self, request: &RequestSlots) -> Reply<Result<(), ResourceManagerError>> {
         Box::pin(self.0.ask(request))
     }
 

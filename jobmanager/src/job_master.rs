@@ -309,16 +309,15 @@ impl JobMaster {
 
     /// Asks the ResourceManager (after learning its session) for every slot still missing.
     fn request_slots(&mut self, ctx: &mut Context<Self>) {
-        let requests: Vec<RequestSlot> = self
-            .pending
-            .keys()
-            .map(|allocation_id| RequestSlot {
-                job_id: self.job_id,
-                allocation_id: *allocation_id,
-                profile: ResourceProfile::ANY,
-                job_master: self.address(),
-            })
-            .collect();
+        let request = RequestSlots {
+            job_id: self.job_id,
+            job_master: self.address(),
+            requests: self
+                .pending
+                .keys()
+                .map(|allocation_id| SlotRequestSpec { allocation_id: *allocation_id, profile: ResourceProfile::ANY })
+                .collect(),
+        };
         let rm = self.resource_manager.clone();
         let fut = async move {
             let info = ResourceManagerGateway(rm.clone()).identify().await.map_err(|e| e.to_string())?;
@@ -326,10 +325,7 @@ impl JobMaster {
                 return Err("the resource manager has no leader".to_string());
             };
             let gateway = ResourceManagerGateway(rm.with_token(Some(session)));
-            for request in &requests {
-                gateway.request_slot(request).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-            }
-            Ok(())
+            gateway.request_slots(&request).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
         };
         ctx.spawn(fut.into_actor(self).map(|result: Result<(), String>, act, ctx| {
             if let Err(e) = result {
@@ -833,7 +829,7 @@ impl Handler<UpdateTaskExecutionState> for JobMaster {
                 self.final_commits.extend(msg.commits);
             }
         }
-        self.apply_update(ctx, msg.attempt_id, state, msg.failure, Some(metrics))
+        self.apply_update(ctx, msg.attempt_id, state, msg.failure.map(|f| f.message), Some(metrics))
     }
 }
 

@@ -643,8 +643,7 @@ mod tests {
 
     /// A captured Flink 1.20 answer.
     fn reference(name: &str) -> Value {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flink-rest").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flink-rest").join(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference {}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()
     }

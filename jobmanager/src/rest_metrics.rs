@@ -106,8 +106,7 @@ mod tests {
     use super::*;
 
     fn reference(name: &str) -> Value {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flink-rest").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flink-rest").join(name);
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
             .unwrap()
     }

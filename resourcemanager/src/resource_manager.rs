@@ -464,6 +464,28 @@ impl Handler<RequestSlot> for ResourceManager {
     }
 }
 
+impl Handler<RequestSlots> for ResourceManager {
+    type Result = MessageResult<RequestSlots>;
+    fn handle(&mut self, msg: RequestSlots, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.is_leader() {
+            return MessageResult(Err(ResourceManagerError::NotLeader));
+        }
+        info!(job_id = %msg.job_id, slots = msg.requests.len(), job_master = %msg.job_master, "slots requested");
+        let now = Instant::now();
+        for spec in msg.requests {
+            let request = SlotRequest {
+                allocation_id: spec.allocation_id,
+                job_id: msg.job_id,
+                profile: spec.profile,
+                target_address: msg.job_master.to_string(),
+            };
+            let actions = self.slot_manager.request_slot(request, now);
+            self.perform(actions);
+        }
+        MessageResult(Ok(()))
+    }
+}
+
 impl Handler<CancelSlotRequest> for ResourceManager {
     type Result = bool;
     fn handle(&mut self, msg: CancelSlotRequest, _ctx: &mut Context<Self>) -> bool {
@@ -591,6 +613,7 @@ pub fn spawn(
                     .on_actor::<RequestTaskManagerInfos, _>(rm.clone())
                     .on_actor::<RequestTaskManagerInfo, _>(rm.clone())
                     .on_actor::<RequestSlot, _>(rm.clone())
+                    .on_actor::<RequestSlots, _>(rm.clone())
                     .on_actor::<CancelSlotRequest, _>(rm.clone())
                     .on_actor::<NotifySlotAvailable, _>(rm.clone()),
             );

@@ -29,7 +29,8 @@ use flint_common::ids::ResourceId;
 use flint_common::job::catalog::OperatorKind;
 use flint_common::job::plan::ShipStrategy;
 use flint_common::messages::{
-    CheckpointBarrierInfo, FileCommit, TaskCheckpointState, TaskDeploymentDescriptor, TaskMetrics, TaskState,
+    CheckpointBarrierInfo, FileCommit, TaskCheckpointState, TaskDeploymentDescriptor, TaskFailure, TaskMetrics,
+    TaskState,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +65,7 @@ pub enum TaskEvent {
     /// output the JobMaster commits when the job finished.
     State {
         state: TaskState,
-        failure: Option<String>,
+        failure: Option<TaskFailure>,
         metrics: TaskMetrics,
         accumulators: Vec<(String, u64)>,
         commits: Vec<FileCommit>,
@@ -183,6 +184,7 @@ pub fn spawn(
 }
 
 fn state_event(state: TaskState, failure: Option<String>, metrics: TaskMetrics) -> TaskEvent {
+    let failure = failure.map(TaskFailure::retryable);
     TaskEvent::State { state, failure, metrics, accumulators: Vec::new(), commits: Vec::new() }
 }
 
