@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
-use yaml_rust2::{yaml::Hash, Yaml, YamlLoader};
+use yaml_rust2::{yaml::Hash, Yaml};
 
 /// Name of the standard YAML configuration file inside the configuration directory.
 pub const CONFIG_FILE_NAME: &str = "config.yaml";
@@ -145,11 +145,11 @@ impl Configuration {
     }
 
     fn parse_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let docs = YamlLoader::load_from_str(text).map_err(|e| ConfigError::Yaml {
+        let docs = crate::yaml::load_plain(text).map_err(|e| ConfigError::Yaml {
             file: origin.to_owned(),
-            line: e.marker().line(),
-            column: e.marker().col() + 1,
-            message: e.info().to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e.reason(),
         })?;
         let mut conf = Self::new();
         match docs.as_slice() {
@@ -997,6 +997,45 @@ pub mod options {
     pub const REST_FLAMEGRAPH_ENABLED: ConfigOption<bool> =
         ConfigOption::new("rest.flamegraph.enabled", Some("false"), &[], "Whether the web UI offers flame graphs.");
 
+    // --- Bounds (hardening) ---
+
+    pub const REST_SERVER_MAX_CONTENT_LENGTH: ConfigOption<u64> = ConfigOption::new(
+        "rest.server.max-content-length",
+        Some("104857600"),
+        &[],
+        "Largest request body (bytes) the REST server accepts; larger ones get 413.",
+    );
+    pub const REST_IDLENESS_TIMEOUT: ConfigOption<Duration> = ConfigOption::new(
+        "rest.idleness-timeout",
+        Some("300000"),
+        &[],
+        "How long a REST request body may take to arrive before the request gets 408 (plain numbers are ms).",
+    );
+    pub const TASK_MANAGER_REGISTRATION_TIMEOUT: ConfigOption<Duration> = ConfigOption::new(
+        "taskmanager.registration.timeout",
+        Some("5 min"),
+        &[],
+        "A taskmanager that cannot register with a resource manager within this time exits.",
+    );
+    pub const WEB_EXCEPTION_HISTORY_SIZE: ConfigOption<u32> = ConfigOption::new(
+        "web.exception-history-size",
+        Some("16"),
+        &[],
+        "Failures kept per job for /jobs/:id/exceptions.",
+    );
+    pub const JOBSTORE_MAX_CAPACITY: ConfigOption<u32> = ConfigOption::new(
+        "jobstore.max-capacity",
+        Some("2147483647"),
+        &[],
+        "Finished jobs kept for the REST API; the oldest are evicted first.",
+    );
+    pub const JOBSTORE_EXPIRATION_TIME: ConfigOption<u64> = ConfigOption::new(
+        "jobstore.expiration-time",
+        Some("3600"),
+        &[],
+        "Seconds a finished job is kept for the REST API.",
+    );
+
     /// Every option above, type-erased, for validation and the known-key list.
     pub const ALL_OPTIONS: &[&dyn AnyConfigOption] = &[
         &JOB_MANAGER_RPC_ADDRESS,
@@ -1032,6 +1071,12 @@ pub mod options {
         &PARALLELISM_DEFAULT,
         &WEB_REFRESH_INTERVAL,
         &REST_FLAMEGRAPH_ENABLED,
+        &REST_SERVER_MAX_CONTENT_LENGTH,
+        &REST_IDLENESS_TIMEOUT,
+        &TASK_MANAGER_REGISTRATION_TIMEOUT,
+        &WEB_EXCEPTION_HISTORY_SIZE,
+        &JOBSTORE_MAX_CAPACITY,
+        &JOBSTORE_EXPIRATION_TIME,
     ];
 
     /// Keys Flint does not read as options but that belong in a Flink configuration
@@ -1558,7 +1603,7 @@ mod tests {
         assert!(keys.contains(&"akka.framesize"));
         assert!(keys.contains(&"heartbeat.timeout"));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(ALL_OPTIONS.len(), 33);
+        assert_eq!(ALL_OPTIONS.len(), 39);
     }
 
     #[test]

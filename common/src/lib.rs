@@ -21,6 +21,7 @@ pub mod messages;
 pub mod process;
 pub mod resources;
 pub mod rpc;
+pub mod yaml;
 
 /// Flint's version, reported as `flink-version` by the REST API.
 pub const FLINT_VERSION: &str = env!("CARGO_PKG_VERSION");

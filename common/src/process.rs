@@ -127,7 +127,9 @@ pub fn resolve_log_file(file: &crate::messages::LogFile) -> Result<PathBuf, Stri
 /// The last `max_bytes` of a file as text.
 pub fn read_tail(path: &std::path::Path, max_bytes: u64) -> Result<String, String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Errors go to REST clients: they name the file, never the server's directories.
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let mut file = std::fs::File::open(path).map_err(|e| format!("log file '{name}': {}", e.kind()))?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len > max_bytes {
         file.seek(SeekFrom::Start(len - max_bytes)).map_err(|e| e.to_string())?;
@@ -148,6 +150,24 @@ fn proc_kib(path: &str, key: &str) -> Option<u64> {
         .find(|l| l.starts_with(key))
         .and_then(|l| l[key.len()..].split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The soft limit of open files of this process (1024 where unknown).
+pub fn open_files_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// Raises the soft limit of open files to the hard limit (as a JVM does at start), so that
+/// connection floods meet Flint's own connection limits long before the kernel's; returns
+/// the soft limit in force.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            tracing::debug!(soft, hard, "could not raise the open-file limit");
+        }
+    }
+    open_files_limit()
 }
 
 /// Resident memory of this process in bytes (VmRSS), 0 where unknown.

@@ -39,7 +39,42 @@ pub struct DispatcherConfig {
 
 enum JobEntry {
     Running(Addr<JobMaster>),
-    Done(Box<JobSnapshot>),
+    /// A terminated job's final state and when it was archived (for `jobstore.*`).
+    Done(Arc<JobSnapshot>, std::time::Instant),
+}
+
+/// `jobstore.max-capacity` and `jobstore.expiration-time`: how many finished jobs the
+/// Dispatcher keeps for the REST API, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct JobStoreLimits {
+    pub max_capacity: usize,
+    pub expiration: Duration,
+}
+
+impl JobStoreLimits {
+    pub fn from_config(
+        config: &flint_common::config::Configuration,
+    ) -> Result<Self, flint_common::config::ConfigError> {
+        use flint_common::config::options::{JOBSTORE_EXPIRATION_TIME, JOBSTORE_MAX_CAPACITY};
+        Ok(Self {
+            max_capacity: config.get(&JOBSTORE_MAX_CAPACITY)? as usize,
+            expiration: Duration::from_secs(config.get(&JOBSTORE_EXPIRATION_TIME)?),
+        })
+    }
+}
+
+/// The finished jobs to drop from `jobs` now: expired ones, then the oldest beyond the
+/// capacity (pure, for tests).
+fn archive_evictions(
+    archived: &[(JobId, std::time::Instant)],
+    limits: JobStoreLimits,
+    now: std::time::Instant,
+) -> Vec<JobId> {
+    let mut by_age: Vec<&(JobId, std::time::Instant)> = archived.iter().collect();
+    by_age.sort_by_key(|(_, at)| *at);
+    let expired = by_age.iter().filter(|(_, at)| now.saturating_duration_since(*at) >= limits.expiration).count();
+    let over = by_age.len().saturating_sub(expired).saturating_sub(limits.max_capacity);
+    by_age.iter().take(expired + over).map(|(id, _)| *id).collect()
 }
 
 /// What the job graph store keeps of a submitted job (MessagePack).
@@ -59,7 +94,11 @@ pub struct Dispatcher {
     leader: Option<LeaderSessionId>,
     /// Savepoint/checkpoint operations by job and trigger id (at most [`MAX_OPERATIONS`]).
     operations: BTreeMap<(JobId, TriggerId), OperationStatus>,
+    job_store: JobStoreLimits,
 }
+
+/// Further reads of the job result store after a failed one, during recovery.
+const RESULT_STORE_RETRIES: usize = 5;
 
 /// Operations remembered for status requests.
 const MAX_OPERATIONS: usize = 1024;
@@ -81,6 +120,11 @@ impl LeaderContender for Contender {
 
 impl Actor for Dispatcher {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = (self.job_store.expiration / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        ctx.run_interval(every, |act, _| act.evict_archived());
+    }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.rpc.unregister_endpoint(endpoints::DISPATCHER);
@@ -153,10 +197,27 @@ impl Dispatcher {
             };
             let mut jobs = Vec::new();
             for job_id in ids {
-                if results.has_result(job_id).unwrap_or(false) {
-                    // Terminated already: never run again.
-                    let _ = store.remove(job_id).await;
-                    continue;
+                // Never guess whether a job finished: retry the read, and if the store stays
+                // unreadable leave the job stored (not run, not removed) and say so.
+                let mut known = results.has_result(job_id);
+                for _ in 0..RESULT_STORE_RETRIES {
+                    if known.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    known = results.has_result(job_id);
+                }
+                match known {
+                    Ok(true) => {
+                        // Terminated already: never run again.
+                        let _ = store.remove(job_id).await;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(%job_id, error = %e, "the job result store cannot be read; the job is not recovered now");
+                        continue;
+                    }
                 }
                 match store.get(job_id).await {
                     Ok(Some(bytes)) => match rmp_serde::from_slice::<StoredJob>(&bytes) {
@@ -342,12 +403,35 @@ impl Handler<SubmitJob> for Dispatcher {
 }
 
 impl Dispatcher {
+    /// Drops finished jobs past `jobstore.expiration-time` or beyond `jobstore.max-capacity`.
+    fn evict_archived(&mut self) {
+        let archived: Vec<(JobId, std::time::Instant)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, e)| match e {
+                JobEntry::Done(_, at) => Some((*id, *at)),
+                JobEntry::Running(_) => None,
+            })
+            .collect();
+        for job_id in archive_evictions(&archived, self.job_store, std::time::Instant::now()) {
+            info!(%job_id, "finished job removed from the job store");
+            self.jobs.remove(&job_id);
+        }
+    }
+
     fn check_submission(&self, msg: &SubmitJob) -> Result<(JobId, Option<SavepointRestore>), SubmitError> {
         if self.leader.is_none() {
             return Err(SubmitError::NotLeader);
         }
         let job_id = msg.job_id.unwrap_or_else(JobId::generate);
-        let known = self.config.ha.job_result_store().has_result(job_id).unwrap_or(false);
+        // Never guess: a result store that cannot be read refuses the submission (a retry may
+        // help) rather than risk running a finished job again.
+        let known = self
+            .config
+            .ha
+            .job_result_store()
+            .has_result(job_id)
+            .map_err(|e| SubmitError::Store(format!("could not read the job result store: {e}")))?;
         if self.jobs.contains_key(&job_id) || known {
             return Err(SubmitError::Duplicate(job_id));
         }
@@ -384,46 +468,70 @@ impl Handler<JobTerminated> for Dispatcher {
             }
             Err(e) => warn!(%job_id, error = %e, "could not record the job result"),
         }
-        self.jobs.insert(job_id, JobEntry::Done(msg.snapshot));
+        self.jobs.insert(job_id, JobEntry::Done(Arc::from(msg.snapshot), std::time::Instant::now()));
+        self.evict_archived();
+    }
+}
+
+/// The final state of a job whose JobMaster stopped (`None`: unknown or evicted). Asked
+/// after a snapshot request to a stopping JobMaster failed: the JobMaster hands over its
+/// final state before it stops, so by the time this is handled the Dispatcher has it.
+#[derive(Message)]
+#[rtype(result = "Option<Arc<JobSnapshot>>")]
+struct GetArchivedJob(JobId);
+
+impl Handler<GetArchivedJob> for Dispatcher {
+    type Result = Option<Arc<JobSnapshot>>;
+    fn handle(&mut self, msg: GetArchivedJob, _ctx: &mut Context<Self>) -> Self::Result {
+        match self.jobs.get(&msg.0) {
+            Some(JobEntry::Done(s, _)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A running job's snapshot, or its final state if its JobMaster stopped meanwhile: a job
+/// is always visible, running or archived.
+async fn snapshot_of(dispatcher: Addr<Dispatcher>, job_id: JobId, master: Addr<JobMaster>) -> Option<Arc<JobSnapshot>> {
+    match master.send(GetSnapshot).await {
+        Ok(snapshot) => Some(Arc::new(snapshot)),
+        Err(_) => dispatcher.send(GetArchivedJob(job_id)).await.ok().flatten(),
     }
 }
 
 /// The current state of one job (`None`: unknown job).
 #[derive(Message)]
-#[rtype(result = "Option<JobSnapshot>")]
+#[rtype(result = "Option<Arc<JobSnapshot>>")]
 pub struct GetJob(pub JobId);
 
 impl Handler<GetJob> for Dispatcher {
-    type Result = ResponseFuture<Option<JobSnapshot>>;
-    fn handle(&mut self, msg: GetJob, _ctx: &mut Context<Self>) -> Self::Result {
+    type Result = ResponseFuture<Option<Arc<JobSnapshot>>>;
+    fn handle(&mut self, msg: GetJob, ctx: &mut Context<Self>) -> Self::Result {
         match self.jobs.get(&msg.0) {
             None => Box::pin(async { None }),
-            Some(JobEntry::Done(s)) => {
-                let s = (**s).clone();
+            Some(JobEntry::Done(s, _)) => {
+                let s = s.clone();
                 Box::pin(async move { Some(s) })
             }
-            Some(JobEntry::Running(addr)) => {
-                let request = addr.send(GetSnapshot);
-                Box::pin(async move { request.await.ok() })
-            }
+            Some(JobEntry::Running(addr)) => Box::pin(snapshot_of(ctx.address(), msg.0, addr.clone())),
         }
     }
 }
 
 /// Snapshots of every job, oldest first.
 #[derive(Message)]
-#[rtype(result = "Vec<JobSnapshot>")]
+#[rtype(result = "Vec<Arc<JobSnapshot>>")]
 pub struct GetAllJobs;
 
 impl Handler<GetAllJobs> for Dispatcher {
-    type Result = ResponseFuture<Vec<JobSnapshot>>;
-    fn handle(&mut self, _: GetAllJobs, _ctx: &mut Context<Self>) -> Self::Result {
+    type Result = ResponseFuture<Vec<Arc<JobSnapshot>>>;
+    fn handle(&mut self, _: GetAllJobs, ctx: &mut Context<Self>) -> Self::Result {
         let mut done = Vec::new();
         let mut running = Vec::new();
-        for entry in self.jobs.values() {
+        for (job_id, entry) in &self.jobs {
             match entry {
-                JobEntry::Done(s) => done.push((**s).clone()),
-                JobEntry::Running(addr) => running.push(addr.send(GetSnapshot)),
+                JobEntry::Done(s, _) => done.push(s.clone()),
+                JobEntry::Running(addr) => running.push(snapshot_of(ctx.address(), *job_id, addr.clone())),
             }
         }
         Box::pin(async move {
@@ -454,7 +562,7 @@ impl Handler<CancelJobRequest> for Dispatcher {
         let job_id = msg.0;
         match self.jobs.get(&job_id) {
             None => Box::pin(async move { Err(CancelError::NotFound(job_id)) }),
-            Some(JobEntry::Done(s)) => {
+            Some(JobEntry::Done(s, _)) => {
                 let status = s.graph.status;
                 Box::pin(async move { Err(CancelError::NotCancelable { job_id, status }) })
             }
@@ -532,7 +640,7 @@ impl Handler<TriggerOperation> for Dispatcher {
         let key = (job_id, trigger_id);
         match self.jobs.get(&job_id) {
             None => return Err(OperationError::NotFound(job_id)),
-            Some(JobEntry::Done(s)) => {
+            Some(JobEntry::Done(s, _)) => {
                 // As Flink: accepted, then failed (the job is no longer running).
                 let cause = format!(
                     "org.apache.flink.runtime.messages.FlinkJobNotFoundException: Could not find Flink job ({job_id}): \
@@ -602,7 +710,12 @@ impl Handler<ListJobs> for Dispatcher {
 }
 
 /// Starts the Dispatcher in the current actix system and enters its election.
-pub fn start(rpc: &RpcService, election: Arc<dyn LeaderElection>, config: DispatcherConfig) -> Addr<Dispatcher> {
+pub fn start(
+    rpc: &RpcService,
+    election: Arc<dyn LeaderElection>,
+    config: DispatcherConfig,
+    job_store: JobStoreLimits,
+) -> Addr<Dispatcher> {
     let fencing = FencingToken::new();
     let addr = Dispatcher {
         rpc: rpc.clone(),
@@ -612,9 +725,32 @@ pub fn start(rpc: &RpcService, election: Arc<dyn LeaderElection>, config: Dispat
         jobs: BTreeMap::new(),
         leader: None,
         operations: BTreeMap::new(),
+        job_store,
     }
     .start();
     rpc.register_endpoint(Endpoint::new(endpoints::DISPATCHER).fenced(fencing).on_actor::<ListJobs, _>(addr.clone()));
     election.start(Arc::new(Contender(addr.clone())));
     addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn the_job_store_evicts_expired_then_oldest_beyond_capacity() {
+        let t0 = Instant::now();
+        let ids: Vec<JobId> = (0..5).map(|_| JobId::generate()).collect();
+        let archived: Vec<(JobId, Instant)> =
+            ids.iter().enumerate().map(|(i, id)| (*id, t0 + Duration::from_secs(i as u64))).collect();
+        let limits = JobStoreLimits { max_capacity: 3, expiration: Duration::from_secs(3600) };
+        // Capacity 3 of 5: the two oldest go.
+        assert_eq!(archive_evictions(&archived, limits, t0 + Duration::from_secs(10)), vec![ids[0], ids[1]]);
+        // Expiry: everything archived 3600 s ago or earlier goes, and nothing more is needed.
+        let later = t0 + Duration::from_secs(3602);
+        assert_eq!(archive_evictions(&archived, limits, later), vec![ids[0], ids[1], ids[2]]);
+        let unlimited = JobStoreLimits { max_capacity: usize::MAX, expiration: Duration::from_secs(3600) };
+        assert!(archive_evictions(&archived, unlimited, t0 + Duration::from_secs(10)).is_empty());
+    }
 }

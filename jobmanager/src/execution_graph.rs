@@ -461,6 +461,24 @@ impl ExecutionGraph {
         if from == to || from.is_terminal() || (from == ExecutionState::Canceling && !to.is_terminal()) {
             return Ok(UpdateOutcome::None);
         }
+        // A task that ends CANCELED although nobody asked it to (e.g. a stray `CancelTask`)
+        // while the job runs is a failure: the job fails over instead of running on without
+        // it (Flink: "canceled without being requested").
+        let (to, failure) = if to == ExecutionState::Canceled
+            && from != ExecutionState::Canceling
+            && matches!(self.status, JobStatus::Running | JobStatus::Created)
+        {
+            let cause = format!(
+                "java.lang.IllegalStateException: Task {} ({}/{}) was canceled without being requested.",
+                self.vertices[v].name,
+                self.vertices[v].subtasks[s].subtask + 1,
+                self.vertices[v].parallelism
+            );
+            (ExecutionState::Failed, Some(cause))
+        } else {
+            (to, failure)
+        };
+        let execution = &mut self.vertices[v].subtasks[s].current;
         if !from.can_transition_to(to) {
             return Err(TransitionError::Execution { attempt, from, to });
         }
@@ -610,6 +628,24 @@ mod tests {
         for s in [Created, Scheduled, Deploying, Initializing, Running, Canceling] {
             assert!(s.can_transition_to(Failed));
             assert!(s.can_transition_to(Canceled));
+        }
+    }
+
+    #[test]
+    fn a_task_canceled_without_being_asked_fails_the_job_over() {
+        let mut eg = ExecutionGraph::new(JobId::generate(), &graph(), 0);
+        run_all(&mut eg);
+        let victim = attempts(&eg)[1];
+        let outcome = eg.update_execution(victim, ExecutionState::Canceled, None, 6).unwrap();
+        let UpdateOutcome::TaskFailed { cause, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(cause.contains("canceled without being requested"), "{cause}");
+        assert_eq!(eg.status, JobStatus::Failing);
+        assert_eq!(eg.execution(victim).unwrap().state, ExecutionState::Failed);
+        // Requested cancellations end CANCELED as before.
+        let to_cancel = eg.begin_cancel(7);
+        for (attempt, _) in to_cancel {
+            eg.update_execution(attempt, ExecutionState::Canceled, None, 8).unwrap();
+            assert_eq!(eg.execution(attempt).unwrap().state, ExecutionState::Canceled);
         }
     }
 

@@ -205,7 +205,12 @@ pub struct JobMaster {
     slots: Vec<Option<HeldSlot>>,
     /// Requested allocations not yet offered: allocation → slot index.
     pending: BTreeMap<AllocationId, usize>,
-    exceptions: Vec<ExceptionEntry>,
+    exceptions: std::collections::VecDeque<ExceptionEntry>,
+    /// `web.exception-history-size`.
+    exception_history_size: usize,
+    /// Bumped whenever a new round of slot requests starts: a slot timeout armed for an
+    /// older round finds another epoch and does nothing.
+    slot_epoch: u64,
     deployed: bool,
     heartbeat: HeartbeatSettings,
     /// TaskExecutors holding slots of this job.
@@ -252,7 +257,12 @@ impl JobMaster {
             ask_timeout: config.ask_timeout,
             slots,
             pending: BTreeMap::new(),
-            exceptions: Vec::new(),
+            exceptions: Default::default(),
+            exception_history_size: config
+                .cluster
+                .get(&flint_common::config::options::WEB_EXCEPTION_HISTORY_SIZE)
+                .map_or(16, |n| n as usize),
+            slot_epoch: 0,
             deployed: false,
             heartbeat: config.heartbeat,
             peers: BTreeMap::new(),
@@ -280,7 +290,7 @@ impl JobMaster {
             num_restarts: self.restart.as_ref().map_or(0, RestartBackoff::restarts),
             graph: self.graph.clone(),
             job_graph: self.job_graph.clone(),
-            exceptions: self.exceptions.clone(),
+            exceptions: self.exceptions.iter().cloned().collect(),
             checkpoints: self.checkpointing.as_ref().ok().map(|c| c.coordinator.statistics()),
             checkpoint_settings: match &self.checkpointing {
                 Ok(c) => c.settings.clone(),
@@ -303,8 +313,12 @@ impl JobMaster {
         totals.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
+    /// Records a failure; only the newest `web.exception-history-size` are kept.
     fn record_exception(&mut self, exception: String, task_name: Option<String>, location: Option<String>) {
-        self.exceptions.push(ExceptionEntry { timestamp_ms: epoch_ms(), exception, task_name, location });
+        self.exceptions.push_back(ExceptionEntry { timestamp_ms: epoch_ms(), exception, task_name, location });
+        while self.exceptions.len() > self.exception_history_size.max(1) {
+            self.exceptions.pop_front();
+        }
     }
 
     /// Asks the ResourceManager (after learning its session) for every slot still missing.
@@ -446,7 +460,13 @@ impl JobMaster {
                     // The TaskExecutor is gone: its slots with it.
                     act.task_manager_lost(ctx, &slot.resource_id, cause);
                 } else {
-                    act.apply_update(ctx, attempt_id, ExecutionState::Failed, Some(cause), None);
+                    act.apply_update(
+                        ctx,
+                        attempt_id,
+                        ExecutionState::Failed,
+                        Some(TaskFailure::retryable(cause)),
+                        None,
+                    );
                 }
             }));
         }
@@ -457,9 +477,11 @@ impl JobMaster {
         ctx: &mut Context<Self>,
         attempt_id: ExecutionAttemptId,
         state: ExecutionState,
-        failure: Option<String>,
+        failure: Option<TaskFailure>,
         metrics: Option<IoMetrics>,
     ) -> bool {
+        let retryable = failure.as_ref().is_none_or(|f| f.retryable);
+        let failure = failure.map(|f| f.message);
         if let Some(m) = metrics {
             self.graph.update_metrics(attempt_id, m);
         }
@@ -479,7 +501,7 @@ impl JobMaster {
                     Some(format!("{vertex} ({}/{parallelism})", subtask + 1)),
                     location,
                 );
-                match self.decide_restart() {
+                match self.decide_restart(retryable) {
                     Ok(delay) => {
                         warn!(job_id = %self.job_id, vertex, subtask, cause, delay_ms = delay.as_millis() as u64, "task failed; restarting the job");
                     }
@@ -501,8 +523,9 @@ impl JobMaster {
 
     /// Asks the restart strategy about a failure: `Ok(delay)` (the restart is then pending)
     /// or `Err(why not)`.
-    fn decide_restart(&mut self) -> Result<Duration, String> {
+    fn decide_restart(&mut self, retryable: bool) -> Result<Duration, String> {
         let decision = match &mut self.restart {
+            _ if !retryable => RestartDecision::Fail { reason: "the failure is not retryable".to_owned() },
             Ok(backoff) => backoff.on_failure(Instant::now()),
             Err(e) => RestartDecision::Fail { reason: e.clone() },
         };
@@ -581,8 +604,19 @@ impl JobMaster {
             self.deploy(ctx);
         } else {
             self.request_slots(ctx);
-            ctx.run_later(self.slot_request_timeout, |act, ctx| act.check_slot_timeout(ctx));
+            self.arm_slot_timeout(ctx);
         }
+    }
+
+    /// One slot timeout per round of requests, tagged with the round.
+    fn arm_slot_timeout(&mut self, ctx: &mut Context<Self>) {
+        self.slot_epoch += 1;
+        let epoch = self.slot_epoch;
+        ctx.run_later(self.slot_request_timeout, move |act, ctx| {
+            if act.slot_epoch == epoch {
+                act.check_slot_timeout(ctx);
+            }
+        });
     }
 
     fn cancel_pending_slot_requests(&mut self) {
@@ -688,7 +722,7 @@ impl JobMaster {
         for attempt_id in affected {
             let state =
                 if self.graph.status == JobStatus::Running { ExecutionState::Failed } else { ExecutionState::Canceled };
-            self.apply_update(ctx, attempt_id, state, Some(reason.clone()), None);
+            self.apply_update(ctx, attempt_id, state, Some(TaskFailure::retryable(reason.clone())), None);
         }
     }
 
@@ -749,7 +783,7 @@ impl Actor for JobMaster {
         }
         info!(job_id = %self.job_id, name = %self.job_graph.name, slots = self.slots.len(), "job master started");
         self.request_slots(ctx);
-        ctx.run_later(self.slot_request_timeout, |act, ctx| act.check_slot_timeout(ctx));
+        self.arm_slot_timeout(ctx);
         ctx.run_interval(self.heartbeat.interval, |act, ctx| act.heartbeat_round(ctx));
         if let Ok(c) = &self.checkpointing {
             let tick = c.settings.config.as_ref().map_or(Duration::from_millis(100), |cfg| {
@@ -829,7 +863,7 @@ impl Handler<UpdateTaskExecutionState> for JobMaster {
                 self.final_commits.extend(msg.commits);
             }
         }
-        self.apply_update(ctx, msg.attempt_id, state, msg.failure.map(|f| f.message), Some(metrics))
+        self.apply_update(ctx, msg.attempt_id, state, msg.failure, Some(metrics))
     }
 }
 
@@ -1369,7 +1403,7 @@ impl JobMaster {
             return;
         }
         self.record_exception(cause.clone(), None, None);
-        match self.decide_restart() {
+        match self.decide_restart(true) {
             Ok(_) => warn!(job_id = %self.job_id, cause, "job failed; restarting"),
             Err(reason) => {
                 warn!(job_id = %self.job_id, cause, reason, "job failed");

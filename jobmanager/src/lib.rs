@@ -70,8 +70,13 @@ impl LeaderContender for RestContender {
     }
 }
 
+/// Concurrent REST connections the server keeps; more wait in the listen backlog.
+const MAX_REST_CONNECTIONS: usize = 512;
+
 /// Runs a JobManager until `shutdown` is cancelled.
 pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(), JobManagerError> {
+    let open_files = flint_common::process::raise_open_files_limit();
+    info!(open_files, "open-file limit");
     let rpc_address = config.get(&options::JOB_MANAGER_RPC_ADDRESS)?;
     let rpc_port = config.get(&options::JOB_MANAGER_RPC_PORT)?;
     let bind_host = config.get_optional(&options::JOB_MANAGER_BIND_HOST)?.unwrap_or_else(|| "0.0.0.0".into());
@@ -84,6 +89,11 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     };
     let refresh_interval_ms = config.get(&options::WEB_REFRESH_INTERVAL)?;
     let default_parallelism = config.get(&options::PARALLELISM_DEFAULT)?;
+    let limits = rest::RequestLimits {
+        max_content_length: usize::try_from(config.get(&options::REST_SERVER_MAX_CONTENT_LENGTH)?)
+            .unwrap_or(usize::MAX),
+        body_timeout: config.get(&options::REST_IDLENESS_TIMEOUT)?,
+    };
 
     // With ZooKeeper, several jobmanagers may share a host and are found through ZooKeeper:
     // as in Flink, the RPC port is `high-availability.jobmanager.port` (any free port by
@@ -131,6 +141,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                 cluster: config.clone(),
                 ha: ha.clone(),
             },
+            dispatcher::JobStoreLimits::from_config(&config)?,
         );
 
         let mut listener = None;
@@ -180,9 +191,17 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(state.clone())
+                .app_data(actix_web::web::Data::new(limits))
+                .app_data(actix_web::web::PayloadConfig::new(limits.max_content_length))
+                .app_data(actix_web::web::QueryConfig::default().error_handler(rest::query_error))
+                .app_data(actix_web::web::PathConfig::default().error_handler(rest::path_error))
                 .wrap(actix_web::middleware::from_fn(rest::leader_only))
+                .wrap(actix_web::middleware::from_fn(rest::guard_requests))
                 .configure(rest::routes)
         })
+        .max_connections(MAX_REST_CONNECTIONS)
+        .backlog(MAX_REST_CONNECTIONS as u32)
+        .client_request_timeout(std::time::Duration::from_secs(10))
         .workers(1)
         .disable_signals()
         .shutdown_timeout(5)

@@ -361,7 +361,7 @@ async fn jobs_overview(state: web::Data<RestState>) -> Rest {
         .send(crate::dispatcher::GetAllJobs)
         .await
         .map_err(|_| RestError::new(StatusCode::SERVICE_UNAVAILABLE, "The Dispatcher is not available."))?;
-    let list: Vec<Value> = snapshots.iter().map(rest_jobs::overview_json).collect();
+    let list: Vec<Value> = snapshots.iter().map(|s| rest_jobs::overview_json(s)).collect();
     Ok(HttpResponse::Ok().json(json!({ "jobs": list })))
 }
 
@@ -418,6 +418,7 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource("/taskmanagers/{taskmanagerid}/stdout", web::get, task_manager_stdout))
         .service(
             web::resource("/jobs")
+                .app_data(web::PayloadConfig::new(MAX_JOB_DOCUMENT_BYTES))
                 .route(web::get().to(jobs))
                 .route(web::post().to(rest_jobs::submit))
                 .default_service(web::to(not_found)),
@@ -492,6 +493,139 @@ pub async fn leader_only(
         }
     }
     next.call(req).await
+}
+
+/// Bounds on what a REST request may send (read from the configuration once).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// `rest.server.max-content-length`.
+    pub max_content_length: usize,
+    /// `rest.idleness-timeout`: the whole body must arrive within it.
+    pub body_timeout: std::time::Duration,
+}
+
+/// The longest request target (path and query) accepted; Flink's HTTP decoder allows 4096
+/// bytes for the initial line.
+pub const MAX_URI_LENGTH: usize = 4096;
+
+/// The largest job document `POST /jobs` takes (a job file, not a package: packages will go
+/// through the upload endpoints, bounded by `rest.server.max-content-length`).
+pub const MAX_JOB_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// Why a request was refused before it reached a handler.
+#[derive(Debug, thiserror::Error)]
+enum RequestRefused {
+    #[error("The request target is longer than {MAX_URI_LENGTH} bytes.")]
+    UriTooLong,
+    #[error("Request entity too large: the body exceeds rest.server.max-content-length ({0} bytes).")]
+    TooLarge(usize),
+    #[error("The request body did not arrive within {0} ms (rest.idleness-timeout).")]
+    Timeout(u128),
+    #[error("Bad request: the request body could not be read: {0}")]
+    Broken(String),
+}
+
+impl RequestRefused {
+    fn status(&self) -> StatusCode {
+        match self {
+            RequestRefused::UriTooLong => StatusCode::URI_TOO_LONG,
+            RequestRefused::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestRefused::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            RequestRefused::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Reads a request body whole, bounded in size and in time.
+async fn read_body(
+    mut payload: actix_web::dev::Payload,
+    limits: RequestLimits,
+) -> Result<bytes::Bytes, RequestRefused> {
+    use futures::StreamExt;
+    let read = async {
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| match e {
+                actix_web::error::PayloadError::Overflow => RequestRefused::TooLarge(limits.max_content_length),
+                other => RequestRefused::Broken(other.to_string()),
+            })?;
+            if body.len() + chunk.len() > limits.max_content_length {
+                return Err(RequestRefused::TooLarge(limits.max_content_length));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .map_err(|_| RequestRefused::Timeout(limits.body_timeout.as_millis()))?
+}
+
+/// Middleware around everything: request targets and bodies are bounded (a body that does
+/// not arrive in time gets 408, one too large 413), and every error of the API is JSON
+/// `{"errors": [...]}` — also those actix-web produces itself (bad query strings, paths or
+/// bodies, payload limits), which come as plain text.
+pub async fn guard_requests(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let refuse = |req: actix_web::dev::ServiceRequest, e: RequestRefused| {
+        let error = RestError::new(e.status(), e.to_string());
+        Ok(req.into_response(error.error_response()))
+    };
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI_LENGTH {
+        return refuse(req, RequestRefused::UriTooLong);
+    }
+    if let Some(limits) = req.app_data::<web::Data<RequestLimits>>().map(|l| *l.get_ref()) {
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let chunked = req.headers().contains_key(actix_web::http::header::TRANSFER_ENCODING);
+        if declared.is_some_and(|n| n > limits.max_content_length as u64) {
+            return refuse(req, RequestRefused::TooLarge(limits.max_content_length));
+        }
+        if declared.is_some_and(|n| n > 0) || chunked {
+            match read_body(req.take_payload(), limits).await {
+                Ok(body) => req.set_payload(actix_web::dev::Payload::from(body)),
+                Err(e) => return refuse(req, e),
+            }
+        }
+    }
+    let api = is_api_path(req.path());
+    // Errors of the inner services are `RestError`s (JSON already); actix-web turns them
+    // into responses. (The request must not be cloned here: actix-web needs it unshared.)
+    let res = next.call(req).await?.map_into_boxed_body();
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return Ok(res);
+    }
+    let (request, response) = res.into_parts();
+    let text = actix_web::body::to_bytes_limited(response.into_body(), 64 * 1024)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_owned());
+    Ok(actix_web::dev::ServiceResponse::new(request, RestError::new(status, text).error_response()))
+}
+
+/// Flink's words for a query string that does not parse.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    RestError::new(StatusCode::BAD_REQUEST, format!("Bad request, could not parse parameters: {err}")).into()
+}
+
+/// Flink's words for a path parameter that does not parse.
+pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    RestError::new(StatusCode::BAD_REQUEST, format!("Bad request, could not parse parameters: {err}")).into()
 }
 
 /// The whole application: API (versioned and not), dashboard, 404s.

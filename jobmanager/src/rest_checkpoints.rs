@@ -507,7 +507,8 @@ async fn job_statistics(
     job_id: JobId,
     message: &str,
 ) -> Result<(CheckpointStatistics, ExecutionGraph), RestError> {
-    let s = snapshot(state, job_id).await?;
+    // A running job's snapshot is its own copy: unwrapping it costs nothing.
+    let s = std::sync::Arc::unwrap_or_clone(snapshot(state, job_id).await?);
     match s.checkpoints {
         Some(stats) => Ok((stats, s.graph)),
         None => Err(not_found(message.to_string())),

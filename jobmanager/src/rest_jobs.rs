@@ -20,7 +20,7 @@ pub(crate) fn dispatcher_gone() -> RestError {
     RestError::new(StatusCode::SERVICE_UNAVAILABLE, "The Dispatcher is not available.")
 }
 
-pub(crate) async fn snapshot(state: &RestState, job_id: JobId) -> Result<JobSnapshot, RestError> {
+pub(crate) async fn snapshot(state: &RestState, job_id: JobId) -> Result<std::sync::Arc<JobSnapshot>, RestError> {
     state
         .dispatcher_addr
         .send(GetJob(job_id))

@@ -25,8 +25,9 @@
 //!   `initial_backoff` and the attempt count to zero. After `attempts_before_reset`
 //!   restarts without a reset, the next failure is final.
 //!
-//! When nothing chooses a strategy: with checkpointing it is fixed-delay with unlimited
-//! attempts and a 1 s delay; without checkpointing it is `none`.
+//! When nothing chooses a strategy: with checkpointing it is `exponential-delay` (Flink
+//! 1.19+'s default: 1 s initial, 1 min max, multiplier 1.5, jitter 0.1, reset after 1 h,
+//! unlimited attempts); without checkpointing it is `none`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -51,9 +52,6 @@ pub const EXPONENTIAL_ATTEMPTS: &str = "restart-strategy.exponential-delay.attem
 
 /// An attempt count meaning "no limit".
 pub const UNLIMITED: u32 = u32::MAX;
-
-/// The delay of the fixed-delay strategy used when checkpointing is on and no strategy is set.
-pub const DEFAULT_CHECKPOINTING_DELAY: Duration = Duration::from_secs(1);
 
 const TYPE_EXPECTED: &str = "one of none, off, disable, fixed-delay, fixeddelay, failure-rate, failurerate, \
                              exponential-delay, exponentialdelay";
@@ -149,8 +147,7 @@ impl RestartStrategyConfig {
     /// Reads the strategy from a job's config map and the cluster configuration; a key
     /// set in the job's config wins over the same key in the cluster's. The type comes
     /// from `restart-strategy.type` (legacy `restart-strategy`); without one, the default
-    /// is fixed-delay with unlimited attempts and a 1 s delay when `checkpointing_enabled`,
-    /// else `none`. Only the chosen strategy's keys are read. The error names the key and
+    /// is exponential-delay when `checkpointing_enabled`, else `none`. Only the chosen strategy's keys are read. The error names the key and
     /// the value.
     pub fn from_config(
         job: &BTreeMap<String, String>,
@@ -158,12 +155,12 @@ impl RestartStrategyConfig {
         checkpointing_enabled: bool,
     ) -> Result<Self, String> {
         let src = Sources { job, cluster };
-        let Some((type_key, type_value)) = src.lookup(&[TYPE_KEY, LEGACY_TYPE_KEY]) else {
-            return Ok(if checkpointing_enabled {
-                RestartStrategyConfig::FixedDelay { attempts: UNLIMITED, delay: DEFAULT_CHECKPOINTING_DELAY }
-            } else {
-                RestartStrategyConfig::None
-            });
+        // As Flink 1.19+: without a type, checkpointing jobs use exponential-delay (with its
+        // keys' values, if set), others none.
+        let (type_key, type_value) = match src.lookup(&[TYPE_KEY, LEGACY_TYPE_KEY]) {
+            Some(found) => found,
+            None if checkpointing_enabled => (TYPE_KEY, "exponential-delay"),
+            None => return Ok(RestartStrategyConfig::None),
         };
         match type_value.trim().to_ascii_lowercase().as_str() {
             "none" | "off" | "disable" => Ok(RestartStrategyConfig::None),
@@ -530,13 +527,18 @@ mod tests {
     }
 
     #[test]
-    fn default_with_checkpointing_is_unlimited_fixed_delay() {
+    fn default_with_checkpointing_is_flinks_exponential_delay() {
         let c = RestartStrategyConfig::from_config(&BTreeMap::new(), &Configuration::new(), true).unwrap();
-        assert_eq!(c, RestartStrategyConfig::FixedDelay { attempts: UNLIMITED, delay: secs(1) });
-        // Strategy parameters alone do not choose a strategy.
+        assert_eq!(c, exponential(secs(1), secs(60), 1.5, secs(3600), 0.1, UNLIMITED));
+        // Parameters of another strategy alone do not choose it; exponential-delay's own
+        // parameters shape the default, as in Flink.
         let c = RestartStrategyConfig::from_config(&job(&[(FIXED_DELAY_ATTEMPTS, "3")]), &Configuration::new(), true)
             .unwrap();
-        assert_eq!(c, RestartStrategyConfig::FixedDelay { attempts: UNLIMITED, delay: secs(1) });
+        assert_eq!(c, exponential(secs(1), secs(60), 1.5, secs(3600), 0.1, UNLIMITED));
+        let c =
+            RestartStrategyConfig::from_config(&job(&[(EXPONENTIAL_MAX_BACKOFF, "10 s")]), &Configuration::new(), true)
+                .unwrap();
+        assert_eq!(c, exponential(secs(1), secs(10), 1.5, secs(3600), 0.1, UNLIMITED));
     }
 
     #[test]

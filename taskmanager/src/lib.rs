@@ -48,6 +48,33 @@ pub enum TaskManagerError {
     Io(#[from] std::io::Error),
     #[error("high availability: {0}")]
     Ha(String),
+    /// The taskmanager gave up (e.g. it could not register within
+    /// `taskmanager.registration.timeout`); restarting it may help once the cause is gone.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// How a component stops the whole taskmanager with an error: the cause is kept and the
+/// process shuts down, then exits non-zero.
+#[derive(Clone, Default)]
+pub struct FatalErrorHandler {
+    pub shutdown: CancellationToken,
+    cause: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl FatalErrorHandler {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self { shutdown, cause: Default::default() }
+    }
+
+    pub fn fail(&self, cause: String) {
+        self.cause.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(cause);
+        self.shutdown.cancel();
+    }
+
+    pub fn cause(&self) -> Option<String> {
+        self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The TaskManager's settings, read from the configuration.
@@ -65,6 +92,8 @@ pub struct TaskManagerConfig {
     pub max_frame_size: usize,
     pub registration_initial_backoff: Duration,
     pub registration_max_backoff: Duration,
+    /// `taskmanager.registration.timeout`: how long the taskmanager may stay unregistered.
+    pub registration_timeout: Duration,
     pub cpu_cores: f64,
     pub task_heap: u64,
     pub managed_memory: u64,
@@ -102,6 +131,7 @@ impl TaskManagerConfig {
             max_frame_size: config.get(&options::PEKKO_FRAMESIZE)?.bytes() as usize,
             registration_initial_backoff: config.get(&options::CLUSTER_REGISTRATION_INITIAL_TIMEOUT)?,
             registration_max_backoff: config.get(&options::CLUSTER_REGISTRATION_MAX_TIMEOUT)?,
+            registration_timeout: config.get(&options::TASK_MANAGER_REGISTRATION_TIMEOUT)?,
             cpu_cores: config.get_optional(&options::TASK_MANAGER_CPU_CORES)?.unwrap_or(f64::from(num_slots)),
             task_heap: config.get_optional(&options::TASK_MANAGER_TASK_HEAP_SIZE)?.map_or(0, |m| m.bytes()),
             managed_memory: config.get(&options::TASK_MANAGER_MANAGED_MEMORY_SIZE)?.bytes(),
@@ -149,6 +179,8 @@ fn reserve_data_port(config: &TaskManagerConfig) -> Result<TcpListener, TaskMana
 
 /// Runs a TaskManager until `shutdown` is cancelled.
 pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), TaskManagerError> {
+    let open_files = flint_common::process::raise_open_files_limit();
+    info!(open_files, "open-file limit");
     let tm = TaskManagerConfig::from_configuration(&config)?;
     // Where the ResourceManager is: fixed (`jobmanager.rpc.address:port`) without HA, else
     // whatever leader ZooKeeper names.
@@ -192,7 +224,7 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     info!(%resource_id, rpc = %rpc.host_port(), data_port, slots = tm.num_slots, "starting task manager");
 
     let partitions = network::PartitionManager::new();
-    let data_server = network::DataServer::start(data_listener, partitions.clone(), tm.max_frame_size)?;
+    let data_server = network::DataServer::start(data_listener, partitions.clone(), tm.max_frame_size, tm.ask_timeout)?;
     let data_client = network::DataClient::start(tm.max_frame_size, tm.ask_timeout)?;
     let env = Arc::new(task::TaskEnvironment {
         resource_id: resource_id.clone(),
@@ -202,9 +234,10 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
         max_queued_buffers: network::GateConfig::default().initial_credit as usize,
     });
 
+    let fatal = FatalErrorHandler::new(shutdown.clone());
     let system = actix::System::new();
     system.block_on(async {
-        let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description, env));
+        let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description, env, fatal.clone()));
         task_executor::register_endpoint(&rpc, te.clone());
         let retrieval = match ha.leader_retrieval(RESOURCE_MANAGER) {
             Ok(retrieval) => {
@@ -237,6 +270,9 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     rpc.stop();
     data_server.stop();
     data_client.stop();
+    if let Some(cause) = fatal.cause() {
+        return Err(TaskManagerError::Fatal(cause));
+    }
     info!("task manager stopped");
     Ok(())
 }

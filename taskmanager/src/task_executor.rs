@@ -134,6 +134,9 @@ pub struct TaskExecutor {
     /// is no longer current (the leader moved) gives up.
     current_generation: Arc<std::sync::atomic::AtomicU64>,
     registering: bool,
+    /// Since when no registration holds (`taskmanager.registration.timeout` counts from here).
+    unregistered_since: Instant,
+    fatal: crate::FatalErrorHandler,
 }
 
 #[derive(Message)]
@@ -174,6 +177,7 @@ impl TaskExecutor {
         config: TaskManagerConfig,
         description: TaskExecutorDescription,
         env: Arc<TaskEnvironment>,
+        fatal: crate::FatalErrorHandler,
     ) -> Self {
         let slots = SlotTable::new(&description.resource_id, config.num_slots, description.slot_resource);
         let resource_manager = config.resource_manager_address.clone();
@@ -190,6 +194,26 @@ impl TaskExecutor {
             registration_generation: 0,
             current_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             registering: false,
+            unregistered_since: Instant::now(),
+            fatal,
+        }
+    }
+
+    /// As Flink: a taskmanager that stays unregistered for `taskmanager.registration.timeout`
+    /// gives up and exits non-zero instead of retrying forever.
+    fn check_registration_timeout(&mut self) {
+        let timeout = self.config.registration_timeout;
+        if self.connection.is_none()
+            && self.unregistered_since.elapsed() > timeout
+            && !self.fatal.shutdown.is_cancelled()
+        {
+            let cause = format!(
+                "Could not register at the ResourceManager within the duration of taskmanager.registration.timeout \
+                 ({} ms). This indicates a problem with this instance. Terminating now.",
+                timeout.as_millis()
+            );
+            error!(resource_manager = %self.resource_manager, "{cause}");
+            self.fatal.fail(cause);
         }
     }
 
@@ -219,6 +243,7 @@ impl TaskExecutor {
     fn start_registration(&mut self, ctx: &mut Context<Self>, reason: &str) {
         if let Some(old) = self.connection.take() {
             info!(reason, session = %old.session, "disconnected from the resource manager");
+            self.unregistered_since = Instant::now();
         }
         if self.registering {
             return;
@@ -313,6 +338,7 @@ impl Actor for TaskExecutor {
                 act.start_registration(ctx, &reason);
             }
             act.check_job_masters();
+            act.check_registration_timeout();
         });
         self.start_registration(ctx, "task executor started");
     }

@@ -57,7 +57,7 @@ impl Tm {
         init_logging();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let manager = PartitionManager::new();
-        let server = DataServer::start(listener, manager.clone(), MAX_FRAME).unwrap();
+        let server = DataServer::start(listener, manager.clone(), MAX_FRAME, Duration::from_secs(10)).unwrap();
         let address = server.local_addr().to_string();
         let client = DataClient::start(MAX_FRAME, Duration::from_secs(5)).unwrap();
         Tm { manager, server: Some(server), client, address }

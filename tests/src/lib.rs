@@ -35,6 +35,13 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// Resident memory (VmRSS) of a process in KiB, `None` once it is gone.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..].split_whitespace().next()?.parse().ok()
+}
+
 /// The repository root (for `scripts/`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()

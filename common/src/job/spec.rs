@@ -13,7 +13,7 @@ use std::fmt;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 use super::{JobError, JobProblem};
 
@@ -324,14 +324,7 @@ pub fn parse_doc(text: &str) -> Result<DocValue, JobError> {
     if text.trim_start().starts_with('{') {
         serde_json::from_str::<DocValue>(text).map_err(|e| JobError::single(format!("malformed JSON: {e}")))
     } else {
-        let docs = YamlLoader::load_from_str(text).map_err(|e| {
-            JobError::single(format!(
-                "malformed YAML: {} at line {} column {}",
-                e.info(),
-                e.marker().line(),
-                e.marker().col() + 1
-            ))
-        })?;
+        let docs = crate::yaml::load_plain(text).map_err(|e| JobError::single(format!("malformed YAML: {e}")))?;
         match docs.as_slice() {
             [] => Ok(DocValue::Null),
             [doc] => DocValue::from_yaml(doc).map_err(|e| JobError::single(format!("malformed YAML: {e}"))),

@@ -93,8 +93,11 @@ impl Endpoint {
         let endpoint = self.name.clone();
         self.on_handler::<M>(Arc::new(move |body: Bytes| {
             let msg: M = decode_body(M::TYPE_NAME, &body)?;
-            // `send` enqueues now; the returned future only waits for the result.
-            let request = addr.send(msg);
+            // `send` on a fresh sender enqueues now, even when the mailbox is over its
+            // capacity (a sender that found it full would hold the message back in its
+            // future, and a later request could overtake it). Requests stay in arrival
+            // order; the RPC service bounds how many each connection has in flight.
+            let request = addr.clone().send(msg);
             let endpoint = endpoint.clone();
             Ok(async move {
                 let response = request.await.map_err(|_| RpcError::EndpointGone { endpoint })?;

@@ -5,6 +5,7 @@
 //! [`Endpoint`]s (one per actor reachable from outside, e.g. `resourcemanager`).
 //!
 //! - [`frame`]: the wire format (length-delimited frames, MessagePack header and body).
+//! - [`framing`]: reading and writing length-delimited frames, bounded in memory and time.
 //! - [`endpoint`]: what an endpoint is — a name, an optional fencing token, and one
 //!   handler per message type, usually forwarding to an actix actor.
 //! - [`service`]: the listener, connections, `ask`/`tell`, timeouts, local dispatch.
@@ -14,6 +15,7 @@
 
 pub mod endpoint;
 pub mod frame;
+pub mod framing;
 pub mod service;
 
 use std::fmt;

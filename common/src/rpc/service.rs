@@ -22,15 +22,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::endpoint::{decode_body, encode_body, Endpoint};
 use super::frame::{Frame, FrameError, FrameHeader, FrameKind};
+use super::framing::{write_frame, FrameReader};
 use super::{RpcAddress, RpcError, RpcMessage};
 use crate::ids::LeaderSessionId;
 
@@ -45,8 +46,28 @@ pub struct RpcServiceConfig {
     pub advertised_host: String,
     /// The largest frame sent or accepted, in bytes (`pekko.framesize`).
     pub max_frame_size: usize,
-    /// How long opening a connection may take.
+    /// How long opening a connection may take; also how long a frame may take to arrive
+    /// once it started, how long a peer may leave a written frame unread, and how long a new
+    /// inbound connection has to send its first frame (`pekko.ask.timeout`).
     pub connect_timeout: Duration,
+}
+
+/// Requests of one inbound connection being handled at once; the connection is not read
+/// further until one completes (back-pressure instead of unbounded work).
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+
+/// Replies waiting to be written on one inbound connection.
+const REPLY_QUEUE: usize = 64;
+
+/// Requests waiting to be written on one outbound connection; a call beyond it fails at
+/// once (the peer is not reading).
+pub const OUTBOUND_QUEUE: usize = 1024;
+
+/// Inbound RPC connections this process keeps at most: a quarter of its open-file limit,
+/// so that the REST server, the data plane, outbound connections and files always have
+/// descriptors left.
+fn max_inbound_connections() -> usize {
+    (crate::process::open_files_limit() / 4).clamp(16, 65_536) as usize
 }
 
 impl RpcServiceConfig {
@@ -84,7 +105,7 @@ struct PendingAsk {
 
 struct Connection {
     id: u64,
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: mpsc::Sender<Bytes>,
 }
 
 struct Inner {
@@ -100,10 +121,9 @@ struct Inner {
     shutdown: CancellationToken,
     disconnects: broadcast::Sender<String>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-fn codec(max_frame_size: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(max_frame_size).new_codec()
+    /// Inbound connections open now, and the most allowed.
+    inbound: AtomicU64,
+    max_inbound: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,6 +155,8 @@ impl RpcService {
             shutdown: shutdown.clone(),
             disconnects: broadcast::channel(64).0,
             thread: Mutex::new(None),
+            inbound: AtomicU64::new(0),
+            max_inbound: max_inbound_connections(),
         });
         let accept_inner = Arc::downgrade(&inner);
         let thread = std::thread::Builder::new()
@@ -229,12 +251,9 @@ impl RpcService {
                 let correlation_id = header.correlation_id;
                 let connection = inner.connection_to(&target.host_port);
                 lock(&inner.pending).insert(correlation_id, PendingAsk { tx, connection: connection.id });
-                if connection.tx.send(payload).is_err() {
+                if let Err(e) = connection.send(payload, &target.host_port) {
                     lock(&inner.pending).remove(&correlation_id);
-                    return Err(RpcError::ConnectionLost {
-                        address: target.host_port.clone(),
-                        reason: "connection closed".into(),
-                    });
+                    return Err(e);
                 }
                 match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(result)) => result?,
@@ -276,11 +295,7 @@ impl RpcService {
             });
             return Ok(());
         }
-        let connection = self.inner.connection_to(&target.host_port);
-        connection.tx.send(payload).map_err(|_| RpcError::ConnectionLost {
-            address: target.host_port.clone(),
-            reason: "connection closed".into(),
-        })
+        self.inner.connection_to(&target.host_port).send(payload, &target.host_port)
     }
 
     /// Stops the listener and every connection; waits for the service thread.
@@ -334,7 +349,7 @@ impl Inner {
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         connections.insert(host_port.to_string(), Connection { id, tx: tx.clone() });
         let inner = Arc::downgrade(self);
         let host_port = host_port.to_string();
@@ -382,53 +397,60 @@ impl Inner {
 
 struct ConnectionHandle {
     id: u64,
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl ConnectionHandle {
+    /// Queues a frame; a full queue means the peer has not been reading.
+    fn send(&self, payload: Bytes, host_port: &str) -> Result<(), RpcError> {
+        self.tx.try_send(payload).map_err(|e| RpcError::ConnectionLost {
+            address: host_port.to_string(),
+            reason: match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    format!("{OUTBOUND_QUEUE} requests are waiting to be sent; the peer is not reading")
+                }
+                mpsc::error::TrySendError::Closed(_) => "connection closed".into(),
+            },
+        })
+    }
 }
 
 /// Runs one outbound connection until it breaks; returns why it ended.
 async fn run_outbound(
     inner: &std::sync::Weak<Inner>,
     host_port: &str,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::Receiver<Bytes>,
     shutdown: CancellationToken,
     max_frame_size: usize,
-    connect_timeout: Duration,
+    io_timeout: Duration,
 ) -> RpcError {
     let unreachable = |reason: String| RpcError::Unreachable { address: host_port.to_string(), reason };
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(host_port)).await {
+    let stream = match tokio::time::timeout(io_timeout, TcpStream::connect(host_port)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return unreachable(e.to_string()),
-        Err(_) => return unreachable(format!("connect timed out after {} ms", connect_timeout.as_millis())),
+        Err(_) => return unreachable(format!("connect timed out after {} ms", io_timeout.as_millis())),
     };
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let mut reader = FramedRead::new(read, codec(max_frame_size));
-    let mut writer = FramedWrite::new(write, codec(max_frame_size));
+    let (read, mut write) = stream.into_split();
+    let mut reader = FrameReader::new(read, max_frame_size, io_timeout);
     let lost = |reason: String| RpcError::ConnectionLost { address: host_port.to_string(), reason };
     loop {
         tokio::select! {
             outgoing = rx.recv() => {
                 let Some(payload) = outgoing else { return lost("rpc service dropped the connection".into()) };
-                if let Err(e) = writer.feed(payload).await {
-                    return lost(e.to_string());
-                }
-                while let Ok(more) = rx.try_recv() {
-                    if let Err(e) = writer.feed(more).await {
-                        return lost(e.to_string());
-                    }
-                }
-                if let Err(e) = SinkExt::<Bytes>::flush(&mut writer).await {
+                if let Err(e) = write_frame(&mut write, &payload, io_timeout).await {
+                    warn!(peer = host_port, error = %e, "closing connection: cannot send");
                     return lost(e.to_string());
                 }
             }
-            incoming = reader.next() => {
+            incoming = reader.next_frame() => {
                 let payload = match incoming {
-                    Some(Ok(payload)) => payload.freeze(),
-                    Some(Err(e)) => {
+                    Ok(Some(payload)) => payload,
+                    Err(e) => {
                         warn!(peer = host_port, error = %e, "closing connection: unreadable frame");
                         return lost(e.to_string());
                     }
-                    None => return lost("closed by peer".into()),
+                    Ok(None) => return lost("closed by peer".into()),
                 };
                 let Some(inner) = inner.upgrade() else { return RpcError::ServiceStopped };
                 match Frame::decode(payload) {
@@ -463,14 +485,34 @@ async fn run_outbound(
 }
 
 async fn accept_loop(listener: TcpListener, inner: std::sync::Weak<Inner>, shutdown: CancellationToken) {
+    let mut refused = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Some(strong) = inner.upgrade() else { return };
-                    let max = strong.max_frame_size;
+                    let open = strong.inbound.load(Ordering::Relaxed) as usize;
+                    if open >= strong.max_inbound {
+                        refused += 1;
+                        if refused == 1 || refused.is_multiple_of(1000) {
+                            warn!(%peer, open, limit = strong.max_inbound, refused,
+                                "rpc connection limit reached; refusing connections (a quarter of the open-file limit)");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    refused = 0;
+                    strong.inbound.fetch_add(1, Ordering::Relaxed);
+                    let (max, io_timeout) = (strong.max_frame_size, strong.connect_timeout);
                     drop(strong);
-                    tokio::spawn(serve_inbound(stream, peer, inner.clone(), shutdown.clone(), max));
+                    let inner = inner.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        serve_inbound(stream, peer, inner.clone(), shutdown, max, io_timeout).await;
+                        if let Some(inner) = inner.upgrade() {
+                            inner.inbound.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "accepting an rpc connection failed");
@@ -495,117 +537,143 @@ fn error_frame(correlation_id: u64, error: &RpcError) -> Bytes {
 }
 
 /// Serves one inbound connection: requests in, replies out.
+///
+/// Requests are handed to their endpoints in the order they arrive (an actor's mailbox
+/// takes each at once, see `Endpoint::on_actor`), so per-connection order holds under
+/// any load. At most [`MAX_IN_FLIGHT_PER_CONNECTION`] requests are handled at once and at
+/// most [`REPLY_QUEUE`] replies wait to be written; beyond that the connection is not read
+/// (back-pressure), and a peer that leaves its replies unread for `io_timeout` is dropped.
+/// A connection must send its first frame within `io_timeout`.
 async fn serve_inbound(
     stream: TcpStream,
     peer: SocketAddr,
     inner: std::sync::Weak<Inner>,
     shutdown: CancellationToken,
     max_frame_size: usize,
+    io_timeout: Duration,
 ) {
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let mut reader = FramedRead::new(read, codec(max_frame_size));
-    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Bytes>();
-    let writer_task = tokio::spawn(async move {
-        let mut writer = FramedWrite::new(write, codec(max_frame_size));
-        while let Some(payload) = reply_rx.recv().await {
-            if writer.feed(payload).await.is_err() {
-                return;
-            }
-            while let Ok(more) = reply_rx.try_recv() {
-                if writer.feed(more).await.is_err() {
+    let (read, mut write) = stream.into_split();
+    let mut reader = FrameReader::new(read, max_frame_size, io_timeout).with_handshake_timeout(io_timeout);
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE);
+    let stalled = CancellationToken::new();
+    let writer_task = {
+        let stalled = stalled.clone();
+        tokio::spawn(async move {
+            while let Some(payload) = reply_rx.recv().await {
+                if let Err(e) = write_frame(&mut write, &payload, io_timeout).await {
+                    warn!(%peer, error = %e, "closing connection: cannot send replies");
+                    stalled.cancel();
                     return;
                 }
             }
-            if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
-                return;
-            }
-        }
-    });
+        })
+    };
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        let payload = tokio::select! {
-            incoming = reader.next() => incoming,
+        let accepting = in_flight.len() < MAX_IN_FLIGHT_PER_CONNECTION;
+        tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
-        };
-        let payload = match payload {
-            Some(Ok(payload)) => payload.freeze(),
-            Some(Err(e)) => {
-                warn!(%peer, error = %e, "closing connection: unreadable frame");
-                break;
-            }
-            None => break,
-        };
-        let frame = match Frame::decode(payload) {
-            Ok(frame) => frame,
-            Err(e) => {
-                warn!(%peer, error = %e, "closing connection: malformed frame");
-                if let FrameError::VersionMismatch { .. } = e {
-                    let _ =
-                        reply_tx.send(error_frame(0, &RpcError::VersionMismatch(format!("refused by {}: {e}", peer))));
-                }
-                break;
-            }
-        };
-        let Some(inner) = inner.upgrade() else { break };
-        let header = frame.header;
-        match header.kind {
-            FrameKind::Ask => {
-                let max = inner.max_frame_size;
-                let result = inner.dispatch(&header, frame.body);
-                let reply_tx = reply_tx.clone();
-                let correlation_id = header.correlation_id;
-                let type_name = header.type_name.clone();
-                let respond = move |result: Result<Bytes, RpcError>| {
-                    let payload = match result {
-                        Ok(body) => {
-                            let reply = FrameHeader {
-                                kind: FrameKind::Reply,
-                                correlation_id,
-                                target: String::new(),
-                                fencing_token: None,
-                                type_name: String::new(),
-                            };
-                            let payload = Frame::new(reply, body).encode();
-                            if payload.len() > max {
-                                error_frame(
-                                    correlation_id,
-                                    &RpcError::FrameTooLarge { type_name, size: payload.len(), max },
-                                )
-                            } else {
-                                payload
-                            }
-                        }
-                        Err(e) => error_frame(correlation_id, &e),
-                    };
-                    let _ = reply_tx.send(payload);
-                };
-                match result {
-                    Ok(fut) => {
-                        tokio::spawn(async move { respond(fut.await) });
+            _ = stalled.cancelled() => break,
+            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                let reply: Option<Bytes> = reply;
+                if let Some(payload) = reply {
+                    // Waits while the reply queue is full: the peer is slow to read, so
+                    // this connection is not read either.
+                    tokio::select! {
+                        sent = reply_tx.send(payload) => if sent.is_err() { break },
+                        _ = stalled.cancelled() => break,
                     }
+                }
+            }
+            incoming = reader.next_frame(), if accepting => {
+                let payload = match incoming {
+                    Ok(Some(payload)) => payload,
                     Err(e) => {
-                        debug!(%peer, error = %e, "rejecting ask");
-                        respond(Err(e));
+                        warn!(%peer, error = %e, "closing connection: unreadable frame");
+                        break;
                     }
-                }
-            }
-            FrameKind::Tell => match inner.dispatch(&header, frame.body) {
-                Ok(fut) => {
-                    tokio::spawn(async move {
-                        if let Err(e) = fut.await {
-                            debug!(error = %e, "tell failed");
+                    Ok(None) => break,
+                };
+                let frame = match Frame::decode(payload) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "closing connection: malformed frame");
+                        if let FrameError::VersionMismatch { .. } = e {
+                            let error = RpcError::VersionMismatch(format!("refused by {peer}: {e}"));
+                            let _ = reply_tx.try_send(error_frame(0, &error));
                         }
-                    });
+                        break;
+                    }
+                };
+                let Some(inner) = inner.upgrade() else { break };
+                match handle_request(&inner, peer, frame) {
+                    Some(fut) => in_flight.push(fut),
+                    None => break,
                 }
-                Err(e) => debug!(%peer, error = %e, "dropping tell"),
-            },
-            FrameKind::Reply | FrameKind::Error => {
-                warn!(%peer, "closing connection: peer sent a reply on a request channel");
-                break;
             }
         }
     }
     drop(reply_tx);
     // Let replies already produced go out, bounded.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
+}
+
+type RequestFuture = futures::future::BoxFuture<'static, Option<Bytes>>;
+
+/// Dispatches one request frame; the future yields the reply frame of an ask (`None` for
+/// a tell). `None` here: the frame breaks the protocol and the connection is closed.
+fn handle_request(inner: &Inner, peer: SocketAddr, frame: Frame) -> Option<RequestFuture> {
+    use futures::FutureExt;
+    let header = frame.header;
+    match header.kind {
+        FrameKind::Ask => {
+            let max = inner.max_frame_size;
+            let correlation_id = header.correlation_id;
+            let type_name = header.type_name.clone();
+            let respond = move |result: Result<Bytes, RpcError>| match result {
+                Ok(body) => {
+                    let reply = FrameHeader {
+                        kind: FrameKind::Reply,
+                        correlation_id,
+                        target: String::new(),
+                        fencing_token: None,
+                        type_name: String::new(),
+                    };
+                    let payload = Frame::new(reply, body).encode();
+                    if payload.len() > max {
+                        error_frame(correlation_id, &RpcError::FrameTooLarge { type_name, size: payload.len(), max })
+                    } else {
+                        payload
+                    }
+                }
+                Err(e) => error_frame(correlation_id, &e),
+            };
+            Some(match inner.dispatch(&header, frame.body) {
+                Ok(fut) => async move { Some(respond(fut.await)) }.boxed(),
+                Err(e) => {
+                    debug!(%peer, error = %e, "rejecting ask");
+                    futures::future::ready(Some(respond(Err(e)))).boxed()
+                }
+            })
+        }
+        FrameKind::Tell => Some(match inner.dispatch(&header, frame.body) {
+            Ok(fut) => async move {
+                if let Err(e) = fut.await {
+                    debug!(error = %e, "tell failed");
+                }
+                None
+            }
+            .boxed(),
+            Err(e) => {
+                debug!(%peer, error = %e, "dropping tell");
+                futures::future::ready(None).boxed()
+            }
+        }),
+        FrameKind::Reply | FrameKind::Error => {
+            warn!(%peer, "closing connection: peer sent a reply on a request channel");
+            None
+        }
+    }
 }

@@ -12,6 +12,13 @@
 //! a `warn!`; its requests are cancelled (their subpartitions drop their queues). Other
 //! connections go on.
 //!
+//! Bounds: frames are read as their bytes arrive (never allocated from an announced
+//! length) and must arrive whole within the I/O timeout once started; a connection must
+//! send its first request within the I/O timeout; at most [`CONTROL_QUEUE`] control
+//! answers wait for the writer (a client that floods requests without reading is dropped);
+//! a write the peer does not drain within the I/O timeout closes the connection; the
+//! server keeps at most a quarter of the process's open-file limit of connections.
+//!
 //! Lock order: connection state, then a subpartition (through its reader).
 
 use std::collections::{HashMap, VecDeque};
@@ -19,10 +26,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use flint_common::rpc::framing::FrameReader;
+use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -32,6 +40,9 @@ use super::{lock, BufferOrEvent, Event, NetworkError};
 
 /// Frames one writer round sends before it looks at control messages again and yields.
 const WRITE_BUDGET: usize = 64;
+
+/// Control answers (not found, errors) waiting for the writer of one connection.
+pub const CONTROL_QUEUE: usize = 1024;
 
 /// The taskmanager's data server. Stops when dropped.
 pub struct DataServer {
@@ -49,6 +60,7 @@ impl DataServer {
         listener: std::net::TcpListener,
         manager: PartitionManager,
         max_frame_size: usize,
+        io_timeout: Duration,
     ) -> std::io::Result<DataServer> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -61,7 +73,7 @@ impl DataServer {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let thread = std::thread::Builder::new().name("flint-data-server".into()).spawn(move || {
-            runtime.block_on(accept_loop(listener, manager, max_frame_size, token));
+            runtime.block_on(accept_loop(listener, manager, max_frame_size, io_timeout, token));
             // Dropping the runtime closes every connection.
         })?;
         info!(address = %local_addr, "data server started");
@@ -95,13 +107,32 @@ async fn accept_loop(
     listener: TcpListener,
     manager: PartitionManager,
     max_frame_size: usize,
+    io_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    let max_connections = (flint_common::process::open_files_limit() / 4).clamp(16, 65_536) as usize;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut refused = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve(stream, peer, manager.clone(), max_frame_size, shutdown.child_token()));
+                    let now_open = open.load(std::sync::atomic::Ordering::Relaxed);
+                    if now_open >= max_connections {
+                        refused += 1;
+                        if refused == 1 || refused.is_multiple_of(1000) {
+                            warn!(%peer, open = now_open, limit = max_connections, refused,
+                                "data connection limit reached; refusing connections (a quarter of the open-file limit)");
+                        }
+                        continue;
+                    }
+                    refused = 0;
+                    open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (manager, token, open) = (manager.clone(), shutdown.child_token(), open.clone());
+                    tokio::spawn(async move {
+                        serve(stream, peer, manager, max_frame_size, io_timeout, token).await;
+                        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "accepting a data connection failed");
@@ -251,27 +282,36 @@ async fn serve(
     peer: SocketAddr,
     manager: PartitionManager,
     max_frame_size: usize,
+    io_timeout: Duration,
     token: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     debug!(%peer, "data connection accepted");
     let (read, write) = stream.into_split();
     let connection = Arc::new(Connection { state: Mutex::new(ConnState::default()), ready: Notify::new() });
-    let (control_tx, control_rx) = mpsc::unbounded_channel::<Header>();
-    let writer = tokio::spawn(write_loop(write, connection.clone(), control_rx, max_frame_size, token.clone(), peer));
-    let mut reader = FramedRead::new(read, DataCodec::new(max_frame_size));
+    let (control_tx, control_rx) = mpsc::channel::<Header>(CONTROL_QUEUE);
+    let writer = tokio::spawn(write_loop(
+        write,
+        connection.clone(),
+        control_rx,
+        max_frame_size,
+        io_timeout,
+        token.clone(),
+        peer,
+    ));
+    let mut reader = FrameReader::new(read, max_frame_size, io_timeout).with_handshake_timeout(io_timeout);
     loop {
         let incoming = tokio::select! {
-            incoming = reader.next() => incoming,
+            incoming = reader.next_frame() => incoming,
             _ = token.cancelled() => break,
         };
         let frame = match incoming {
-            Some(Ok(frame)) => frame.freeze(),
-            Some(Err(e)) => {
+            Ok(Some(frame)) => frame,
+            Err(e) => {
                 warn!(%peer, error = %e, "closing data connection: unreadable frame");
                 break;
             }
-            None => {
+            Ok(None) => {
                 debug!(%peer, "data connection closed by the peer");
                 break;
             }
@@ -297,9 +337,14 @@ async fn serve(
 fn handle(
     connection: &Arc<Connection>,
     manager: &PartitionManager,
-    control: &mpsc::UnboundedSender<Header>,
+    control: &mpsc::Sender<Header>,
     header: Header,
 ) -> Result<(), String> {
+    // A control answer that does not fit the queue means the client sends requests without
+    // reading the answers: the connection is dropped.
+    let answer = |header: Header| {
+        control.try_send(header).map_err(|_| format!("{CONTROL_QUEUE} answers are waiting; the client is not reading"))
+    };
     match header {
         Header::PartitionRequest { receiver_id, partition, subpartition, credit } => {
             if lock(&connection.state).requests.contains_key(&receiver_id) {
@@ -307,8 +352,7 @@ fn handle(
             }
             let Some(result_partition) = manager.get(&partition) else {
                 debug!(%partition, subpartition, "requested partition not found");
-                let _ = control.send(Header::PartitionNotFound { receiver_id });
-                return Ok(());
+                return answer(Header::PartitionNotFound { receiver_id });
             };
             let listener = Arc::new(RequestListener { connection: Arc::downgrade(connection), receiver_id });
             match result_partition.create_reader(subpartition, listener) {
@@ -332,7 +376,7 @@ fn handle(
                         NetworkError::PartitionReleased { .. } => ErrorKind::Released,
                         _ => ErrorKind::Rejected,
                     };
-                    let _ = control.send(Header::Error { receiver_id, kind, message: e.to_string() });
+                    answer(Header::Error { receiver_id, kind, message: e.to_string() })?;
                 }
             }
         }
@@ -365,34 +409,44 @@ fn handle(
 async fn write_loop(
     write: tokio::net::tcp::OwnedWriteHalf,
     connection: Arc<Connection>,
-    mut control: mpsc::UnboundedReceiver<Header>,
+    mut control: mpsc::Receiver<Header>,
     max_frame_size: usize,
+    io_timeout: Duration,
     token: CancellationToken,
     peer: SocketAddr,
 ) {
     let mut writer = FramedWrite::new(write, DataCodec::new(max_frame_size));
+    // A write the client does not drain within the I/O timeout ends the connection.
+    let timed = |result: Result<std::io::Result<()>, tokio::time::error::Elapsed>| {
+        result.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client did not read for {} ms", io_timeout.as_millis()),
+            ))
+        })
+    };
     let result = tokio::select! {
         result = async {
             loop {
                 if !connection.has_ready() {
                     tokio::select! {
                         header = control.recv() => match header {
-                            Some(header) => writer.feed(Message::new(header)).await?,
+                            Some(header) => timed(tokio::time::timeout(io_timeout, writer.feed(Message::new(header))).await)?,
                             None => return Ok(()),
                         },
                         _ = connection.ready.notified() => {}
                     }
                 }
                 while let Ok(header) = control.try_recv() {
-                    writer.feed(Message::new(header)).await?;
+                    timed(tokio::time::timeout(io_timeout, writer.feed(Message::new(header))).await)?;
                 }
                 let mut sent = 0;
                 while sent < WRITE_BUDGET {
                     let Some(message) = connection.next_frame(max_frame_size) else { break };
-                    writer.feed(message).await?;
+                    timed(tokio::time::timeout(io_timeout, writer.feed(message)).await)?;
                     sent += 1;
                 }
-                writer.flush().await?;
+                timed(tokio::time::timeout(io_timeout, writer.flush()).await)?;
                 if sent == WRITE_BUDGET {
                     tokio::task::yield_now().await;
                 }
@@ -402,7 +456,11 @@ async fn write_loop(
     };
     if let Err(e) = result {
         let e: std::io::Error = e;
-        debug!(%peer, error = %e, "data connection write failed");
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            warn!(%peer, error = %e, "closing data connection");
+        } else {
+            debug!(%peer, error = %e, "data connection write failed");
+        }
     }
     token.cancel();
 }

@@ -1,0 +1,164 @@
+//! Hostile and careless input against real processes: every parser of outside bytes is
+//! bounded in memory and time, and bad input gets a clear error and changes nothing.
+
+use std::time::{Duration, Instant};
+
+use flint_tests::{rss_kib, Harness};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The "billion laughs" YAML document: `levels` levels of nine aliases each (306 bytes for 9).
+fn alias_bomb(levels: usize) -> String {
+    let names: Vec<char> = ('a'..='z').take(levels).collect();
+    let mut text = format!("{}: &{} [x,x,x,x,x,x,x,x,x]\n", names[0], names[0]);
+    for pair in names.windows(2) {
+        let refs = vec![format!("*{}", pair[0]); 9].join(",");
+        text.push_str(&format!("{}: &{} [{refs}]\n", pair[1], pair[1]));
+    }
+    text
+}
+
+#[test]
+fn a_yaml_alias_bomb_is_refused_quickly_without_memory_growth() {
+    let mut h = Harness::new("alias-bomb");
+    let jm = h.start_jobmanager("jobmanager");
+    h.wait_for_overview("the jobmanager", DEADLINE, |_| true);
+    let pid = h.process(jm).pid();
+    let body = alias_bomb(9);
+    assert!(body.len() <= 310, "{} bytes", body.len());
+    let before = rss_kib(pid).expect("jobmanager rss");
+    let started = Instant::now();
+    let reply = h.post_raw("/jobs", &body).expect("an answer");
+    let elapsed = started.elapsed();
+    let after = rss_kib(pid).expect("the jobmanager survives");
+    eprintln!(
+        "alias bomb ({} bytes, 9 levels): {} in {:.1} ms, jobmanager RSS {} KiB -> {} KiB",
+        body.len(),
+        reply.status,
+        elapsed.as_secs_f64() * 1000.0,
+        before,
+        after
+    );
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let errors = reply.body["errors"].to_string();
+    assert!(errors.contains("line 1") && errors.contains("aliases"), "{errors}");
+    assert!(elapsed < Duration::from_millis(100), "{elapsed:?}");
+    assert!(after.saturating_sub(before) < 20 * 1024, "RSS grew from {before} KiB to {after} KiB");
+    // Nothing was stored; the jobmanager still answers.
+    assert_eq!(h.get_ok("/jobs/overview")["jobs"].as_array().map(Vec::len), Some(0));
+}
+
+/// Sends raw bytes to the REST port and reads the answer until the server closes or the
+/// deadline passes.
+fn raw_http(port: u16, request: &[u8], hold_open: bool, deadline: Duration) -> (String, Duration) {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(deadline)).unwrap();
+    stream.write_all(request).unwrap();
+    if !hold_open {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && String::from_utf8_lossy(&answer).contains("}") {
+                    break;
+                }
+            }
+        }
+        if started.elapsed() > deadline {
+            break;
+        }
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[test]
+fn rest_errors_are_json_with_flinks_status_codes() {
+    let mut h = Harness::new("rest-errors");
+    h.set("rest.idleness-timeout", "1 s");
+    h.start_jobmanager("jobmanager");
+    h.wait_for_overview("the jobmanager", DEADLINE, |_| true);
+
+    // A job document over the job document limit: 413, JSON.
+    let big = format!("{{\"flint\": 1, \"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let reply = h.post_raw("/jobs", &big).expect("an answer");
+    assert_eq!(reply.status, 413, "{}", reply.text);
+    assert!(reply.body["errors"][0].as_str().is_some(), "{}", reply.text);
+
+    // A query parameter of the wrong type: 400 in Flink's words, JSON.
+    let reply = h.get("/jobs/00000000000000000000000000000000/exceptions?maxExceptions=many").unwrap();
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let error = reply.body["errors"][0].as_str().unwrap_or_default().to_owned();
+    assert!(error.starts_with("Bad request, could not parse parameters"), "{error}");
+
+    // An over-long request target: 414, JSON.
+    let reply = h.get(&format!("/jobs/{}", "a".repeat(5000))).unwrap();
+    assert_eq!(reply.status, 414, "{}", reply.text);
+    assert!(reply.body["errors"][0].as_str().is_some(), "{}", reply.text);
+
+    // A body shorter than its Content-Length: 408 after rest.idleness-timeout, JSON.
+    let port = h.rest_port;
+    let request = b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"flint\"";
+    let (answer, took) = raw_http(port, request, true, Duration::from_secs(10));
+    eprintln!("short body answered after {} ms", took.as_millis());
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("{\"errors\":["), "{answer}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // A missing log file names no server directory.
+    let reply = h.get("/jobmanager/logs/missing.log").unwrap();
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    let home = h.home.to_string_lossy().into_owned();
+    assert!(!reply.text.contains(&home) && !reply.text.contains("/tmp"), "{}", reply.text);
+
+    // The server still answers normally.
+    assert_eq!(h.get_ok("/jobs/overview")["jobs"].as_array().map(Vec::len), Some(0));
+}
+
+fn log_text(h: &Harness) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&h.log_dir).unwrap().flatten() {
+        text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    text
+}
+
+#[test]
+fn a_taskmanager_that_cannot_register_exits_after_the_registration_timeout() {
+    // No jobmanager at all.
+    let mut h = Harness::new("registration-timeout");
+    h.set("taskmanager.registration.timeout", "2 s");
+    let tm = h.start_taskmanager("taskmanager", &[]);
+    let code = h.process(tm).wait_exit(Duration::from_secs(20));
+    if code != Some(1) {
+        h.dump_logs();
+    }
+    assert_eq!(code, Some(1), "the taskmanager must exit non-zero");
+    assert!(log_text(&h).contains("taskmanager.registration.timeout"), "the log names the option");
+}
+
+#[test]
+fn taskmanagers_exit_after_the_cluster_was_shut_down() {
+    let mut h = Harness::new("registration-timeout-after-stop");
+    h.set("taskmanager.registration.timeout", "3 s")
+        .set("heartbeat.interval", "500 ms")
+        .set("heartbeat.timeout", "2 s");
+    let jm = h.start_jobmanager("jobmanager");
+    let tm = h.start_taskmanager("taskmanager", &[]);
+    h.wait_for_overview("one taskmanager", DEADLINE, |o| o["taskmanagers"] == 1);
+    assert_eq!(h.delete("/cluster").expect("an answer").status, 200);
+    assert_eq!(h.process(jm).wait_exit(DEADLINE), Some(0));
+    let started = Instant::now();
+    let code = h.process(tm).wait_exit(Duration::from_secs(30));
+    eprintln!("taskmanager exited {:?} after {} ms", code, started.elapsed().as_millis());
+    if code != Some(1) {
+        h.dump_logs();
+    }
+    assert_eq!(code, Some(1));
+}
