@@ -285,3 +285,113 @@ async fn bad_peers_lose_their_connection_and_nobody_else_notices() {
     client.stop();
     server.stop();
 }
+
+/// Numbered tells to an actor whose mailbox is full and whose handler is slow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Numbered {
+    n: u64,
+}
+rpc_message!(unfenced Numbered => ());
+
+struct Recorder {
+    seen: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl actix::Actor for Recorder {
+    type Context = actix::Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A tiny mailbox: it is full almost all the time during the burst.
+        ctx.set_mailbox_capacity(1);
+    }
+}
+
+impl actix::Handler<Numbered> for Recorder {
+    type Result = ();
+    fn handle(&mut self, msg: Numbered, _: &mut Self::Context) {
+        // Slow enough that the burst outruns it.
+        std::thread::sleep(Duration::from_micros(200));
+        self.seen.lock().unwrap().push(msg.n);
+    }
+}
+
+#[test]
+fn per_connection_order_holds_when_the_mailbox_is_full() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let actor_seen = seen.clone();
+    let system = std::thread::spawn(move || {
+        let system = actix::System::new();
+        system.block_on(async move {
+            let addr = actix::Actor::start(Recorder { seen: actor_seen });
+            addr_tx.send((addr, actix::System::current())).unwrap();
+        });
+        system.run().unwrap();
+    });
+    let (addr, actix_system) = addr_rx.recv().unwrap();
+    let server = service(64 * 1024);
+    server.register_endpoint(Endpoint::new("recorder").on_actor::<Numbered, _>(addr));
+    let client = service(64 * 1024);
+    let target = server.address_of("recorder");
+    // Below the outbound queue's bound, far above the mailbox's.
+    const N: u64 = 1_000;
+    for n in 0..N {
+        client.tell(&target, None, &Numbered { n }).unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < N as usize && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seen = seen.lock().unwrap().clone();
+    actix_system.stop();
+    system.join().unwrap();
+    assert_eq!(seen.len(), N as usize, "every tell arrived");
+    let out_of_order = seen.windows(2).filter(|w| w[0] > w[1]).count();
+    assert_eq!(out_of_order, 0, "tells overtook each other: {:?}", &seen[..20.min(seen.len())]);
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Fill {
+    size: usize,
+}
+rpc_message!(unfenced Fill => Vec<u8>);
+
+#[test]
+fn a_peer_that_never_reads_its_replies_is_dropped_with_bounded_memory() {
+    let mut config = RpcServiceConfig::loopback();
+    config.connect_timeout = Duration::from_secs(1);
+    let server = RpcService::start(config).unwrap();
+    server.register_endpoint(Endpoint::new("fill").on_fn(|m: Fill| async move { vec![1u8; m.size] }));
+    let mut stream = TcpStream::connect(server.host_port()).unwrap();
+    stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    let header = FrameHeader {
+        kind: FrameKind::Ask,
+        correlation_id: 1,
+        target: "fill".into(),
+        fencing_token: None,
+        type_name: "Fill".into(),
+    };
+    // Small asks, 64 KiB replies: the socket fills up quickly in the reply direction.
+    let body = rmp_serde::to_vec_named(&Fill { size: 64 * 1024 }).unwrap();
+    let frame = Frame::new(header, bytes::Bytes::from(body)).encode();
+    let mut wire = (frame.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(&frame);
+    let before = flint_common::process::resident_memory_bytes();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while started.elapsed() < Duration::from_secs(20) {
+        match stream.write_all(&wire) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    let after = flint_common::process::resident_memory_bytes();
+    eprintln!(
+        "sent {sent} asks without reading; dropped after {} ms; process RSS {} -> {} MiB",
+        started.elapsed().as_millis(),
+        before >> 20,
+        after >> 20
+    );
+    assert!(after.saturating_sub(before) < 100 * 1024 * 1024, "memory grew from {before} to {after}");
+    assert!(started.elapsed() < Duration::from_secs(20), "the server kept a peer that never reads");
+}

@@ -63,7 +63,8 @@ pub(crate) fn encode_body<T: serde::Serialize>(what: &str, value: &T) -> Result<
         .map_err(|e| RpcError::Encode { what: what.to_string(), reason: e.to_string() })
 }
 
-pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, RpcError> {
+/// Decodes a MessagePack body (a peer's bytes: errors, never panics).
+pub fn decode_body<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, RpcError> {
     rmp_serde::from_slice(body).map_err(|e| RpcError::Decode { what: what.to_string(), reason: e.to_string() })
 }
 

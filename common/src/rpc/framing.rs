@@ -3,7 +3,8 @@
 //! `LengthDelimitedCodec`, which the RPC service and the data plane used before).
 //!
 //! Unlike that codec, [`FrameReader`] never reserves what a peer *announces*: the buffer
-//! grows with the bytes that actually arrive (at most [`READ_CHUNK`] ahead), so a
+//! grows with the bytes that actually arrive (at most doubling, at most [`READ_CHUNK`]
+//! ahead), so a
 //! connection that sends only a huge length prefix costs nothing. It also bounds time:
 //! once the first byte of a frame arrived the whole frame must arrive within the frame
 //! timeout (a one-byte-per-second sender is dropped), and a connection may be required to
@@ -115,8 +116,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Err(FrameReadError::TooLarge { size, max: self.max_frame_size });
         }
         if self.buf.len() < 4 + size {
+            // Grow with what arrived (at most doubling, at most a chunk ahead): memory
+            // follows the bytes received, not the length announced.
             let missing = 4 + size - self.buf.len();
-            self.buf.reserve(missing.min(READ_CHUNK));
+            self.buf.reserve(missing.min(self.buf.len().max(4096)).min(READ_CHUNK));
             return Ok(None);
         }
         self.buf.advance(4);
@@ -196,7 +199,7 @@ mod tests {
             client.write_all(b"abc").await.unwrap();
             let read = tokio::time::timeout(Duration::from_millis(200), reader.next_frame()).await;
             assert!(read.is_err(), "the frame is incomplete");
-            assert!(reader.buf.capacity() <= READ_CHUNK + 4096, "capacity {}", reader.buf.capacity());
+            assert!(reader.buf.capacity() <= 8192, "capacity {}", reader.buf.capacity());
         });
     }
 
