@@ -136,19 +136,6 @@ rpc_message!(unfenced DisconnectResourceManager => ());
 // ---------------------------------------------------------------------------------
 // Slots: JobMaster → ResourceManager → TaskExecutor → JobMaster
 
-/// A JobMaster asks for one slot (fenced by the ResourceManager's session). The slot
-/// arrives later as an [`OfferSlots`] from the TaskExecutor that got it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RequestSlot {
-    pub job_id: JobId,
-    pub allocation_id: AllocationId,
-    pub profile: ResourceProfile,
-    /// Where the TaskExecutor offers the slot.
-    pub job_master: RpcAddress,
-}
-
-rpc_message!(fenced RequestSlot => Result<(), ResourceManagerError>);
-
 /// One slot of a [`RequestSlots`] batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SlotRequestSpec {
@@ -685,10 +672,6 @@ impl ResourceManagerGateway {
 
     pub fn task_manager(&self, resource_id: ResourceId) -> Reply<Result<TaskManagerInfo, ResourceManagerError>> {
         Box::pin(self.0.ask(&RequestTaskManagerInfo { resource_id }))
-    }
-
-    pub fn request_slot(&self, request: &RequestSlot) -> Reply<Result<(), ResourceManagerError>> {
-        Box::pin(self.0.ask(request))
     }
 
     pub fn request_slots(&self, request: &RequestSlots) -> Reply<Result<(), ResourceManagerError>> {

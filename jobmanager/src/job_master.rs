@@ -758,6 +758,7 @@ impl Actor for JobMaster {
                 .on_actor::<OfferSlots, _>(addr.clone())
                 .on_actor::<AcknowledgeCheckpoint, _>(addr.clone())
                 .on_actor::<DeclineCheckpoint, _>(addr.clone())
+                .on_actor::<NotifySlotRequestFailed, _>(addr.clone())
                 .on_actor::<UpdateTaskExecutionState, _>(addr),
         );
         let now = epoch_ms();
@@ -864,6 +865,37 @@ impl Handler<UpdateTaskExecutionState> for JobMaster {
             }
         }
         self.apply_update(ctx, msg.attempt_id, state, msg.failure, Some(metrics))
+    }
+}
+
+/// ResourceManager → JobMaster: a slot request failed. A timeout (the one slot timeout,
+/// the SlotManager's `slot.request.timeout`) fails the job as Flink does; a lost allocation
+/// of a held slot is the loss of that slot's TaskExecutor.
+impl Handler<NotifySlotRequestFailed> for JobMaster {
+    type Result = ();
+    fn handle(&mut self, msg: NotifySlotRequestFailed, ctx: &mut Context<Self>) {
+        if msg.job_id != self.job_id {
+            return;
+        }
+        match msg.failure {
+            SlotRequestFailure::TimedOut { message } => {
+                if self.pending.contains_key(&msg.allocation_id) {
+                    debug!(job_id = %self.job_id, allocation_id = %msg.allocation_id, message, "slot request timed out");
+                    self.check_slot_timeout(ctx);
+                }
+            }
+            SlotRequestFailure::AllocationLost { message } => {
+                let lost = self
+                    .slots
+                    .iter()
+                    .flatten()
+                    .find(|s| s.allocation_id == msg.allocation_id)
+                    .map(|s| s.resource_id.clone());
+                if let Some(resource_id) = lost {
+                    self.task_manager_lost(ctx, &resource_id, message);
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //!   own actix system.
 
 pub mod resource_manager;
+pub mod slot_batches;
 pub mod slot_manager;
 
 pub use resource_manager::{spawn, ResourceManagerConfig, ResourceManagerHandle};

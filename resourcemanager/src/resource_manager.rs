@@ -26,7 +26,9 @@ use flint_common::resources::ResourceProfile;
 use flint_common::rpc::{Endpoint, FencingToken, RpcAddress, RpcError, RpcService, PROTOCOL_VERSION};
 use tracing::{debug, info, warn};
 
+use crate::slot_batches::SlotBatches;
 use crate::slot_manager::{SlotManager, SlotManagerAction, SlotRequest, SlotRequestFailure, SlotState};
+use flint_common::messages::SlotRequestFailure as JobSlotFailure;
 
 /// The ResourceManager's settings.
 #[derive(Clone, Debug)]
@@ -68,6 +70,10 @@ pub struct ResourceManager {
     session: Option<LeaderSessionId>,
     election: Arc<dyn LeaderElection>,
     slot_manager: SlotManager,
+    /// Slot request batches not yet handed to the SlotManager (all-or-nothing per job).
+    batches: SlotBatches,
+    /// Where to report a slot request's failure: the requesting JobMaster, by allocation.
+    job_masters: BTreeMap<AllocationId, RpcAddress>,
     workers: BTreeMap<ResourceId, WorkerRegistration>,
     /// This actor's own address, for answers of asynchronous calls.
     myself: Option<Addr<ResourceManager>>,
@@ -118,6 +124,34 @@ impl ResourceManager {
         self.session.is_some()
     }
 
+    /// Tells a JobMaster that one of its slot requests failed (best effort: a JobMaster that
+    /// is gone needs no answer).
+    fn tell_job_master(
+        &mut self,
+        job_id: flint_common::ids::JobId,
+        allocation_id: AllocationId,
+        failure: JobSlotFailure,
+    ) {
+        let Some(job_master) = self.job_masters.remove(&allocation_id) else { return };
+        let notice = NotifySlotRequestFailed { job_id, allocation_id, failure };
+        if let Err(e) = self.rpc.tell(&job_master, None, &notice) {
+            debug!(%allocation_id, error = %e, "could not tell the job master about a failed slot request");
+        }
+    }
+
+    /// Hands every waiting batch that fits into the free slots to the SlotManager, oldest
+    /// first (see `slot_batches`).
+    fn admit_batches(&mut self) {
+        let now = Instant::now();
+        let admitted = self.batches.admit(self.slot_manager.num_free_slots(), self.slot_manager.num_registered_slots());
+        for batch in admitted {
+            for request in batch {
+                let actions = self.slot_manager.request_slot(request, now);
+                self.perform(actions);
+            }
+        }
+    }
+
     fn perform(&mut self, actions: Vec<SlotManagerAction>) {
         for action in actions {
             match action {
@@ -128,10 +162,12 @@ impl ResourceManager {
                     )
                 }
                 SlotManagerAction::RequestTimedOut { allocation_id, job_id, reason } => {
-                    warn!(%allocation_id, %job_id, reason, "slot request timed out")
+                    warn!(%allocation_id, %job_id, reason, "slot request timed out");
+                    self.tell_job_master(job_id, allocation_id, JobSlotFailure::TimedOut { message: reason });
                 }
                 SlotManagerAction::AllocationLost { allocation_id, job_id, reason } => {
-                    warn!(%allocation_id, %job_id, reason, "slot allocation lost")
+                    warn!(%allocation_id, %job_id, reason, "slot allocation lost");
+                    self.tell_job_master(job_id, allocation_id, JobSlotFailure::AllocationLost { message: reason });
                 }
                 SlotManagerAction::AllocateSlot {
                     slot_id,
@@ -156,22 +192,9 @@ impl ResourceManager {
         allocation_id: AllocationId,
         job_id: flint_common::ids::JobId,
         profile: ResourceProfile,
-        target_address: String,
+        job_master: RpcAddress,
     ) {
         let (Some(session), Some(myself)) = (self.session, self.myself.clone()) else { return };
-        let job_master = match target_address.parse() {
-            Ok(address) => address,
-            Err(e) => {
-                warn!(%allocation_id, target_address, error = %e, "slot request names an invalid job master address");
-                let actions = self.slot_manager.slot_request_failed(
-                    allocation_id,
-                    &slot_id,
-                    SlotRequestFailure::Rejected(e),
-                    Instant::now(),
-                );
-                return self.perform(actions);
-            }
-        };
         let gateway = match self.workers.get(&slot_id.resource_id) {
             Some(worker) if worker.instance_id == instance_id => worker.gateway.clone(),
             _ => {
@@ -241,6 +264,15 @@ impl ResourceManager {
         }
         let actions = self.slot_manager.check_timeouts(now);
         self.perform(actions);
+        for request in self.batches.expire(now) {
+            let message = format!(
+                "not enough slots were free at once for the job within slot.request.timeout ({} ms)",
+                self.slot_manager.slot_request_timeout().as_millis()
+            );
+            warn!(allocation_id = %request.allocation_id, job_id = %request.job_id, "slot request timed out waiting for its batch");
+            self.tell_job_master(request.job_id, request.allocation_id, JobSlotFailure::TimedOut { message });
+        }
+        self.admit_batches();
     }
 
     fn info_of(&self, resource_id: &ResourceId, worker: &WorkerRegistration) -> TaskManagerInfo {
@@ -317,6 +349,8 @@ impl Handler<RevokeLeadership> for ResourceManager {
         }
         self.session = None;
         self.slot_manager = SlotManager::new(self.config.slot_request_timeout);
+        self.batches = SlotBatches::new(self.config.slot_request_timeout);
+        self.job_masters.clear();
     }
 }
 
@@ -337,6 +371,7 @@ impl Handler<HeartbeatAnswer> for ResourceManager {
                 let actions =
                     self.slot_manager.report_slot_status(&msg.resource_id, &payload.slot_report, Instant::now());
                 self.perform(actions);
+                self.admit_batches();
             }
             Err(error) => {
                 let unreachable = matches!(error, RpcError::Unreachable { .. } | RpcError::ConnectionLost { .. });
@@ -407,6 +442,7 @@ impl Handler<RegisterTaskExecutor> for ResourceManager {
             },
         );
         self.perform(actions);
+        self.admit_batches();
         MessageResult(RegistrationResponse::Success {
             instance_id,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
@@ -442,25 +478,7 @@ impl Handler<SlotAllocationAnswer> for ResourceManager {
             ),
         };
         self.perform(actions);
-    }
-}
-
-impl Handler<RequestSlot> for ResourceManager {
-    type Result = MessageResult<RequestSlot>;
-    fn handle(&mut self, msg: RequestSlot, _ctx: &mut Context<Self>) -> Self::Result {
-        if !self.is_leader() {
-            return MessageResult(Err(ResourceManagerError::NotLeader));
-        }
-        info!(job_id = %msg.job_id, allocation_id = %msg.allocation_id, job_master = %msg.job_master, "slot requested");
-        let request = SlotRequest {
-            allocation_id: msg.allocation_id,
-            job_id: msg.job_id,
-            profile: msg.profile,
-            target_address: msg.job_master.to_string(),
-        };
-        let actions = self.slot_manager.request_slot(request, Instant::now());
-        self.perform(actions);
-        MessageResult(Ok(()))
+        self.admit_batches();
     }
 }
 
@@ -471,17 +489,21 @@ impl Handler<RequestSlots> for ResourceManager {
             return MessageResult(Err(ResourceManagerError::NotLeader));
         }
         info!(job_id = %msg.job_id, slots = msg.requests.len(), job_master = %msg.job_master, "slots requested");
-        let now = Instant::now();
-        for spec in msg.requests {
-            let request = SlotRequest {
-                allocation_id: spec.allocation_id,
-                job_id: msg.job_id,
-                profile: spec.profile,
-                target_address: msg.job_master.to_string(),
-            };
-            let actions = self.slot_manager.request_slot(request, now);
-            self.perform(actions);
-        }
+        let requests: Vec<SlotRequest> = msg
+            .requests
+            .into_iter()
+            .map(|spec| {
+                self.job_masters.insert(spec.allocation_id, msg.job_master.clone());
+                SlotRequest {
+                    allocation_id: spec.allocation_id,
+                    job_id: msg.job_id,
+                    profile: spec.profile,
+                    target_address: msg.job_master.clone(),
+                }
+            })
+            .collect();
+        self.batches.enqueue(msg.job_id, requests, Instant::now());
+        self.admit_batches();
         MessageResult(Ok(()))
     }
 }
@@ -489,7 +511,11 @@ impl Handler<RequestSlots> for ResourceManager {
 impl Handler<CancelSlotRequest> for ResourceManager {
     type Result = bool;
     fn handle(&mut self, msg: CancelSlotRequest, _ctx: &mut Context<Self>) -> bool {
-        self.slot_manager.cancel_slot_request(msg.allocation_id)
+        self.job_masters.remove(&msg.allocation_id);
+        let cancelled =
+            self.batches.cancel(msg.allocation_id) || self.slot_manager.cancel_slot_request(msg.allocation_id);
+        self.admit_batches();
+        cancelled
     }
 }
 
@@ -498,8 +524,10 @@ impl Handler<NotifySlotAvailable> for ResourceManager {
     fn handle(&mut self, msg: NotifySlotAvailable, _ctx: &mut Context<Self>) {
         if self.workers.contains_key(&msg.resource_id) {
             debug!(slot_id = %msg.slot_id, allocation_id = %msg.allocation_id, "slot available again");
+            self.job_masters.remove(&msg.allocation_id);
             let actions = self.slot_manager.free_slot(&msg.slot_id, msg.allocation_id, Instant::now());
             self.perform(actions);
+            self.admit_batches();
         }
     }
 }
@@ -592,6 +620,7 @@ pub fn spawn(
         system.block_on(async move {
             let fencing = FencingToken::new();
             let slot_manager = SlotManager::new(config.slot_request_timeout);
+            let config_timeout = config.slot_request_timeout;
             let rm = ResourceManager {
                 rpc: rpc.clone(),
                 config,
@@ -599,6 +628,8 @@ pub fn spawn(
                 session: None,
                 election: thread_election.clone(),
                 slot_manager,
+                batches: SlotBatches::new(config_timeout),
+                job_masters: BTreeMap::new(),
                 workers: BTreeMap::new(),
                 myself: None,
             }
@@ -612,7 +643,6 @@ pub fn spawn(
                     .on_actor::<RequestResourceOverview, _>(rm.clone())
                     .on_actor::<RequestTaskManagerInfos, _>(rm.clone())
                     .on_actor::<RequestTaskManagerInfo, _>(rm.clone())
-                    .on_actor::<RequestSlot, _>(rm.clone())
                     .on_actor::<RequestSlots, _>(rm.clone())
                     .on_actor::<CancelSlotRequest, _>(rm.clone())
                     .on_actor::<NotifySlotAvailable, _>(rm.clone()),

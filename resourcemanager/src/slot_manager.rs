@@ -109,7 +109,7 @@ pub struct SlotRequest {
     pub job_id: JobId,
     pub profile: ResourceProfile,
     /// The JobMaster's address, which the TaskExecutor offers the allocated slot to.
-    pub target_address: String,
+    pub target_address: flint_common::rpc::RpcAddress,
 }
 
 /// The state of one registered slot.
@@ -172,7 +172,7 @@ pub enum SlotManagerAction {
         allocation_id: AllocationId,
         job_id: JobId,
         profile: ResourceProfile,
-        target_address: String,
+        target_address: flint_common::rpc::RpcAddress,
     },
     /// No registered slot can serve a request that just became waiting. A standalone
     /// cluster only logs this; an active one would start a TaskExecutor.
@@ -1007,7 +1007,7 @@ mod tests {
             allocation_id: alloc(n),
             job_id: job(1),
             profile,
-            target_address: format!("pekko.tcp://flink@jm:6123/user/rpc/jobmanager_{n}"),
+            target_address: flint_common::rpc::RpcAddress::new("jm:6123", format!("jobmaster/{n}")),
         }
     }
 

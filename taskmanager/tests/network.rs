@@ -423,13 +423,16 @@ async fn losing_the_producer_taskmanager_fails_remote_channels() {
         Err(NetworkError::ConnectionLost { address, .. }) => assert_eq!(address, tms[0].address),
         other => panic!("expected ConnectionLost, got {other:?}"),
     }
-    // The producer side saw its reader go: emits are discarded instead of blocking.
-    within("emitting to a lost consumer", async {
+    // The producer side saw its reader go: emits fail (nothing is dropped silently, the
+    // producing task fails over) instead of blocking.
+    let emitted = within("emitting to a lost consumer", async {
         for sequence in 16..1000 {
-            partition.emit(0, payload(0, 0, sequence)).await.unwrap();
+            partition.emit(0, payload(0, 0, sequence)).await?;
         }
+        Ok::<(), NetworkError>(())
     })
     .await;
+    assert!(matches!(emitted, Err(NetworkError::ConsumerGone { .. })), "{emitted:?}");
     assert_eq!(partition.queued_buffers(0), 0);
 }
 
@@ -440,7 +443,15 @@ async fn a_cancelled_consumer_releases_the_producer() {
     let partition = tms[0].partition(pid(job, 0), 2, 4);
     let mut local = tms[0].gate(vec![(pid(job, 0), 0, ChannelLocation::Local)], GateConfig::default());
     let mut remote = tms[1].gate(vec![(pid(job, 0), 1, tms[0].location_for(&tms[1]))], GateConfig::default());
-    let producer = tokio::spawn(produce(partition.clone(), 0, 1000));
+    let producing = partition.clone();
+    let producer = tokio::spawn(async move {
+        for sequence in 0..1000 {
+            for sub in 0..producing.num_subpartitions() {
+                producing.emit(sub, payload(0, sub as u32, sequence)).await?;
+            }
+        }
+        producing.finish().await
+    });
     for gate in [&mut local, &mut remote] {
         for _ in 0..5 {
             assert!(matches!(within("reading", gate.next()).await, Ok(Some((0, BufferOrEvent::Buffer(_))))));
@@ -448,10 +459,14 @@ async fn a_cancelled_consumer_releases_the_producer() {
     }
     drop(local);
     drop(remote);
-    within("the producer, once its consumers are gone", producer).await.unwrap();
+    // The producer is not left blocked: it fails, since what it writes can reach no one.
+    let produced = within("the producer, once its consumers are gone", producer).await.unwrap();
+    assert!(matches!(produced, Err(NetworkError::ConsumerGone { .. })), "{produced:?}");
     assert_eq!(partition.queued_buffers(0), 0);
     assert_eq!(partition.queued_buffers(1), 0);
-    eventually("the abandoned partition to release itself", || tms[0].manager.partition_ids().is_empty()).await;
+    // As a failed task's partitions are, it is released.
+    partition.release();
+    eventually("the abandoned partition to leave the manager", || tms[0].manager.partition_ids().is_empty()).await;
 }
 
 /// Opens a raw connection to `address`, writes `bytes`, and waits for the server to close.

@@ -116,11 +116,10 @@ async fn slots_are_allocated_offered_declined_freed_and_reused() {
     };
     eventually("the task executor to register", free_slots(2)).await;
     let rm_session = rm_gateway(None).identify().await.unwrap().leader_session_id.unwrap();
-    let request = |allocation_id| RequestSlot {
+    let request = |allocation_id| RequestSlots {
         job_id,
-        allocation_id,
-        profile: ResourceProfile::ANY,
         job_master: job_master.clone(),
+        requests: vec![SlotRequestSpec { allocation_id, profile: ResourceProfile::ANY }],
     };
     let offered = |allocation_id: AllocationId, accepted: bool| {
         let offers = offers.clone();
@@ -137,7 +136,7 @@ async fn slots_are_allocated_offered_declined_freed_and_reused() {
 
     // 1. A requested slot is allocated at the task executor and offered to the job master.
     let first = AllocationId::generate();
-    rm_gateway(Some(rm_session)).request_slot(&request(first)).await.unwrap().unwrap();
+    rm_gateway(Some(rm_session)).request_slots(&request(first)).await.unwrap().unwrap();
     let offer = eventually("the slot offer", offered(first, true)).await;
     assert!(offer.data_address.starts_with("127.0.0.1:"), "{}", offer.data_address);
     eventually("one slot in use", free_slots(1)).await;
@@ -146,12 +145,12 @@ async fn slots_are_allocated_offered_declined_freed_and_reused() {
     assert_eq!(tm.allocated_slots[0].job_id, job_id);
 
     // Unfenced slot requests are refused.
-    assert!(rm_gateway(None).request_slot(&request(AllocationId::generate())).await.is_err());
+    assert!(rm_gateway(None).request_slots(&request(AllocationId::generate())).await.is_err());
 
     // 2. A declined offer frees the slot again.
     accept.store(false, Ordering::SeqCst);
     let declined = AllocationId::generate();
-    rm_gateway(Some(rm_session)).request_slot(&request(declined)).await.unwrap().unwrap();
+    rm_gateway(Some(rm_session)).request_slots(&request(declined)).await.unwrap().unwrap();
     eventually("the declined offer", offered(declined, false)).await;
     eventually("the declined slot to be free again", free_slots(1)).await;
 
@@ -159,9 +158,9 @@ async fn slots_are_allocated_offered_declined_freed_and_reused() {
     accept.store(true, Ordering::SeqCst);
     let second = AllocationId::generate();
     let third = AllocationId::generate();
-    rm_gateway(Some(rm_session)).request_slot(&request(second)).await.unwrap().unwrap();
+    rm_gateway(Some(rm_session)).request_slots(&request(second)).await.unwrap().unwrap();
     eventually("the second offer", offered(second, true)).await;
-    rm_gateway(Some(rm_session)).request_slot(&request(third)).await.unwrap().unwrap();
+    rm_gateway(Some(rm_session)).request_slots(&request(third)).await.unwrap().unwrap();
     eventually("both slots in use", free_slots(0)).await;
     let te = TaskExecutorGateway(RemoteEndpoint::new(jm_rpc.clone(), tm.address.clone(), ASK));
     assert!(te.free_slot(first, "job finished").await.unwrap());

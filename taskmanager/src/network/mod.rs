@@ -164,6 +164,10 @@ pub enum NetworkError {
     RequestRejected { address: String, partition: PartitionId, message: String },
     #[error("the data client of this taskmanager is stopped")]
     Stopped,
+    /// The consumer of a subpartition went away before the end: what is written to it
+    /// now would be lost, so the producer fails instead (the job fails over).
+    #[error("the consumer of subpartition {subpartition} of partition {partition} went away before the end")]
+    ConsumerGone { partition: PartitionId, subpartition: u32 },
 }
 
 impl NetworkError {
@@ -173,6 +177,7 @@ impl NetworkError {
         matches!(
             self,
             NetworkError::PartitionNotFound { .. }
+                | NetworkError::ConsumerGone { .. }
                 | NetworkError::ProducerFailed { .. }
                 | NetworkError::PartitionReleased { .. }
                 | NetworkError::ConnectionLost { .. }

@@ -187,8 +187,9 @@ impl ResultPartition {
 
     /// Queues a buffer for one consumer, waiting while its queue is full (back-pressure).
     ///
-    /// A buffer for a subpartition whose reader went away is discarded (`Ok`). Fails after
-    /// `finish`, `fail` or `release`. Cancel-safe: a dropped call queued nothing.
+    /// Fails when the subpartition's reader went away before the end (nothing is dropped
+    /// silently: the producer fails and the job fails over), and after `finish`, `fail` or
+    /// `release`. Cancel-safe: a dropped call queued nothing.
     pub async fn emit(&self, subpartition: usize, buffer: Bytes) -> Result<(), NetworkError> {
         let sub = self.subpartition(subpartition)?;
         let len = buffer.len() as u64;
@@ -203,7 +204,7 @@ impl ResultPartition {
                     break Err(e);
                 }
                 if state.reader == ReaderState::Cancelled {
-                    break Ok(None);
+                    break Err(self.consumer_gone(subpartition));
                 }
                 if state.buffers < self.inner.max_queued_buffers {
                     break Ok(Some(state.push(BufferOrEvent::Buffer(buffer))));
@@ -247,7 +248,7 @@ impl ResultPartition {
                 return Err(e);
             }
             if state.reader == ReaderState::Cancelled {
-                return Ok(());
+                return Err(self.consumer_gone(subpartition));
             }
             state.push(BufferOrEvent::Event(event))
         };
@@ -268,7 +269,7 @@ impl ResultPartition {
     /// Ends the partition: appends `EndOfPartition` to every subpartition. The partition
     /// releases itself once every consumer has read to the end (or gone away).
     pub async fn finish(&self) -> Result<(), NetworkError> {
-        for sub in &self.inner.subpartitions {
+        for (index, sub) in self.inner.subpartitions.iter().enumerate() {
             let listener = {
                 let mut state = lock(&sub.state);
                 if let Some(e) = self.terminal_error(&state) {
@@ -277,10 +278,10 @@ impl ResultPartition {
                 if state.finished {
                     continue;
                 }
-                state.finished = true;
                 if state.reader == ReaderState::Cancelled {
-                    continue;
+                    return Err(self.consumer_gone(index));
                 }
+                state.finished = true;
                 state.push(BufferOrEvent::Event(Event::EndOfPartition))
             };
             if let Some(listener) = listener {
@@ -378,6 +379,10 @@ impl ResultPartition {
     fn writable(&self, state: &SubState) -> Option<NetworkError> {
         self.terminal_error(state)
             .or_else(|| state.finished.then_some(NetworkError::PartitionFinished { partition: self.inner.id }))
+    }
+
+    fn consumer_gone(&self, subpartition: usize) -> NetworkError {
+        NetworkError::ConsumerGone { partition: self.inner.id, subpartition: subpartition as u32 }
     }
 
     fn terminate(&self, terminal: Terminal) {
@@ -659,19 +664,19 @@ mod tests {
     }
 
     #[test]
-    fn a_cancelled_reader_drops_the_queue_and_later_emits_are_discarded() {
+    fn a_reader_that_goes_away_fails_the_producer_instead_of_dropping_records() {
         let p = ResultPartition::new(id(1, 0), 1, 1);
         let reader = p.create_reader(0, Arc::new(Counting::default())).unwrap();
         assert_eq!(p.emit(0, buf(0)).now_or_never(), Some(Ok(())));
         let mut blocked = Box::pin(p.emit(0, buf(1)));
         assert!((&mut blocked).now_or_never().is_none());
         drop(reader);
-        assert_eq!(blocked.now_or_never(), Some(Ok(())), "a waiting emit is released");
+        let gone = |r: Option<Result<(), NetworkError>>| matches!(r, Some(Err(NetworkError::ConsumerGone { .. })));
+        assert!(gone(blocked.now_or_never()), "a waiting emit fails");
         assert_eq!(p.queued_buffers(0), 0);
-        for i in 0..10 {
-            assert_eq!(p.emit(0, buf(i)).now_or_never(), Some(Ok(())));
-        }
-        assert_eq!(p.queued_buffers(0), 0);
+        assert!(gone(p.emit(0, buf(2)).now_or_never()), "later emits fail");
+        assert!(gone(p.emit_event(0, Event::EndOfPartition).now_or_never()));
+        assert!(gone(p.finish().now_or_never()), "finishing cannot claim the output was delivered");
     }
 
     #[test]
