@@ -499,11 +499,25 @@ fn checkpoint_dir_of(location: &Path) -> &Path {
     }
 }
 
+/// The largest `_metadata` file read (it holds handles, never state).
+pub const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Reads the `_metadata` of a checkpoint or savepoint; `location` is its directory or the
 /// `_metadata` file itself.
 pub fn read_metadata(location: &Path) -> Result<CheckpointMetadata, StorageError> {
     let dir = checkpoint_dir_of(location);
     let file = dir.join(METADATA_FILE);
+    // A `_metadata` lists handles only; one larger than this is not Flint's (or is hostile)
+    // and is refused before it is read.
+    match fs::metadata(&file) {
+        Ok(m) if m.len() > MAX_METADATA_BYTES => {
+            return Err(StorageError::Corrupt {
+                path: file.clone(),
+                reason: format!("{} bytes exceed the {MAX_METADATA_BYTES}-byte limit of a metadata file", m.len()),
+            })
+        }
+        _ => {}
+    }
     let bytes = match fs::read(&file) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -658,6 +672,23 @@ mod tests {
         }
         let err = CheckpointStorage::new("s3://bucket/ckpt").unwrap_err();
         assert!(err.to_string().contains("scheme 's3'"), "{err}");
+    }
+
+    #[test]
+    fn hostile_metadata_files_are_refused_without_reading_them_whole() {
+        let tmp = TempDir::new("hostile-metadata");
+        let dir = tmp.0.join("savepoint-x");
+        fs::create_dir_all(&dir).unwrap();
+        // Far too large: refused from its size (a sparse file: nothing is written).
+        let file = fs::File::create(dir.join(METADATA_FILE)).unwrap();
+        file.set_len(MAX_METADATA_BYTES + 1).unwrap();
+        let err = read_metadata(&dir).unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }) && err.to_string().contains("limit"), "{err}");
+        // Deeply nested, truncated, or naming files outside the checkpoint: corrupt.
+        for text in ["[".repeat(100_000), "{\"version\": 1, \"operators\": [".to_owned()] {
+            fs::write(dir.join(METADATA_FILE), text).unwrap();
+            assert!(matches!(read_metadata(&dir), Err(StorageError::Corrupt { .. })));
+        }
     }
 
     #[test]

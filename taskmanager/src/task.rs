@@ -177,6 +177,9 @@ pub fn spawn(
 ) -> std::io::Result<TaskHandle> {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
+    // Unbounded on purpose: the TaskExecutor forwards the JobMaster's checkpoint triggers
+    // and notifications, at most `max-concurrent-checkpoints` pending ones plus their
+    // notifications; a frame flood cannot reach it (RPC requests per connection are bounded).
     let (commands, rx) = mpsc::unbounded_channel();
     let name = format!("task-{}-{}", tdd.vertex.name.chars().take(16).collect::<String>(), tdd.subtask);
     let thread = std::thread::Builder::new().name(name).spawn(move || run(tdd, env, token, rx, report))?;

@@ -165,3 +165,36 @@ fn taskmanagers_exit_after_the_cluster_was_shut_down() {
     }
     assert_eq!(code, Some(1));
 }
+
+#[test]
+fn a_finishing_job_is_always_visible() {
+    let mut h = Harness::new("always-visible");
+    h.start_jobmanager("jobmanager");
+    h.start_taskmanager("taskmanager", &["taskmanager.numberOfTaskSlots=2".into()]);
+    h.wait_for_overview("the taskmanager", DEADLINE, |o| o["slots-total"] == 2);
+    let job = serde_json::json!({
+        "flint": 1, "name": "short", "parallelism": 1,
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "to": 999 },
+            { "id": "out", "op": "sink.blackhole", "inputs": ["numbers"] }
+        ]
+    });
+    let mut polls = 0u64;
+    for round in 0..40 {
+        let id = h.submit("", &job);
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let reply = h.get(&format!("/jobs/{id}")).expect("an answer");
+            polls += 1;
+            assert_eq!(reply.status, 200, "round {round}: job {id} answered {}", reply.text);
+            if reply.body["state"] == "FINISHED" {
+                break;
+            }
+            assert!(Instant::now() < until, "round {round}: job {id} did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // And right after, from the archive.
+        assert_eq!(h.get(&format!("/jobs/{id}")).unwrap().status, 200);
+    }
+    eprintln!("40 short jobs polled every 5 ms: {polls} polls, never a 404");
+}

@@ -54,12 +54,32 @@ impl From<CompiledExpr> for CompiledExprRepr {
     }
 }
 
+/// The longest expression source accepted.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+/// The most operators and parentheses in one expression (user expressions have tens).
+pub const MAX_EXPRESSION_OPERATORS: usize = 256;
+
 impl CompiledExpr {
     /// Parses `source` and types it against `input`. On failure returns every problem
     /// found (all unknown fields, or the first type error).
     pub fn compile(source: &str, input: &Schema) -> Result<CompiledExpr, Vec<String>> {
         if source.trim().is_empty() {
             return Err(vec!["empty expression".to_owned()]);
+        }
+        // The parser and the typer recurse over the tree: its size is bounded before
+        // parsing (by its bytes and by its operators and parentheses, each at most one level
+        // of the tree), so no expression can exhaust a thread's stack.
+        if source.len() > MAX_EXPRESSION_BYTES {
+            return Err(vec![format!(
+                "expression of {} bytes: at most {MAX_EXPRESSION_BYTES} bytes are allowed",
+                source.len()
+            )]);
+        }
+        let operators = source.bytes().filter(|b| b"+-*/%^!&|<>=(,".contains(b)).count();
+        if operators > MAX_EXPRESSION_OPERATORS {
+            return Err(vec![format!(
+                "expression with {operators} operators and parentheses: at most {MAX_EXPRESSION_OPERATORS} are allowed"
+            )]);
         }
         let node =
             evalexpr::build_operator_tree(source).map_err(|e| vec![format!("invalid expression '{source}': {e}")])?;
@@ -538,6 +558,42 @@ mod tests {
         assert_eq!(json, serde_json::json!({"source": "n * 2 + 1", "ty": "integer", "fields": ["n"]}));
         let back: CompiledExpr = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
+    }
+
+    /// The worst expressions within the limits compile (or are type errors), and those beyond
+    /// are refused, on a 256 KiB stack, an eighth of a worker thread's. Before the limits a
+    /// chain of 2,000 additions or 4,095 minus signs overflowed a 2 MiB stack.
+    #[test]
+    fn hostile_expressions_are_bounded() {
+        let n = MAX_EXPRESSION_OPERATORS;
+        let within = [
+            format!("{}n{}", "(".repeat(n), ")".repeat(n)),
+            "n+".repeat(n) + "n",
+            "-".repeat(n) + "n",
+            "!".repeat(n) + "b",
+            "n*(".repeat(n / 2) + "n" + &")".repeat(n / 2),
+        ];
+        let beyond = [
+            "n+".repeat(2000) + "n",
+            "-".repeat(MAX_EXPRESSION_BYTES - 1) + "n",
+            format!("n + {}", "1".repeat(MAX_EXPRESSION_BYTES)),
+        ];
+        let (within, beyond) = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let schema = schema();
+                let within: Vec<bool> = within.iter().map(|e| CompiledExpr::compile(e, &schema).is_ok()).collect();
+                let beyond: Vec<String> =
+                    beyond.iter().map(|e| CompiledExpr::compile(e, &schema).unwrap_err().join("; ")).collect();
+                (within, beyond)
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(within, [true; 5]);
+        assert!(beyond[0].contains("at most 256 are allowed"), "{}", beyond[0]);
+        assert!(beyond[1].contains("at most 256 are allowed"), "{}", beyond[1]);
+        assert!(beyond[2].contains("at most 4096 bytes"), "{}", beyond[2]);
     }
 
     #[test]

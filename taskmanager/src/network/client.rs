@@ -106,6 +106,9 @@ impl DataClient {
                 return c.clone();
             }
         }
+        // Unbounded on purpose: only this taskmanager's own input gates write here (one
+        // request per input channel, credits never beyond the buffers they hold), so it is
+        // bounded by the deployed tasks, not by any peer.
         let (tx, rx) = mpsc::unbounded_channel();
         let connection = Arc::new(ClientConnection {
             address: address.to_string(),

@@ -33,6 +33,10 @@ use super::operator::TaskError;
 /// Length of the prefix holding the metadata length.
 const PREFIX: usize = 4;
 
+/// The most rows one buffer may claim. Flint's batches hold thousands; a claim of more
+/// (possible without bytes for columns of type null) is refused before anything is built.
+const MAX_BATCH_ROWS: i64 = 1 << 24;
+
 /// Encodes `batch` as one self-contained network buffer (see the module docs).
 pub fn encode_batch(batch: &RecordBatch) -> Result<Bytes, TaskError> {
     let options = IpcWriteOptions::default();
@@ -92,6 +96,9 @@ fn decode(meta: &[u8], body: &Buffer, schema: &SchemaRef) -> Result<arrow::recor
         return Err(malformed(format!("expected a record batch message, got {:?}", message.header_type())));
     }
     let header = message.header_as_record_batch().ok_or_else(|| malformed("no record batch header"))?;
+    if header.length() < 0 || header.length() > MAX_BATCH_ROWS {
+        return Err(malformed(format!("{} rows (at most {MAX_BATCH_ROWS} in one buffer)", header.length())));
+    }
     if header.compression().is_some() {
         return Err(malformed("compressed buffers are not supported"));
     }
@@ -177,6 +184,45 @@ mod tests {
             *b = 0xAB;
         }
         assert!(decode_batch(&garbage, batch.schema_ref()).is_err());
+    }
+
+    /// The worst buffers: a claim of 2^40 rows (columns of type null need no bytes for it),
+    /// buffer offsets far outside the body, and 20,000 random mutations of a real buffer.
+    /// Each is an error or a batch no larger than its bytes allow, never a panic.
+    #[test]
+    fn hostile_buffers_are_refused_in_bounded_time() {
+        let nulls = Arc::new(Schema::new(vec![Field::new("z", DataType::Null, true)]));
+        let huge = RecordBatch::try_new(nulls.clone(), vec![Arc::new(NullArray::new(1 << 40))]).unwrap();
+        let err = decode_batch(&encode_batch(&huge).unwrap(), &nulls).unwrap_err();
+        assert!(err.to_string().contains("rows"), "{err}");
+
+        let batch = all_types();
+        let good = encode_batch(&batch).unwrap().to_vec();
+        let started = Instant::now();
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 20_000,
+            failure_persistence: None,
+            ..Default::default()
+        });
+        let mutations = (proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), any::<usize>());
+        let decoded = std::cell::Cell::new(0u32);
+        runner
+            .run(&mutations, |(flips, cut)| {
+                let mut bytes = good.clone();
+                for (at, value) in flips {
+                    let i = at % bytes.len();
+                    bytes[i] = value;
+                }
+                bytes.truncate(1 + cut % bytes.len());
+                if let Ok(back) = decode_batch(&bytes, batch.schema_ref()) {
+                    prop_assert!(back.num_rows() as i64 <= MAX_BATCH_ROWS);
+                    decoded.set(decoded.get() + 1);
+                }
+                Ok(())
+            })
+            .unwrap();
+        eprintln!("20,000 mutated record batch buffers in {:?} ({} still decoded)", started.elapsed(), decoded.get());
     }
 
     /// Prints encode + decode throughput for a 4096-row (int64, utf8) batch.

@@ -214,6 +214,57 @@ mod tests {
         assert!(decode_task_state(&longer).is_err());
     }
 
+    /// The worst a state file can hold: counts and lengths claiming gigabytes in a few bytes,
+    /// and 20,000 random mutations of a real file. Every one is an error or a value, never a
+    /// panic, and nothing is allocated from a claimed count.
+    #[test]
+    fn hostile_task_state_files_are_errors_in_bounded_time() {
+        let mut store = StateStore::new(0, 1, 128);
+        store.operator.list_state("offsets", Redistribution::Split).unwrap().push(b"42".to_vec());
+        store.keyed.set_current_key(b"k", 7).unwrap();
+        store.keyed.value_state::<u64>("count").unwrap().update(&mut store.keyed, &3).unwrap();
+        let (keyed, operator) = store.snapshot();
+        let good = encode_task_state(&[OperatorStateSnapshot { operator_id: "op".into(), keyed, operator }]);
+        let header = [MAGIC.as_slice(), &[VERSION]].concat();
+        let max = u32::MAX.to_be_bytes();
+        let claims = [
+            [header.as_slice(), &max].concat(),
+            [header.as_slice(), &1u32.to_be_bytes(), &max].concat(),
+            [header.as_slice(), &1u32.to_be_bytes(), &2u32.to_be_bytes(), b"op", &max, &[0; 16]].concat(),
+        ];
+        let started = std::time::Instant::now();
+        for bad in &claims {
+            assert!(matches!(decode_task_state(bad), Err(StateError::Corrupt { .. })), "{bad:?}");
+        }
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 20_000,
+            failure_persistence: None,
+            ..Default::default()
+        });
+        let mutations = (proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), any::<usize>());
+        runner
+            .run(&mutations, |(flips, cut)| {
+                let mut bytes = good.clone();
+                for (at, value) in flips {
+                    let i = at % bytes.len();
+                    bytes[i] = value;
+                }
+                bytes.truncate(1 + cut % bytes.len());
+                if let Ok(ops) = decode_task_state(&bytes) {
+                    // Whatever decodes, restores or is refused without a panic.
+                    for op in ops {
+                        let mut store = StateStore::new(0, 1, 128);
+                        let _ = store.keyed.restore(&[op.keyed]);
+                        let _ = store.operator.restore(0, 1, &[op.operator]);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        eprintln!("3 hostile claims + 20,000 mutated state files in {:?}", started.elapsed());
+    }
+
     /// Four subtasks each count keys in keyed state and keep a list element; restored at
     /// parallelism 2, every key lands exactly once and every list element exactly once.
     #[test]

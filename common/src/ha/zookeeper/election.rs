@@ -90,6 +90,8 @@ enum Outcome {
 impl ProcessLatch {
     /// The latch and the task driving it (to await on close).
     pub fn start(shared: Arc<Shared>) -> (Arc<Self>, Vec<JoinHandle<()>>) {
+        // Unbounded on purpose: only this process's own latch events and contender calls
+        // go in (a handful per leadership change), never anything a peer sends.
         let (actions, receiver) = mpsc::unbounded_channel();
         let latch = Arc::new(Self {
             shared: shared.clone(),
