@@ -373,24 +373,49 @@ fn check_savepoint(path: &str, graph: &JobGraph, allow_non_restored: bool) -> Re
 impl Handler<SubmitJob> for Dispatcher {
     type Result = ResponseActFuture<Self, Result<JobId, SubmitError>>;
     fn handle(&mut self, msg: SubmitJob, _ctx: &mut Context<Self>) -> Self::Result {
-        let checked = self.check_submission(&msg);
-        let (job_id, restore) = match checked {
-            Ok(ok) => ok,
+        let job_id = match self.check_submission(&msg) {
+            Ok(id) => id,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        // Nothing a user submitted is lost: the job graph is stored (in ZooKeeper mode a file in
-        // the HA storage directory plus its handle) before the submission is acknowledged.
-        let stored = StoredJob { graph: msg.graph, restore };
-        let bytes = match rmp_serde::to_vec_named(&stored) {
-            Ok(b) => b,
-            Err(e) => return Box::pin(actix::fut::ready(Err(SubmitError::Store(e.to_string())))),
-        };
+        // The job result store and the savepoint are read, and the job graph stored, off the
+        // control thread. Nothing a user submitted is lost: the job graph is stored (in
+        // ZooKeeper mode a file in the HA storage directory plus its handle) before the
+        // submission is acknowledged.
+        let ha = self.config.ha.clone();
         let leader = self.leader;
-        let put = self.config.ha.job_graph_store().put(job_id, bytes);
-        Box::pin(put.into_actor(self).map(move |result, act, ctx| {
-            result.map_err(|e| SubmitError::Store(e.to_string()))?;
-            if act.leader != leader || act.jobs.contains_key(&job_id) {
+        let prepare = async move {
+            let SubmitJob { graph, savepoint_path, allow_non_restored_state, .. } = msg;
+            let checks = ha.clone();
+            let restore = tokio::task::spawn_blocking(move || {
+                // Never guess: a result store that cannot be read refuses the submission (a
+                // retry may help) rather than risk running a finished job again.
+                let known = checks
+                    .job_result_store()
+                    .has_result(job_id)
+                    .map_err(|e| SubmitError::Store(format!("could not read the job result store: {e}")))?;
+                if known {
+                    return Err(SubmitError::Duplicate(job_id));
+                }
+                savepoint_path
+                    .map(|path| {
+                        check_savepoint(&path, &graph, allow_non_restored_state).map_err(SubmitError::InvalidSavepoint)
+                    })
+                    .transpose()
+                    .map(|restore| StoredJob { graph, restore })
+            })
+            .await
+            .unwrap_or_else(|e| Err(SubmitError::Store(format!("the submission checks failed: {e}"))))?;
+            let bytes = rmp_serde::to_vec_named(&restore).map_err(|e| SubmitError::Store(e.to_string()))?;
+            ha.job_graph_store().put(job_id, bytes).await.map_err(|e| SubmitError::Store(e.to_string()))?;
+            Ok(restore)
+        };
+        Box::pin(prepare.into_actor(self).map(move |prepared: Result<StoredJob, SubmitError>, act, ctx| {
+            let stored = prepared?;
+            if act.leader != leader {
                 return Err(SubmitError::NotLeader);
+            }
+            if act.jobs.contains_key(&job_id) {
+                return Err(SubmitError::Duplicate(job_id));
             }
             info!(%job_id, name = %stored.graph.name, "job submitted");
             let master =
@@ -419,30 +444,16 @@ impl Dispatcher {
         }
     }
 
-    fn check_submission(&self, msg: &SubmitJob) -> Result<(JobId, Option<SavepointRestore>), SubmitError> {
+    /// What can be checked without I/O: leadership and the jobs this Dispatcher holds.
+    fn check_submission(&self, msg: &SubmitJob) -> Result<JobId, SubmitError> {
         if self.leader.is_none() {
             return Err(SubmitError::NotLeader);
         }
         let job_id = msg.job_id.unwrap_or_else(JobId::generate);
-        // Never guess: a result store that cannot be read refuses the submission (a retry may
-        // help) rather than risk running a finished job again.
-        let known = self
-            .config
-            .ha
-            .job_result_store()
-            .has_result(job_id)
-            .map_err(|e| SubmitError::Store(format!("could not read the job result store: {e}")))?;
-        if self.jobs.contains_key(&job_id) || known {
+        if self.jobs.contains_key(&job_id) {
             return Err(SubmitError::Duplicate(job_id));
         }
-        let restore = match &msg.savepoint_path {
-            Some(path) => Some(
-                check_savepoint(path, &msg.graph, msg.allow_non_restored_state)
-                    .map_err(SubmitError::InvalidSavepoint)?,
-            ),
-            None => None,
-        };
-        Ok((job_id, restore))
+        Ok(job_id)
     }
 }
 
@@ -462,12 +473,17 @@ impl Handler<JobTerminated> for Dispatcher {
         // The result first (a new leader must not run the job again), then the cleanup.
         let result = serde_json::to_value(&*msg.snapshot).unwrap_or(serde_json::Value::Null);
         let ha = self.config.ha.clone();
-        match ha.job_result_store().create_dirty(job_id, result) {
-            Ok(()) => {
-                actix::spawn(async move { cleanup_job(&ha, job_id).await });
+        actix::spawn(async move {
+            let store = ha.clone();
+            let recorded = tokio::task::spawn_blocking(move || store.job_result_store().create_dirty(job_id, result))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match recorded {
+                Ok(()) => cleanup_job(&ha, job_id).await,
+                Err(e) => warn!(%job_id, error = %e, "could not record the job result"),
             }
-            Err(e) => warn!(%job_id, error = %e, "could not record the job result"),
-        }
+        });
         self.jobs.insert(job_id, JobEntry::Done(Arc::from(msg.snapshot), std::time::Instant::now()));
         self.evict_archived();
     }

@@ -338,7 +338,9 @@ impl ExecutionJobVertex {
 pub enum UpdateOutcome {
     /// Nothing the JobMaster must act on.
     None,
-    /// Every subtask finished: the job is FINISHED.
+    /// Every subtask finished. The job stays RUNNING until the JobMaster committed the
+    /// output left for the end and moves it to FINISHED: a client that sees FINISHED sees
+    /// the whole output.
     JobFinished,
     /// A subtask failed while the job was running: the job is FAILING.
     TaskFailed { vertex: String, subtask: u32, cause: String },
@@ -499,7 +501,6 @@ impl ExecutionGraph {
         if self.executions().all(|(_, s)| s.current.state == ExecutionState::Finished)
             && self.status == JobStatus::Running
         {
-            self.transition(JobStatus::Finished, now_ms)?;
             return Ok(UpdateOutcome::JobFinished);
         }
         if matches!(self.status, JobStatus::Cancelling | JobStatus::Failing)
@@ -659,6 +660,8 @@ mod tests {
             assert_eq!(eg.update_execution(*a, ExecutionState::Finished, None, 6).unwrap(), UpdateOutcome::None);
         }
         assert_eq!(eg.update_execution(all[3], ExecutionState::Finished, None, 7).unwrap(), UpdateOutcome::JobFinished);
+        assert_eq!(eg.status, JobStatus::Running, "until the JobMaster committed the output");
+        eg.transition(JobStatus::Finished, 7).unwrap();
         assert_eq!(eg.status, JobStatus::Finished);
         assert_eq!(eg.status_timestamp(JobStatus::Finished), 7);
         assert_eq!(eg.vertices[0].aggregate_state(), ExecutionState::Finished);

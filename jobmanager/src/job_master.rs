@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -47,6 +48,7 @@ use crate::checkpoint_coordinator::{
 };
 use crate::dispatcher::{Dispatcher, DispatcherConfig, JobTerminated, OperationResult, SavepointOperation};
 use crate::execution_graph::{ExecutionGraph, ExecutionState, IoMetrics, JobStatus, SlotAssignment, UpdateOutcome};
+use crate::lifecycle::{Event, Phase, Step};
 use crate::restart::{RestartBackoff, RestartDecision, RestartStrategyConfig};
 
 /// A failure recorded for `/jobs/:id/exceptions`.
@@ -89,8 +91,10 @@ struct Peer {
 pub struct JobSnapshot {
     pub restart_strategy: String,
     pub num_restarts: u32,
-    pub graph: ExecutionGraph,
-    pub job_graph: JobGraph,
+    /// Shared with the JobMaster until its next change (copy on write): a snapshot costs
+    /// no copy of the graphs.
+    pub graph: Arc<ExecutionGraph>,
+    pub job_graph: Arc<JobGraph>,
     pub exceptions: Vec<ExceptionEntry>,
     /// Checkpoint statistics (`None` while no coordinator exists: checkpointing off and no
     /// savepoint taken or restored). Not archived.
@@ -192,8 +196,9 @@ struct Checkpointing {
 
 pub struct JobMaster {
     job_id: JobId,
-    job_graph: JobGraph,
-    graph: ExecutionGraph,
+    job_graph: Arc<JobGraph>,
+    /// Changed through `Arc::make_mut`: copied only when a snapshot still holds it.
+    graph: Arc<ExecutionGraph>,
     rpc: RpcService,
     session: LeaderSessionId,
     fencing: FencingToken,
@@ -208,24 +213,23 @@ pub struct JobMaster {
     exceptions: std::collections::VecDeque<ExceptionEntry>,
     /// `web.exception-history-size`.
     exception_history_size: usize,
-    /// Bumped whenever a new round of slot requests starts: a slot timeout armed for an
-    /// older round finds another epoch and does nothing.
-    slot_epoch: u64,
-    deployed: bool,
+    /// Where the job is in its lifecycle (the legal moves are in [`crate::lifecycle`]);
+    /// timers carry the round they were armed in.
+    phase: Phase,
     heartbeat: HeartbeatSettings,
     /// TaskExecutors holding slots of this job.
     peers: BTreeMap<ResourceId, Peer>,
     /// The restart strategy (an invalid configuration fails the job at start).
     restart: Result<RestartBackoff, String>,
     restart_description: String,
-    /// Set when a failure was decided to be restarted: the delay before redeploying.
-    pending_restart: Option<Duration>,
     /// `Err`: the checkpoint configuration is invalid (the job fails at start).
     checkpointing: Result<Checkpointing, String>,
     /// Output finished tasks left for the end of the job.
     final_commits: Vec<FileCommit>,
     /// Accumulators of each subtask's current attempt, by vertex and subtask.
     accumulators: BTreeMap<(usize, usize), Vec<(String, u64)>>,
+    /// File work, off the control thread.
+    files: FileQueue,
 }
 
 impl JobMaster {
@@ -237,7 +241,8 @@ impl JobMaster {
         config: &DispatcherConfig,
         restore: Option<SavepointRestore>,
     ) -> Self {
-        let graph = ExecutionGraph::new(job_id, &job_graph, epoch_ms());
+        let graph = Arc::new(ExecutionGraph::new(job_id, &job_graph, epoch_ms()));
+        let job_graph = Arc::new(job_graph);
         let checkpointing = Checkpointing::new(job_id, &job_graph, config, restore);
         let periodic = checkpointing.as_ref().is_ok_and(|c| c.settings.config.is_some());
         let strategy = RestartStrategyConfig::from_config(&job_graph.config, &config.cluster, periodic);
@@ -262,16 +267,15 @@ impl JobMaster {
                 .cluster
                 .get(&flint_common::config::options::WEB_EXCEPTION_HISTORY_SIZE)
                 .map_or(16, |n| n as usize),
-            slot_epoch: 0,
-            deployed: false,
+            phase: Phase::start(),
             heartbeat: config.heartbeat,
             peers: BTreeMap::new(),
             restart,
             restart_description,
-            pending_restart: None,
             checkpointing,
             final_commits: Vec::new(),
             accumulators: BTreeMap::new(),
+            files: FileQueue::default(),
         }
     }
 
@@ -315,10 +319,8 @@ impl JobMaster {
 
     /// Records a failure; only the newest `web.exception-history-size` are kept.
     fn record_exception(&mut self, exception: String, task_name: Option<String>, location: Option<String>) {
-        self.exceptions.push_back(ExceptionEntry { timestamp_ms: epoch_ms(), exception, task_name, location });
-        while self.exceptions.len() > self.exception_history_size.max(1) {
-            self.exceptions.pop_front();
-        }
+        let entry = ExceptionEntry { timestamp_ms: epoch_ms(), exception, task_name, location };
+        push_capped(&mut self.exceptions, entry, self.exception_history_size);
     }
 
     /// Asks the ResourceManager (after learning its session) for every slot still missing.
@@ -352,7 +354,6 @@ impl JobMaster {
     }
 
     fn deploy(&mut self, ctx: &mut Context<Self>) {
-        self.deployed = true;
         let now = epoch_ms();
         let restore = self.checkpointing.as_mut().ok().and_then(|c| {
             let info = c.coordinator.latest_completed()?.clone();
@@ -433,12 +434,12 @@ impl JobMaster {
                     host: slot.host.clone(),
                     data_address: slot.data_address.clone(),
                 };
-                let _ = self.graph.assign(attempt_id, assignment);
+                let _ = Arc::make_mut(&mut self.graph).assign(attempt_id, assignment);
                 let task_name = format!("{} ({}/{})", vertex.name, subtask + 1, vertex.parallelism);
                 submissions.push((attempt_id, task_name, slot, tdd));
             }
         }
-        self.graph.transition_all(ExecutionState::Scheduled, ExecutionState::Deploying, now);
+        Arc::make_mut(&mut self.graph).transition_all(ExecutionState::Scheduled, ExecutionState::Deploying, now);
         info!(job_id = %self.job_id, tasks = submissions.len(), "deploying tasks");
         for (attempt_id, task_name, slot, tdd) in submissions {
             let fut = slot.gateway.submit_task(tdd);
@@ -483,16 +484,16 @@ impl JobMaster {
         let retryable = failure.as_ref().is_none_or(|f| f.retryable);
         let failure = failure.map(|f| f.message);
         if let Some(m) = metrics {
-            self.graph.update_metrics(attempt_id, m);
+            Arc::make_mut(&mut self.graph).update_metrics(attempt_id, m);
         }
         let location =
             self.graph.execution(attempt_id).and_then(|e| e.assignment.as_ref()).map(|a| a.resource_id.to_string());
-        match self.graph.update_execution(attempt_id, state, failure, epoch_ms()) {
+        match Arc::make_mut(&mut self.graph).update_execution(attempt_id, state, failure, epoch_ms()) {
             Ok(UpdateOutcome::None) => {}
             Ok(UpdateOutcome::JobFinished) => {
-                info!(job_id = %self.job_id, "job finished");
-                self.commit_final_output();
-                self.terminate(ctx);
+                info!(job_id = %self.job_id, "every task finished; committing the output");
+                self.advance(Event::Finished);
+                self.commit_final_output(ctx);
             }
             Ok(UpdateOutcome::TaskFailed { vertex, subtask, cause }) => {
                 let parallelism = self.graph.vertices.iter().find(|v| v.name == vertex).map_or(1, |v| v.parallelism);
@@ -501,16 +502,20 @@ impl JobMaster {
                     Some(format!("{vertex} ({}/{parallelism})", subtask + 1)),
                     location,
                 );
-                match self.decide_restart(retryable) {
+                let restart = match self.decide_restart(retryable) {
                     Ok(delay) => {
                         warn!(job_id = %self.job_id, vertex, subtask, cause, delay_ms = delay.as_millis() as u64, "task failed; restarting the job");
+                        Some(delay)
                     }
                     Err(reason) => {
                         warn!(job_id = %self.job_id, vertex, subtask, cause, reason, "task failed; failing the job");
+                        None
                     }
+                };
+                if self.advance(Event::Failed { restart }) == Step::CancelTasks {
+                    self.abort_checkpoints_for_failover(ctx);
+                    self.cancel_executions(ctx);
                 }
-                self.abort_checkpoints_for_failover(ctx);
-                self.cancel_executions(ctx);
             }
             Ok(UpdateOutcome::AllTerminal) => self.all_terminal(ctx),
             Err(e) => {
@@ -530,17 +535,14 @@ impl JobMaster {
             Err(e) => RestartDecision::Fail { reason: e.clone() },
         };
         match decision {
-            RestartDecision::Restart { delay } => {
-                self.pending_restart = Some(delay);
-                Ok(delay)
-            }
+            RestartDecision::Restart { delay } => Ok(delay),
             RestartDecision::Fail { reason } => Err(reason),
         }
     }
 
     /// Cancels every execution that still runs; ends the job when none is left.
     fn cancel_executions(&mut self, ctx: &mut Context<Self>) {
-        let to_cancel = self.graph.begin_cancel(epoch_ms());
+        let to_cancel = Arc::make_mut(&mut self.graph).begin_cancel(epoch_ms());
         self.cancel_pending_slot_requests();
         for (attempt_id, assignment) in to_cancel {
             let Some(assignment) = assignment else { continue };
@@ -560,22 +562,44 @@ impl JobMaster {
         }
     }
 
+    /// Every task ended after a failure or a cancel: the job restarts (after the restart
+    /// strategy's delay, the timer tagged with the new round) or ends.
     fn all_terminal(&mut self, ctx: &mut Context<Self>) {
-        if self.graph.status == JobStatus::Failing {
-            if let Some(delay) = self.pending_restart.take() {
-                if self.graph.transition(JobStatus::Restarting, epoch_ms()).is_ok() {
-                    info!(job_id = %self.job_id, delay_ms = delay.as_millis() as u64, "job restarting");
-                    ctx.run_later(delay, |act, ctx| act.restart(ctx));
+        match self.phase.on(Event::AllTerminal) {
+            Ok(Step::ArmRestart { round, delay }) => {
+                if Arc::make_mut(&mut self.graph).transition(JobStatus::Restarting, epoch_ms()).is_ok() {
+                    info!(job_id = %self.job_id, delay_ms = delay.as_millis() as u64, round, "job restarting");
+                    ctx.run_later(delay, move |act, ctx| {
+                        if act.advance(Event::RestartDue { round }) == (Step::Redeploy { round }) {
+                            act.restart(ctx);
+                        }
+                    });
                     return;
                 }
             }
+            Ok(_) => {}
+            Err(e) => {
+                if self.phase == Phase::Terminated {
+                    return;
+                }
+                warn!(job_id = %self.job_id, error = %e, "every task ended unexpectedly; the job fails");
+            }
         }
+        self.phase = Phase::Terminated;
         let target = if self.graph.status == JobStatus::Cancelling { JobStatus::Canceled } else { JobStatus::Failed };
-        if let Err(e) = self.graph.transition(target, epoch_ms()) {
+        if let Err(e) = Arc::make_mut(&mut self.graph).transition(target, epoch_ms()) {
             warn!(job_id = %self.job_id, error = %e, "job status");
         }
         info!(job_id = %self.job_id, status = %self.graph.status, "job ended");
         self.terminate(ctx);
+    }
+
+    /// Applies a lifecycle event; an illegal one is logged and changes nothing.
+    fn advance(&mut self, event: Event) -> Step {
+        self.phase.on(event).unwrap_or_else(|e| {
+            warn!(job_id = %self.job_id, error = %e, "lifecycle event refused");
+            Step::Nothing
+        })
     }
 
     /// A global failover: new attempts of every subtask, deployed into the slots still
@@ -585,15 +609,14 @@ impl JobMaster {
             return;
         }
         let now = epoch_ms();
-        self.graph.reset_for_restart(now);
+        Arc::make_mut(&mut self.graph).reset_for_restart(now);
         self.accumulators.clear();
         self.final_commits.clear();
-        if let Err(e) = self.graph.transition(JobStatus::Running, now) {
+        if let Err(e) = Arc::make_mut(&mut self.graph).transition(JobStatus::Running, now) {
             warn!(job_id = %self.job_id, error = %e, "cannot restart");
             return;
         }
-        self.graph.transition_all(ExecutionState::Created, ExecutionState::Scheduled, now);
-        self.deployed = false;
+        Arc::make_mut(&mut self.graph).transition_all(ExecutionState::Created, ExecutionState::Scheduled, now);
         for (index, slot) in self.slots.iter().enumerate() {
             if slot.is_none() {
                 self.pending.insert(AllocationId::generate(), index);
@@ -601,22 +624,20 @@ impl JobMaster {
         }
         info!(job_id = %self.job_id, missing_slots = self.pending.len(), "redeploying the job");
         if self.pending.is_empty() {
-            self.deploy(ctx);
+            if self.advance(Event::AllSlotsHeld) == Step::Deploy {
+                self.deploy(ctx);
+            }
         } else {
             self.request_slots(ctx);
             self.arm_slot_timeout(ctx);
         }
     }
 
-    /// One slot timeout per round of requests, tagged with the round.
+    /// One slot timeout per round of requests, tagged with the round: one that fires in
+    /// another round does nothing.
     fn arm_slot_timeout(&mut self, ctx: &mut Context<Self>) {
-        self.slot_epoch += 1;
-        let epoch = self.slot_epoch;
-        ctx.run_later(self.slot_request_timeout, move |act, ctx| {
-            if act.slot_epoch == epoch {
-                act.check_slot_timeout(ctx);
-            }
-        });
+        let round = self.phase.round();
+        ctx.run_later(self.slot_request_timeout, move |act, ctx| act.slot_timeout(ctx, round));
     }
 
     fn cancel_pending_slot_requests(&mut self) {
@@ -726,8 +747,10 @@ impl JobMaster {
         }
     }
 
-    fn check_slot_timeout(&mut self, ctx: &mut Context<Self>) {
-        if self.deployed || self.graph.status != JobStatus::Running {
+    /// The slots of `round` did not all come in time: unless that round is over, the job
+    /// fails as Flink's does.
+    fn slot_timeout(&mut self, ctx: &mut Context<Self>, round: u64) {
+        if self.advance(Event::SlotTimeout { round }) != Step::FailForSlots {
             return;
         }
         let missing = self.slots.iter().filter(|s| s.is_none()).count();
@@ -739,8 +762,8 @@ impl JobMaster {
         );
         warn!(job_id = %self.job_id, missing, "slot request timed out; failing the job");
         self.record_exception(cause.clone(), None, None);
-        self.graph.failure_cause = Some(cause);
-        let _ = self.graph.transition(JobStatus::Failing, epoch_ms());
+        Arc::make_mut(&mut self.graph).failure_cause = Some(cause);
+        let _ = Arc::make_mut(&mut self.graph).transition(JobStatus::Failing, epoch_ms());
         self.cancel_executions(ctx);
     }
 }
@@ -762,7 +785,7 @@ impl Actor for JobMaster {
                 .on_actor::<UpdateTaskExecutionState, _>(addr),
         );
         let now = epoch_ms();
-        if let Err(e) = self.graph.transition(JobStatus::Running, now) {
+        if let Err(e) = Arc::make_mut(&mut self.graph).transition(JobStatus::Running, now) {
             warn!(job_id = %self.job_id, error = %e, "cannot start job");
             return;
         }
@@ -773,12 +796,13 @@ impl Actor for JobMaster {
         };
         if let Some(cause) = invalid {
             self.record_exception(cause.clone(), None, None);
-            self.graph.failure_cause = Some(cause);
-            let _ = self.graph.transition(JobStatus::Failed, now);
+            Arc::make_mut(&mut self.graph).failure_cause = Some(cause);
+            let _ = Arc::make_mut(&mut self.graph).transition(JobStatus::Failed, now);
+            self.phase = Phase::Terminated;
             self.terminate(ctx);
             return;
         }
-        self.graph.transition_all(ExecutionState::Created, ExecutionState::Scheduled, now);
+        Arc::make_mut(&mut self.graph).transition_all(ExecutionState::Created, ExecutionState::Scheduled, now);
         for index in 0..self.slots.len() {
             self.pending.insert(AllocationId::generate(), index);
         }
@@ -831,7 +855,12 @@ impl Handler<OfferSlots> for JobMaster {
             accepted.push(offer.allocation_id);
         }
         debug!(job_id = %self.job_id, accepted = accepted.len(), from = %msg.resource_id, "slots offered");
-        if !self.deployed && self.graph.status == JobStatus::Running && self.slots.iter().all(Option::is_some) {
+        let awaiting = matches!(self.phase, Phase::AwaitingSlots { .. });
+        if awaiting
+            && self.graph.status == JobStatus::Running
+            && self.slots.iter().all(Option::is_some)
+            && self.advance(Event::AllSlotsHeld) == Step::Deploy
+        {
             self.deploy(ctx);
         }
         MessageResult(accepted)
@@ -881,7 +910,7 @@ impl Handler<NotifySlotRequestFailed> for JobMaster {
             SlotRequestFailure::TimedOut { message } => {
                 if self.pending.contains_key(&msg.allocation_id) {
                     debug!(job_id = %self.job_id, allocation_id = %msg.allocation_id, message, "slot request timed out");
-                    self.check_slot_timeout(ctx);
+                    self.slot_timeout(ctx, self.phase.round());
                 }
             }
             SlotRequestFailure::AllocationLost { message } => {
@@ -1184,7 +1213,7 @@ impl JobMaster {
                     Vec::new()
                 }
                 CheckpointAction::Discard { checkpoint_id, location, handles } => {
-                    discard_files(checkpoint_id, location.as_deref(), &handles);
+                    discard_files(&self.files, checkpoint_id, location.as_deref(), &handles);
                     Vec::new()
                 }
                 CheckpointAction::FailJob { reason } => {
@@ -1196,6 +1225,8 @@ impl JobMaster {
         }
     }
 
+    /// Creates the checkpoint's directory on the blocking pool (never on this thread), then
+    /// sends the trigger to the source tasks.
     fn send_trigger(
         &mut self,
         ctx: &mut Context<Self>,
@@ -1205,53 +1236,74 @@ impl JobMaster {
         tasks: Vec<ExecutionAttemptId>,
     ) -> Vec<CheckpointAction> {
         let Ok(c) = &mut self.checkpointing else { return Vec::new() };
-        let directory = match kind {
+        let job_id = self.job_id;
+        let create: Box<dyn FnOnce() -> Result<PathBuf, String> + Send> = match kind {
             CheckpointKind::Savepoint { target } => {
-                CheckpointStorage::new(target).and_then(|s| s.init_savepoint(self.job_id)).map_err(|e| e.to_string())
+                let target = target.clone();
+                Box::new(move || {
+                    CheckpointStorage::new(&target).and_then(|s| s.init_savepoint(job_id)).map_err(|e| e.to_string())
+                })
             }
             _ => match &c.storage {
-                Some(storage) => storage.init_checkpoint(self.job_id, checkpoint_id).map_err(|e| e.to_string()),
-                None => Err("no checkpoint directory is configured".to_string()),
+                Some(storage) => {
+                    let storage = storage.clone();
+                    Box::new(move || storage.init_checkpoint(job_id, checkpoint_id).map_err(|e| e.to_string()))
+                }
+                None => Box::new(|| Err("no checkpoint directory is configured".to_string())),
             },
         };
-        let directory = match directory {
-            Ok(d) => d,
-            Err(e) => {
-                let reason = format!("could not create the checkpoint directory: {e}");
-                let Some(first) = tasks.first() else { return Vec::new() };
-                return c.coordinator.on_decline(checkpoint_id, *first, &reason, Instant::now());
+        let is_savepoint = kind.is_savepoint();
+        ctx.spawn(self.files.run(create).into_actor(self).map(move |directory, act, ctx| {
+            let Ok(c) = &mut act.checkpointing else { return };
+            if !c.coordinator.pending_ids().contains(&checkpoint_id) {
+                // Aborted meanwhile (failover, timeout, job end): nothing is triggered, and
+                // the directory just made goes.
+                if let Ok(dir) = directory {
+                    discard_files(&act.files, checkpoint_id, Some(&dir.to_string_lossy()), &[]);
+                }
+                return;
             }
-        };
-        let (terminate, drain) = match c.operations.get(&checkpoint_id).map(|o| &o.operation) {
-            Some(SavepointOperation::Stop { drain, .. }) => (true, *drain),
-            _ => (false, false),
-        };
-        let barrier = CheckpointBarrierInfo {
-            checkpoint_id,
-            timestamp_ms,
-            directory: directory.to_string_lossy().into_owned(),
-            is_savepoint: kind.is_savepoint(),
-            terminate,
-            drain,
-        };
-        c.directories.insert(checkpoint_id, directory);
-        debug!(job_id = %self.job_id, checkpoint_id, sources = tasks.len(), "triggering checkpoint");
-        for attempt in tasks {
-            let Some(gateway) = self.gateway_of(attempt) else { continue };
-            let fut = gateway.trigger_checkpoint(attempt, barrier.clone());
-            ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-                // Not a checkpointing failure: the task finished or is going away (its loss
-                // is handled by the failover).
-                let reason = match result {
-                    Ok(true) => return,
-                    Ok(false) => "the task is not running".to_string(),
-                    Err(e) => format!("could not trigger the task: {e}"),
-                };
-                let Ok(c) = &mut act.checkpointing else { return };
-                let actions = c.coordinator.on_decline_uncounted(checkpoint_id, attempt, &reason, Instant::now());
-                act.perform(ctx, actions);
-            }));
-        }
+            let directory = match directory {
+                Ok(d) => d,
+                Err(e) => {
+                    let reason = format!("could not create the checkpoint directory: {e}");
+                    let Some(first) = tasks.first() else { return };
+                    let actions = c.coordinator.on_decline(checkpoint_id, *first, &reason, Instant::now());
+                    act.perform(ctx, actions);
+                    return;
+                }
+            };
+            let (terminate, drain) = match c.operations.get(&checkpoint_id).map(|o| &o.operation) {
+                Some(SavepointOperation::Stop { drain, .. }) => (true, *drain),
+                _ => (false, false),
+            };
+            let barrier = CheckpointBarrierInfo {
+                checkpoint_id,
+                timestamp_ms,
+                directory: directory.to_string_lossy().into_owned(),
+                is_savepoint,
+                terminate,
+                drain,
+            };
+            c.directories.insert(checkpoint_id, directory);
+            debug!(job_id = %act.job_id, checkpoint_id, sources = tasks.len(), "triggering checkpoint");
+            for attempt in tasks {
+                let Some(gateway) = act.gateway_of(attempt) else { continue };
+                let fut = gateway.trigger_checkpoint(attempt, barrier.clone());
+                ctx.spawn(fut.into_actor(act).map(move |result, act, ctx| {
+                    // Not a checkpointing failure: the task finished or is going away (its loss
+                    // is handled by the failover).
+                    let reason = match result {
+                        Ok(true) => return,
+                        Ok(false) => "the task is not running".to_string(),
+                        Err(e) => format!("could not trigger the task: {e}"),
+                    };
+                    let Ok(c) = &mut act.checkpointing else { return };
+                    let actions = c.coordinator.on_decline_uncounted(checkpoint_id, attempt, &reason, Instant::now());
+                    act.perform(ctx, actions);
+                }));
+            }
+        }));
         Vec::new()
     }
 
@@ -1272,58 +1324,79 @@ impl JobMaster {
         let Some(directory) = c.directories.get(&checkpoint_id).cloned() else {
             return c.coordinator.on_metadata_failed(checkpoint_id, "the checkpoint directory is unknown", now);
         };
-        let mut metadata = CheckpointMetadata::new(job_id, checkpoint_id, epoch_ms(), kind.is_savepoint());
+        // The entries are built here (they need the graph); the state files' sizes are read,
+        // and `_metadata` written and synced, on the blocking pool.
+        let mut entries: Vec<(OperatorStateEntry, Option<PathBuf>)> = Vec::new();
         for (attempt, handle) in handles {
             let Some((vi, si)) = self.graph.locate(attempt) else {
                 return c.coordinator.on_metadata_failed(checkpoint_id, "an acknowledging task is unknown", now);
             };
             let Some(vertex) = self.job_graph.vertex(self.graph.vertices[vi].id) else { continue };
-            let state = if handle.is_empty() {
-                None
-            } else {
-                let path = Path::new(&handle);
-                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                Some(StateHandle { path: name, size })
-            };
+            let state = (!handle.is_empty()).then(|| PathBuf::from(&handle));
             for operator in &vertex.operators {
-                metadata.operators.push(OperatorStateEntry {
+                let entry = OperatorStateEntry {
                     operator_id: operator.id.clone(),
                     subtask: si as u32,
                     parallelism: vertex.parallelism,
                     max_parallelism,
-                    handles: state.iter().cloned().collect(),
+                    handles: Vec::new(),
                     key_group_range: operator.kind.key().map(|_| {
                         let range = key_group_range(si as u32, max_parallelism, vertex.parallelism);
                         (*range.start(), *range.end())
                     }),
-                });
+                };
+                entries.push((entry, state.clone()));
             }
         }
-        let location = match storage::write_metadata_in(&directory, &metadata) {
-            Ok(pointer) => pointer.location.to_string_lossy().into_owned(),
-            Err(e) => return c.coordinator.on_metadata_failed(checkpoint_id, &e.to_string(), now),
+        let is_savepoint = kind.is_savepoint();
+        let write = move || {
+            let mut metadata = CheckpointMetadata::new(job_id, checkpoint_id, epoch_ms(), is_savepoint);
+            for (mut entry, state) in entries {
+                if let Some(path) = state {
+                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    entry.handles.push(StateHandle { path: name, size });
+                }
+                metadata.operators.push(entry);
+            }
+            storage::write_metadata_in(&directory, &metadata)
+                .map(|pointer| pointer.location.to_string_lossy().into_owned())
+                .map_err(|e| e.to_string())
         };
-        if kind.is_savepoint() {
-            c.directories.remove(&checkpoint_id);
-            return c.coordinator.on_metadata_written(checkpoint_id, location, now);
-        }
-        let handle = SavepointRestore { checkpoint_id, location: location.clone(), is_savepoint: false };
-        let add = c.store.add(checkpoint_id, serde_json::to_vec(&handle).unwrap_or_default());
-        ctx.spawn(add.into_actor(self).map(move |result, act, ctx| {
+        ctx.spawn(self.files.run(write).into_actor(self).map(move |written, act, ctx| {
             let Ok(c) = &mut act.checkpointing else { return };
             let now = Instant::now();
-            let actions = match result {
-                Ok(_) => {
-                    c.directories.remove(&checkpoint_id);
-                    c.coordinator.on_metadata_written(checkpoint_id, location, now)
-                }
+            let location = match written {
+                Ok(location) => location,
                 Err(e) => {
-                    let reason = format!("could not add the checkpoint to the completed checkpoint store: {e}");
-                    c.coordinator.on_metadata_failed(checkpoint_id, &reason, now)
+                    let actions = c.coordinator.on_metadata_failed(checkpoint_id, &e, now);
+                    act.perform(ctx, actions);
+                    return;
                 }
             };
-            act.perform(ctx, actions);
+            if is_savepoint {
+                c.directories.remove(&checkpoint_id);
+                let actions = c.coordinator.on_metadata_written(checkpoint_id, location, now);
+                act.perform(ctx, actions);
+                return;
+            }
+            let handle = SavepointRestore { checkpoint_id, location: location.clone(), is_savepoint: false };
+            let add = c.store.add(checkpoint_id, serde_json::to_vec(&handle).unwrap_or_default());
+            ctx.spawn(add.into_actor(act).map(move |result, act, ctx| {
+                let Ok(c) = &mut act.checkpointing else { return };
+                let now = Instant::now();
+                let actions = match result {
+                    Ok(_) => {
+                        c.directories.remove(&checkpoint_id);
+                        c.coordinator.on_metadata_written(checkpoint_id, location, now)
+                    }
+                    Err(e) => {
+                        let reason = format!("could not add the checkpoint to the completed checkpoint store: {e}");
+                        c.coordinator.on_metadata_failed(checkpoint_id, &reason, now)
+                    }
+                };
+                act.perform(ctx, actions);
+            }));
         }));
         Vec::new()
     }
@@ -1351,7 +1424,7 @@ impl JobMaster {
     fn checkpoint_aborted(&mut self, checkpoint_id: u64, reason: String) {
         let Ok(c) = &mut self.checkpointing else { return };
         if let Some(dir) = c.directories.remove(&checkpoint_id) {
-            discard_files(checkpoint_id, Some(&dir.to_string_lossy()), &[]);
+            discard_files(&self.files, checkpoint_id, Some(&dir.to_string_lossy()), &[]);
         }
         if let Some(pending) = c.operations.remove(&checkpoint_id) {
             warn!(job_id = %self.job_id, checkpoint_id, reason, "operation failed");
@@ -1409,23 +1482,43 @@ impl JobMaster {
         let job_dir = c.storage.as_ref().map(|s| s.job_dir(job_id));
         self.perform(ctx, actions);
         if !keep {
-            for location in owned {
-                discard_files(0, Some(&location), &[]);
-            }
-            if let Some(dir) = job_dir {
-                let _ = std::fs::remove_dir(dir); // only when empty
-            }
+            self.files.push(Box::new(move || {
+                for location in owned {
+                    discard_files_now(0, Some(&location), &[]);
+                }
+                if let Some(dir) = job_dir {
+                    let _ = std::fs::remove_dir(dir); // only when empty
+                }
+            }));
         }
     }
 
-    /// The job finished: output that finished tasks left uncommitted becomes visible.
-    fn commit_final_output(&mut self) {
-        for commit in std::mem::take(&mut self.final_commits) {
-            if let Err(e) = commit.apply() {
-                warn!(job_id = %self.job_id, error = %e, "could not commit output");
-                self.record_exception(e.to_string(), None, None);
-            }
+    /// The job finished: output that finished tasks left uncommitted becomes visible (on the
+    /// blocking pool, after the job's other file work), then the JobMaster terminates.
+    fn commit_final_output(&mut self, ctx: &mut Context<Self>) {
+        let commits = std::mem::take(&mut self.final_commits);
+        if commits.is_empty() {
+            self.finished(ctx);
+            return;
         }
+        let commit = move || Ok(commits.iter().filter_map(|c| c.apply().err().map(|e| e.to_string())).collect());
+        ctx.spawn(self.files.run(commit).into_actor(self).map(|errors: Result<Vec<String>, String>, act, ctx| {
+            for error in errors.unwrap_or_else(|e| vec![e]) {
+                warn!(job_id = %act.job_id, error, "could not commit output");
+                act.record_exception(error, None, None);
+            }
+            act.finished(ctx);
+        }));
+    }
+
+    /// The output is committed: the job is FINISHED.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.advance(Event::Committed);
+        if let Err(e) = Arc::make_mut(&mut self.graph).transition(JobStatus::Finished, epoch_ms()) {
+            warn!(job_id = %self.job_id, error = %e, "job status");
+        }
+        info!(job_id = %self.job_id, "job finished");
+        self.terminate(ctx);
     }
 
     /// A failure of the whole job (e.g. too many failed checkpoints): the restart strategy
@@ -1435,31 +1528,106 @@ impl JobMaster {
             return;
         }
         self.record_exception(cause.clone(), None, None);
-        match self.decide_restart(true) {
-            Ok(_) => warn!(job_id = %self.job_id, cause, "job failed; restarting"),
+        let restart = match self.decide_restart(true) {
+            Ok(delay) => {
+                warn!(job_id = %self.job_id, cause, "job failed; restarting");
+                Some(delay)
+            }
             Err(reason) => {
                 warn!(job_id = %self.job_id, cause, reason, "job failed");
-                self.graph.failure_cause = Some(cause);
+                Arc::make_mut(&mut self.graph).failure_cause = Some(cause);
+                None
             }
+        };
+        if self.advance(Event::Failed { restart }) != Step::CancelTasks {
+            return;
         }
-        let _ = self.graph.transition(JobStatus::Failing, epoch_ms());
+        let _ = Arc::make_mut(&mut self.graph).transition(JobStatus::Failing, epoch_ms());
         self.abort_checkpoints_for_failover(ctx);
         self.cancel_executions(ctx);
     }
 
     fn cancel_job(&mut self, ctx: &mut Context<Self>) -> Result<(), JobStatus> {
+        if self.phase == Phase::Committing {
+            // Every task finished; the job is FINISHED once its output is committed.
+            return Ok(());
+        }
         if self.graph.status.is_globally_terminal() || self.graph.status == JobStatus::Cancelling {
             return Err(self.graph.status);
         }
+        Arc::make_mut(&mut self.graph).transition(JobStatus::Cancelling, epoch_ms()).map_err(|_| self.graph.status)?;
         info!(job_id = %self.job_id, "canceling job");
-        self.graph.transition(JobStatus::Cancelling, epoch_ms()).map_err(|_| self.graph.status)?;
+        self.advance(Event::Cancel);
         self.cancel_executions(ctx);
         Ok(())
     }
 }
 
-/// Deletes a checkpoint directory (`location`) and/or state files (`handles`, absolute).
-fn discard_files(checkpoint_id: u64, location: Option<&str>, handles: &[String]) {
+/// Appends `item`, dropping the oldest entries beyond `cap` (at least one is kept).
+fn push_capped<T>(queue: &mut std::collections::VecDeque<T>, item: T, cap: usize) {
+    queue.push_back(item);
+    while queue.len() > cap.max(1) {
+        queue.pop_front();
+    }
+}
+
+type FileWork = Box<dyn FnOnce() + Send>;
+
+/// A JobMaster's file work (directories, `_metadata` with its fsyncs, discards, output
+/// commits), run in order on the blocking pool so that the control thread, shared by the
+/// Dispatcher and every JobMaster, never waits for a disk. One blocking task drains the
+/// queue while it is not empty. The queue holds at most what the job's checkpoints in
+/// flight (bounded by the coordinator) and its end need.
+#[derive(Clone, Default)]
+struct FileQueue {
+    inner: std::sync::Arc<std::sync::Mutex<(std::collections::VecDeque<FileWork>, bool)>>,
+}
+
+impl FileQueue {
+    /// Queues `work`; its result arrives when it and everything queued before it ran.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, String>> {
+        let (tx, rx) = oneshot::channel();
+        self.push(Box::new(move || {
+            let _ = tx.send(work());
+        }));
+        async move { rx.await.unwrap_or_else(|_| Err("the file operation did not complete".to_string())) }
+    }
+
+    fn push(&self, work: FileWork) {
+        let start = {
+            let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            state.0.push_back(work);
+            !std::mem::replace(&mut state.1, true)
+        };
+        if start {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || loop {
+                let next = {
+                    let mut state = inner.lock().unwrap_or_else(|e| e.into_inner());
+                    let next = state.0.pop_front();
+                    state.1 = next.is_some();
+                    next
+                };
+                match next {
+                    Some(work) => work(),
+                    None => break,
+                }
+            });
+        }
+    }
+}
+
+/// Deletes a checkpoint directory (`location`) and/or state files (`handles`, absolute), in
+/// order with the job's other file work.
+fn discard_files(files: &FileQueue, checkpoint_id: u64, location: Option<&str>, handles: &[String]) {
+    let (location, handles) = (location.map(str::to_owned), handles.to_vec());
+    files.push(Box::new(move || discard_files_now(checkpoint_id, location.as_deref(), &handles)));
+}
+
+fn discard_files_now(checkpoint_id: u64, location: Option<&str>, handles: &[String]) {
     if let Some(location) = location {
         if let Err(e) = storage::discard(Path::new(location)) {
             warn!(checkpoint_id, location, error = %e, "could not discard checkpoint");
@@ -1471,5 +1639,45 @@ fn discard_files(checkpoint_id: u64, location: Option<&str>, handles: &[String])
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => warn!(checkpoint_id, handle, error = %e, "could not delete state file"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exception_history_keeps_the_newest_entries_up_to_its_size() {
+        let mut history = std::collections::VecDeque::new();
+        for i in 0..1000 {
+            push_capped(&mut history, i, 16);
+        }
+        assert_eq!(history.len(), 16);
+        assert_eq!(history.front(), Some(&984));
+        assert_eq!(history.back(), Some(&999));
+        push_capped(&mut history, 1000, 0);
+        assert_eq!(history.into_iter().collect::<Vec<_>>(), [1000]);
+    }
+
+    #[actix_rt::test]
+    async fn file_work_runs_in_order_off_the_calling_thread() {
+        let files = FileQueue::default();
+        let caller = std::thread::current().id();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut replies = Vec::new();
+        for i in 0..50 {
+            let order = order.clone();
+            replies.push(files.run(move || {
+                std::thread::sleep(Duration::from_micros(100));
+                order.lock().unwrap().push(i);
+                Ok(std::thread::current().id())
+            }));
+        }
+        for reply in replies {
+            assert_ne!(reply.await.unwrap(), caller);
+        }
+        assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>());
+        let failed: Result<(), String> = files.run(|| Err("disk full".into())).await;
+        assert_eq!(failed, Err("disk full".to_string()));
     }
 }

@@ -506,8 +506,9 @@ async fn job_statistics(
     state: &RestState,
     job_id: JobId,
     message: &str,
-) -> Result<(CheckpointStatistics, ExecutionGraph), RestError> {
-    // A running job's snapshot is its own copy: unwrapping it costs nothing.
+) -> Result<(CheckpointStatistics, std::sync::Arc<ExecutionGraph>), RestError> {
+    // A running job's snapshot is its own (the graphs in it are shared): unwrapping it
+    // copies no graph.
     let s = std::sync::Arc::unwrap_or_clone(snapshot(state, job_id).await?);
     match s.checkpoints {
         Some(stats) => Ok((stats, s.graph)),

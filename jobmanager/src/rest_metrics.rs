@@ -133,8 +133,8 @@ mod tests {
         let snapshot = JobSnapshot {
             restart_strategy: String::new(),
             num_restarts: 2,
-            graph: crate::execution_graph::ExecutionGraph::new(flint_common::ids::JobId::generate(), &graph, 0),
-            job_graph: graph,
+            graph: crate::execution_graph::ExecutionGraph::new(flint_common::ids::JobId::generate(), &graph, 0).into(),
+            job_graph: graph.into(),
             exceptions: Vec::new(),
             checkpoints: None,
             checkpoint_settings: crate::job_master::CheckpointSettings {

@@ -137,6 +137,28 @@ pub struct TaskExecutor {
     /// Since when no registration holds (`taskmanager.registration.timeout` counts from here).
     unregistered_since: Instant,
     fatal: crate::FatalErrorHandler,
+    /// Slot offers by JobMaster: one offer in flight per JobMaster, slots allocated
+    /// meanwhile go together in the next (one `OfferSlots` for all of them), and the
+    /// JobMaster's session is learned once.
+    offers: HashMap<RpcAddress, OfferQueue>,
+}
+
+/// The offers to one JobMaster.
+#[derive(Default)]
+struct OfferQueue {
+    in_flight: bool,
+    queued: Vec<AllocationId>,
+    /// The JobMaster's leader session, once learned (forgotten when an offer fails).
+    session: Option<LeaderSessionId>,
+}
+
+/// The outcome of one `OfferSlots` (after up to three tries).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct OffersAnswered {
+    job_master: RpcAddress,
+    session: Option<LeaderSessionId>,
+    answers: Vec<OfferAnswer>,
 }
 
 #[derive(Message)]
@@ -158,8 +180,6 @@ struct LeaderChecked {
     result: Result<LeaderInfo, RpcError>,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
 struct OfferAnswer {
     allocation_id: AllocationId,
     /// `Ok(accepted)`, or why the offer could not be made.
@@ -196,6 +216,7 @@ impl TaskExecutor {
             registering: false,
             unregistered_since: Instant::now(),
             fatal,
+            offers: HashMap::new(),
         }
     }
 
@@ -456,46 +477,89 @@ impl Handler<LeaderChecked> for TaskExecutor {
 }
 
 impl TaskExecutor {
-    /// Offers a freshly allocated slot to its JobMaster (learning the JobMaster's
-    /// session first); the outcome comes back as an [`OfferAnswer`].
-    fn offer_slot(&self, ctx: &mut Context<Self>, allocation_id: AllocationId, job_master: RpcAddress) {
-        let Some(slot) = self.slots.slot_of(allocation_id) else { return };
+    /// Offers a freshly allocated slot to its JobMaster: at once when no offer to it is in
+    /// flight, else with the next one.
+    fn offer_slot(&mut self, ctx: &mut Context<Self>, allocation_id: AllocationId, job_master: RpcAddress) {
+        let queue = self.offers.entry(job_master.clone()).or_default();
+        queue.queued.push(allocation_id);
+        if !queue.in_flight {
+            self.send_offers(ctx, job_master);
+        }
+    }
+
+    /// Offers every queued slot still allocated in one `OfferSlots` (learning the
+    /// JobMaster's session first unless known); the outcome comes back as
+    /// [`OffersAnswered`].
+    fn send_offers(&mut self, ctx: &mut Context<Self>, job_master: RpcAddress) {
+        let Some(queue) = self.offers.get_mut(&job_master) else { return };
+        let slots: Vec<SlotOffer> = std::mem::take(&mut queue.queued)
+            .into_iter()
+            .filter_map(|allocation_id| {
+                let slot = self.slots.slot_of(allocation_id)?;
+                Some(SlotOffer { allocation_id, slot_index: slot.slot_id.index, profile: slot.profile })
+            })
+            .collect();
+        if slots.is_empty() {
+            queue.in_flight = false;
+            return;
+        }
+        queue.in_flight = true;
+        let mut session = queue.session;
         let offer = OfferSlots {
             resource_id: self.description.resource_id.clone(),
             task_executor: self.rpc.address_of(endpoints::TASK_EXECUTOR),
             data_address: format!("{}:{}", self.config.host, self.description.data_port),
-            slots: vec![SlotOffer { allocation_id, slot_index: slot.slot_id.index, profile: slot.profile }],
+            slots,
         };
-        let endpoint = RemoteEndpoint::new(self.rpc.clone(), job_master, self.config.ask_timeout);
+        let endpoint = RemoteEndpoint::new(self.rpc.clone(), job_master.clone(), self.config.ask_timeout);
         let addr = ctx.address();
         actix::spawn(async move {
             let mut last_error = String::new();
+            let mut accepted = None;
             for attempt in 0..3u32 {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
-                let unfenced = JobMasterGateway(endpoint.clone());
-                let session = match unfenced.identify().await {
-                    Ok(LeaderInfo { leader_session_id: Some(s), .. }) => s,
-                    Ok(_) => {
-                        last_error = "the job master is not leader".into();
-                        continue;
+                let current = match session {
+                    Some(s) => s,
+                    None => match JobMasterGateway(endpoint.clone()).identify().await {
+                        Ok(LeaderInfo { leader_session_id: Some(s), .. }) => s,
+                        Ok(_) => {
+                            last_error = "the job master is not leader".into();
+                            continue;
+                        }
+                        Err(e) => {
+                            last_error = e.to_string();
+                            continue;
+                        }
+                    },
+                };
+                let fenced = JobMasterGateway(endpoint.clone().with_token(Some(current)));
+                match fenced.offer_slots(&offer).await {
+                    Ok(list) => {
+                        session = Some(current);
+                        accepted = Some(list);
+                        break;
                     }
                     Err(e) => {
+                        // Maybe a new session: learn it again.
+                        session = None;
                         last_error = e.to_string();
-                        continue;
                     }
-                };
-                let fenced = JobMasterGateway(endpoint.clone().with_token(Some(session)));
-                match fenced.offer_slots(&offer).await {
-                    Ok(accepted) => {
-                        addr.do_send(OfferAnswer { allocation_id, result: Ok(accepted.contains(&allocation_id)) });
-                        return;
-                    }
-                    Err(e) => last_error = e.to_string(),
                 }
             }
-            addr.do_send(OfferAnswer { allocation_id, result: Err(last_error) });
+            let answers = offer
+                .slots
+                .iter()
+                .map(|s| OfferAnswer {
+                    allocation_id: s.allocation_id,
+                    result: match &accepted {
+                        Some(list) => Ok(list.contains(&s.allocation_id)),
+                        None => Err(last_error.clone()),
+                    },
+                })
+                .collect();
+            addr.do_send(OffersAnswered { job_master, session, answers });
         });
     }
 
@@ -571,18 +635,29 @@ impl Handler<AllocateSlot> for TaskExecutor {
     }
 }
 
-impl Handler<OfferAnswer> for TaskExecutor {
+impl Handler<OffersAnswered> for TaskExecutor {
     type Result = ();
-    fn handle(&mut self, msg: OfferAnswer, _ctx: &mut Context<Self>) {
-        match msg.result {
-            Ok(true) => debug!(allocation_id = %msg.allocation_id, "slot offer accepted"),
-            Ok(false) => {
-                self.free_slot(msg.allocation_id, "the job master declined the slot offer");
+    fn handle(&mut self, msg: OffersAnswered, ctx: &mut Context<Self>) {
+        for answer in msg.answers {
+            match answer.result {
+                Ok(true) => debug!(allocation_id = %answer.allocation_id, "slot offer accepted"),
+                Ok(false) => {
+                    self.free_slot(answer.allocation_id, "the job master declined the slot offer");
+                }
+                Err(e) => {
+                    warn!(allocation_id = %answer.allocation_id, error = %e, "could not offer slot to the job master");
+                    self.free_slot(answer.allocation_id, "the job master could not be reached");
+                }
             }
-            Err(e) => {
-                warn!(allocation_id = %msg.allocation_id, error = %e, "could not offer slot to the job master");
-                self.free_slot(msg.allocation_id, "the job master could not be reached");
-            }
+        }
+        let Some(queue) = self.offers.get_mut(&msg.job_master) else { return };
+        queue.in_flight = false;
+        queue.session = msg.session;
+        if queue.queued.is_empty() {
+            // Nothing waits: the entry goes (a later slot learns the session again).
+            self.offers.remove(&msg.job_master);
+        } else {
+            self.send_offers(ctx, msg.job_master);
         }
     }
 }

@@ -227,10 +227,23 @@ impl Harness {
     }
 
     fn spawn(&mut self, binary: &str, name: &str, extra: &[String]) -> &mut Process {
+        self.spawn_wrapped(&[], binary, name, extra)
+    }
+
+    /// Starts `binary` as the last argument of `wrapper` (e.g. `strace ... --`); the
+    /// process is the wrapper's.
+    fn spawn_wrapped(&mut self, wrapper: &[String], binary: &str, name: &str, extra: &[String]) -> &mut Process {
         let log = self.log_dir.join(format!("{name}.log"));
         let out = fs::File::create(self.log_dir.join(format!("{name}.out"))).expect("create .out");
         let err = out.try_clone().expect("clone .out");
-        let mut cmd = Command::new(bin_dir().join(binary));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin_dir().join(binary));
+                cmd
+            }
+            None => Command::new(bin_dir().join(binary)),
+        };
         cmd.arg("--configDir").arg(&self.conf_dir);
         for d in extra {
             cmd.arg("-D").arg(d);
@@ -256,6 +269,12 @@ impl Harness {
     /// several jobmanagers of one high-availability cluster).
     pub fn start_jobmanager_with(&mut self, name: &str, extra: &[String]) -> usize {
         self.spawn("flint-jobmanager", name, extra);
+        self.processes.len() - 1
+    }
+
+    /// Starts a jobmanager under a wrapper program (`strace` injecting delays, ...).
+    pub fn start_jobmanager_wrapped(&mut self, name: &str, wrapper: &[String]) -> usize {
+        self.spawn_wrapped(wrapper, "flint-jobmanager", name, &[]);
         self.processes.len() - 1
     }
 

@@ -245,3 +245,47 @@ fn idle_and_trickling_connections_are_dropped_and_the_cluster_keeps_working() {
     assert!(all_closed, "idle connections are dropped");
     small_job_finishes(&h);
 }
+
+/// One raw `CancelTask` frame from a stranger cancels a running task: the job must not stay
+/// RUNNING with a CANCELED task (checkpoints stopped, records dropped). It fails over like a
+/// task failure, records the cause, and runs again with every task RUNNING.
+#[test]
+fn a_stray_cancel_fails_over_the_job_instead_of_leaving_it_half_running() {
+    let h = cluster("stray-cancel");
+    let job = json!({
+        "flint": 1, "name": "endless", "parallelism": 2,
+        "config": { "restart-strategy.type": "fixed-delay", "restart-strategy.fixed-delay.attempts": "5",
+                    "restart-strategy.fixed-delay.delay": "200 ms" },
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "rate": 100 },
+            { "id": "out", "op": "sink.blackhole", "inputs": ["numbers"] }
+        ]
+    });
+    let id = h.submit("", &job);
+    h.wait_for("the job to run", DEADLINE, || {
+        flint_tests::all_running(&h.get(&format!("/jobs/{id}")).ok()?.body).then_some(())
+    });
+    // The attempt to cancel, from the taskmanager's log.
+    let attempt = h.wait_for("a deployed attempt in the log", DEADLINE, || {
+        let log = std::fs::read_to_string(h.log_dir.join("taskmanager.log")).ok()?;
+        let line = log.lines().find(|l| l.contains("deploying task"))?;
+        let token = line.split_whitespace().find_map(|w| w.strip_prefix("attempt="))?;
+        token.trim_matches(|c: char| !c.is_ascii_hexdigit()).parse::<flint_common::ids::ExecutionAttemptId>().ok()
+    });
+    let (rpc_port, _) = taskmanager_ports(&h);
+    let mut stream = TcpStream::connect(("127.0.0.1", rpc_port)).unwrap();
+    stream.write_all(&ask_frame("taskmanager", &flint_common::messages::CancelTask { attempt_id: attempt })).unwrap();
+    // The job restarts (one restart, one exception naming the cancellation) and runs again.
+    let job = h.wait_for("the job to fail over and run again", DEADLINE, || {
+        let job = h.get(&format!("/jobs/{id}")).ok()?.body;
+        let restarted = h.get(&format!("/jobs/{id}/exceptions")).ok()?.body["exceptionHistory"]["entries"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty());
+        (restarted && flint_tests::all_running(&job)).then_some(job)
+    });
+    assert_eq!(job["state"], "RUNNING", "{job}");
+    drop(stream);
+    assert_eq!(h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap().status, 202);
+    h.wait_job_state(&id, "CANCELED", DEADLINE);
+    small_job_finishes(&h);
+}

@@ -51,6 +51,43 @@ fn a_yaml_alias_bomb_is_refused_quickly_without_memory_growth() {
     assert_eq!(h.get_ok("/jobs/overview")["jobs"].as_array().map(Vec::len), Some(0));
 }
 
+/// The worst job documents within the 1 MiB body limit: JSON and YAML nested 200,000 deep,
+/// and an expression of a thousand chained additions. Each is a 400 naming the problem, in
+/// bounded time, and the jobmanager (its REST thread is shared with every JobMaster) lives.
+#[test]
+fn deeply_nested_job_documents_and_expressions_are_refused() {
+    let mut h = Harness::new("deep-documents");
+    let jm = h.start_jobmanager("jobmanager");
+    h.wait_for_overview("the jobmanager", DEADLINE, |_| true);
+    let pid = h.process(jm).pid();
+    let deep_json = format!("{{\"flint\": 1, \"name\": {}1{}}}", "[".repeat(200_000), "]".repeat(200_000));
+    let deep_yaml = format!("flint: 1\nname: {}1{}\n", "[".repeat(200_000), "]".repeat(200_000));
+    let long_expression = serde_json::json!({
+        "flint": 1, "name": "long", "parallelism": 1,
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "to": 9 },
+            { "id": "sum", "op": "map", "inputs": ["numbers"], "fields": { "x": "n+".repeat(1000) + "n" } },
+            { "id": "out", "op": "sink.blackhole", "inputs": ["sum"] }
+        ]
+    })
+    .to_string();
+    for (what, body, expect) in [
+        ("JSON nested 200,000 deep", deep_json, "recursion limit"),
+        ("YAML nested 200,000 deep", deep_yaml, "recursion limit"),
+        ("an expression of 1,000 additions", long_expression, "at most 256"),
+    ] {
+        let started = Instant::now();
+        let reply = h.post_raw("/jobs", &body).expect("an answer");
+        let elapsed = started.elapsed();
+        eprintln!("{what}: {} in {:.1} ms", reply.status, elapsed.as_secs_f64() * 1000.0);
+        assert_eq!(reply.status, 400, "{what}: {}", reply.text);
+        assert!(reply.body["errors"].to_string().contains(expect), "{what}: {}", reply.text);
+        assert!(elapsed < Duration::from_secs(2), "{what}: {elapsed:?}");
+        assert!(flint_tests::is_alive(pid), "{what} took the jobmanager down");
+    }
+    assert_eq!(h.get_ok("/jobs/overview")["jobs"].as_array().map(Vec::len), Some(0));
+}
+
 /// Sends raw bytes to the REST port and reads the answer until the server closes or the
 /// deadline passes.
 fn raw_http(port: u16, request: &[u8], hold_open: bool, deadline: Duration) -> (String, Duration) {

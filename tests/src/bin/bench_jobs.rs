@@ -1,6 +1,6 @@
 //! Throughput and latency benchmarks of BENCHMARKS.md on a real cluster.
 //!
-//! `cargo build --release --workspace --bins && target/release/bench_jobs [B1 B2 B3 B4 LATENCY]`
+//! `cargo build --release --workspace --bins && target/release/bench_jobs [B1 B2 B3 B4 LATENCY CONTROL]`
 //!
 //! Each throughput job runs on a fresh cluster of 1 jobmanager + 1 taskmanager with 2
 //! slots at parallelism 2, `RUNS` times (default 3), and prints per run and as medians:
@@ -9,7 +9,8 @@
 //! against the expected total. B4 needs the word file of `shared/bench/gen_words.py`
 //! (`FLINT_WORDS_FILE`, generated into the temp directory if absent).
 //! LATENCY measures POST → all subtasks RUNNING of a parallelism-4 job, inside the
-//! jobmanager (from its timestamps) and end to end through `flint run -d`.
+//! jobmanager (from its timestamps) and end to end through `flint run -d`. CONTROL measures
+//! `GET /jobs/overview` while checkpoint fsyncs of the jobmanager take 200 ms (needs strace).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -255,6 +256,88 @@ fn latency(runs: usize) {
     );
 }
 
+/// The children of a process (the jobmanager under its `strace`).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// CONTROL: `GET /jobs/overview` latency while a job checkpoints every 100 ms and every
+/// fsync of the jobmanager takes 200 ms (`strace` injects the delay into the jobmanager
+/// only: its `_metadata` writes). Prints p50/p99/max per run and the medians.
+fn control_latency(runs: usize) {
+    let wrapper: Vec<String> = [
+        "strace",
+        "-f",
+        "--seccomp-bpf",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-e",
+        "inject=fsync,fdatasync:delay_enter=200000",
+        "--",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (mut p50s, mut p99s, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let mut h = Harness::new("bench-control");
+        let jm = h.start_jobmanager_wrapped("jobmanager", &wrapper);
+        h.start_taskmanager("taskmanager", &["taskmanager.numberOfTaskSlots=2".into()]);
+        h.wait_for_overview("the task manager", Duration::from_secs(30), |o| o["slots-total"] == 2);
+        let checkpoints = h.home.join("checkpoints");
+        let job = json!({ "flint": 1, "name": "control", "parallelism": 2,
+            "config": { "execution.checkpointing.interval": "100 ms", "state.checkpoints.dir": checkpoints },
+            "operators": [
+                { "id": "seq", "op": "source.sequence", "from": 0, "rate": 1000 },
+                { "id": "keyed", "op": "aggregate", "inputs": ["seq"], "key": ["n"], "aggs": { "c": "count()" } },
+                { "id": "discard", "op": "sink.blackhole", "inputs": ["keyed"] } ] });
+        let job_id = h.submit("", &job);
+        h.wait_for("the job to run", Duration::from_secs(60), || {
+            flint_tests::all_running(&h.get(&format!("/jobs/{job_id}")).ok()?.body).then_some(())
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let mut samples = Vec::new();
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            let started = Instant::now();
+            let reply = h.get("/jobs/overview").expect("GET /jobs/overview");
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(reply.status, 200);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let completed = h.get_ok(&format!("/jobs/{job_id}/checkpoints"))["counts"]["completed"].as_u64().unwrap_or(0);
+        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let (p50, p99, max) = (percentile(&samples, 0.5), percentile(&samples, 0.99), *samples.last().unwrap());
+        println!(
+            "CONTROL run {run}: {} requests, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; {completed} checkpoints completed",
+            samples.len()
+        );
+        p50s.push(p50);
+        p99s.push(p99);
+        maxes.push(max);
+        let tracer = h.process(jm).pid();
+        for child in children(tracer) {
+            let _ = Command::new("kill").args(["-9", &child.to_string()]).status();
+        }
+    }
+    println!(
+        "CONTROL GET /jobs/overview with 200 ms fsyncs, checkpoints every 100 ms: median p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {runs} runs",
+        median(p50s),
+        median(p99s),
+        median(maxes)
+    );
+}
+
 fn words_file() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FLINT_WORDS_FILE") {
         return Some(PathBuf::from(path));
@@ -283,5 +366,8 @@ fn main() {
     }
     if want("LATENCY") {
         latency(5);
+    }
+    if want("CONTROL") {
+        control_latency(runs);
     }
 }
