@@ -603,7 +603,9 @@ impl CheckpointCoordinator {
                 self.last_periodic = Some(now);
                 actions.push(self.start(id, CheckpointKind::Checkpoint, now, running, sources));
             }
-            Err(reason) => warn!(%reason, "could not get a checkpoint id; skipping this checkpoint"),
+            Err(e) => {
+                warn!(error = %e, retryable = e.is_retryable(), "could not get a checkpoint id; skipping this checkpoint")
+            }
         }
         actions
     }
@@ -629,7 +631,7 @@ impl CheckpointCoordinator {
         if !kind.is_forced() {
             self.check_periodic_allowed(now)?;
         }
-        let id = self.counter.get_and_increment().map_err(|reason| TriggerError::IdCounter { reason })?;
+        let id = self.counter.get_and_increment().map_err(|e| TriggerError::IdCounter { reason: e.to_string() })?;
         if !kind.is_forced() {
             self.last_periodic = Some(now);
         }
@@ -811,8 +813,8 @@ impl CheckpointCoordinator {
         info: CompletedCheckpointInfo,
         now: Instant,
     ) -> Result<Vec<CheckpointAction>, String> {
-        if self.counter.get()? <= info.id {
-            self.counter.set_count(info.id + 1)?;
+        if self.counter.get().map_err(|e| e.to_string())? <= info.id {
+            self.counter.set_count(info.id + 1).map_err(|e| e.to_string())?;
         }
         self.counts.restored += 1;
         self.latest.restored = Some(RestoredCheckpointStats {
