@@ -1702,14 +1702,14 @@ mod tests {
             is_savepoint: false,
         };
         f.c.restore_from(restored.clone(), f.at(0)).unwrap();
-        assert_eq!(f.counter.get(), Ok(42));
+        assert_eq!(f.counter.get().unwrap(), 42);
         assert_eq!(f.c.latest_completed(), Some(&restored));
         f.tick(0);
         assert_eq!(triggered(&f.tick(10_000)), vec![42]);
         // Restoring an older checkpoint does not move the counter back.
         let older = CompletedCheckpointInfo { id: 7, ..restored.clone() };
         f.c.restore_from(older, f.at(10_001)).unwrap();
-        assert_eq!(f.counter.get(), Ok(43));
+        assert_eq!(f.counter.get().unwrap(), 43);
 
         let stats = f.c.statistics();
         assert_eq!(stats.counts.restored, 2);
