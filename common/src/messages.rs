@@ -320,7 +320,42 @@ pub struct SubmitTask {
     pub tdd: Box<TaskDeploymentDescriptor>,
 }
 
-rpc_message!(unfenced SubmitTask => Result<(), String>);
+rpc_message!(unfenced SubmitTask => Result<(), SubmitTaskError>);
+
+/// Why a TaskExecutor did not start a submitted task (the reply to [`SubmitTask`]).
+/// Texts name ids only, never paths of the TaskExecutor's host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SubmitTaskError {
+    /// No slot of the TaskExecutor holds the allocation: it was freed, timed out, or was
+    /// never allocated here.
+    #[error("no slot of allocation {allocation_id} is allocated to job {job_id} at task manager {resource_id}")]
+    SlotNotFound { allocation_id: AllocationId, job_id: JobId, resource_id: ResourceId },
+    /// The allocation's slot is held for another job.
+    #[error(
+        "no slot of allocation {allocation_id} is allocated to job {job_id} at task manager {resource_id} \
+         (it is allocated to job {owner})"
+    )]
+    SlotOwnedByOtherJob { allocation_id: AllocationId, job_id: JobId, owner: JobId, resource_id: ResourceId },
+    /// The deployment descriptor contradicts itself; the same deployment fails every time.
+    #[error("invalid task deployment: {reason}")]
+    InvalidDeployment { reason: String },
+    /// The task's thread could not be started (the process is out of threads or memory).
+    #[error("could not start the task thread: {reason}")]
+    TaskStartFailed { reason: String },
+}
+
+impl SubmitTaskError {
+    /// Whether deploying the task again (in fresh slots, after a restart) can succeed.
+    /// Only a descriptor that contradicts itself fails every time.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SubmitTaskError::SlotNotFound { .. }
+            | SubmitTaskError::SlotOwnedByOtherJob { .. }
+            | SubmitTaskError::TaskStartFailed { .. } => true,
+            SubmitTaskError::InvalidDeployment { .. } => false,
+        }
+    }
+}
 
 /// JobMaster → TaskExecutor: cancel a running attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -530,7 +565,34 @@ pub struct RequestLogFile {
     pub max_bytes: u64,
 }
 
-rpc_message!(unfenced RequestLogFile => Result<String, String>);
+rpc_message!(unfenced RequestLogFile => Result<String, LogFileError>);
+
+/// Why a log file could not be read (the reply to [`RequestLogFile`], and the
+/// JobManager's own log files). Texts go to REST clients: they name the file, never a
+/// directory of the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum LogFileError {
+    /// The process was not started with a log file (`FLINT_LOG_FILE`).
+    #[error("this process does not log to a file (FLINT_LOG_FILE is not set)")]
+    NoLogFile,
+    /// The name is not a plain file name (empty, or holds a separator or `..`).
+    #[error("invalid log file name '{name}'")]
+    InvalidName { name: String },
+    /// No such file in the log directory.
+    #[error("log file '{name}': entity not found")]
+    NotFound { name: String },
+    /// Opening or reading the file failed; `reason` is the kind of I/O error.
+    #[error("log file '{name}': {reason}")]
+    Io { name: String, reason: String },
+}
+
+impl LogFileError {
+    /// Whether asking again later can succeed: only for I/O failures (a missing file or
+    /// a bad name stays so).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogFileError::Io { .. })
+    }
+}
 
 // ---------------------------------------------------------------------------------
 // REST → ResourceManager (read-only; answered only while leader)
@@ -696,7 +758,7 @@ impl TaskExecutorGateway {
         Box::pin(self.0.ask(&HeartbeatFromResourceManager { resource_manager_session }))
     }
 
-    pub fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Reply<Result<(), String>> {
+    pub fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Reply<Result<(), SubmitTaskError>> {
         Box::pin(self.0.ask(&SubmitTask { tdd: Box::new(tdd) }))
     }
 
@@ -725,7 +787,7 @@ impl TaskExecutorGateway {
         Box::pin(self.0.ask(&RequestLogList {}))
     }
 
-    pub fn log_file(&self, file: LogFile, max_bytes: u64) -> Reply<Result<String, String>> {
+    pub fn log_file(&self, file: LogFile, max_bytes: u64) -> Reply<Result<String, LogFileError>> {
         Box::pin(self.0.ask(&RequestLogFile { file, max_bytes }))
     }
 
@@ -778,5 +840,83 @@ pub struct DispatcherGateway(pub RemoteEndpoint);
 impl DispatcherGateway {
     pub fn list_jobs(&self) -> Reply<Vec<JobStatusEntry>> {
         Box::pin(self.0.ask(&ListJobs {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(value).unwrap()).unwrap()
+    }
+
+    fn submit_task_errors() -> Vec<SubmitTaskError> {
+        let (allocation_id, job_id, owner) = (AllocationId::from_u128(1), JobId::from_u128(2), JobId::from_u128(3));
+        let resource_id = ResourceId::new("127.0.0.1:6122-abcdef");
+        vec![
+            SubmitTaskError::SlotNotFound { allocation_id, job_id, resource_id: resource_id.clone() },
+            SubmitTaskError::SlotOwnedByOtherJob { allocation_id, job_id, owner, resource_id },
+            SubmitTaskError::InvalidDeployment { reason: "subtask 4 of a vertex of parallelism 2".into() },
+            SubmitTaskError::TaskStartFailed { reason: "Resource temporarily unavailable (os error 11)".into() },
+        ]
+    }
+
+    fn log_file_errors() -> Vec<LogFileError> {
+        vec![
+            LogFileError::NoLogFile,
+            LogFileError::InvalidName { name: "../secret".into() },
+            LogFileError::NotFound { name: "missing.log".into() },
+            LogFileError::Io { name: "taskmanager.log".into(), reason: "permission denied".into() },
+        ]
+    }
+
+    #[test]
+    fn submit_task_errors_survive_the_wire_and_only_a_bad_descriptor_is_permanent() {
+        for e in submit_task_errors() {
+            assert_eq!(round_trip(&Ok::<(), _>(())), Ok::<(), SubmitTaskError>(()));
+            assert_eq!(round_trip(&Err::<(), _>(e.clone())), Err(e.clone()));
+            assert_eq!(e.is_retryable(), !matches!(e, SubmitTaskError::InvalidDeployment { .. }), "{e}");
+            assert!(!e.to_string().contains("/tmp") && !e.to_string().contains("/home"), "{e}");
+        }
+        let texts: Vec<String> = submit_task_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts[0],
+            format!(
+                "no slot of allocation {} is allocated to job {} at task manager 127.0.0.1:6122-abcdef",
+                AllocationId::from_u128(1),
+                JobId::from_u128(2)
+            )
+        );
+        assert!(texts[1].starts_with(&texts[0]) && texts[1].contains(&JobId::from_u128(3).to_string()), "{}", texts[1]);
+        assert_eq!(texts[3], "could not start the task thread: Resource temporarily unavailable (os error 11)");
+    }
+
+    #[test]
+    fn log_file_errors_survive_the_wire_name_no_directory_and_only_io_is_retryable() {
+        for e in log_file_errors() {
+            assert_eq!(round_trip(&Err::<String, _>(e.clone())), Err(e.clone()));
+            assert_eq!(e.is_retryable(), matches!(e, LogFileError::Io { .. }), "{e}");
+            let text = e.to_string();
+            assert!(!text.contains("/tmp") && !text.contains("/home") && !text.contains("/var"), "{text}");
+        }
+        let texts: Vec<String> = log_file_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(texts[0], "this process does not log to a file (FLINT_LOG_FILE is not set)");
+        assert_eq!(texts[1], "invalid log file name '../secret'");
+        assert_eq!(texts[2], "log file 'missing.log': entity not found");
+        assert_eq!(texts[3], "log file 'taskmanager.log': permission denied");
+        assert_eq!(round_trip(&Ok::<String, LogFileError>("tail".into())), Ok("tail".into()));
+    }
+
+    #[test]
+    fn a_missing_log_file_is_not_found_and_names_only_the_file() {
+        let dir = std::env::temp_dir().join(format!("flint-log-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = crate::process::read_tail(&dir.join("missing.log"), 1024).unwrap_err();
+        assert_eq!(e, LogFileError::NotFound { name: "missing.log".into() });
+        assert!(!e.to_string().contains(&dir.to_string_lossy().into_owned()), "{e}");
+        std::fs::write(dir.join("present.log"), "0123456789").unwrap();
+        assert_eq!(crate::process::read_tail(&dir.join("present.log"), 4).unwrap(), "6789");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Configuration};
+use crate::messages::LogFileError;
 
 /// The arguments every Flint daemon takes, as Flink's do.
 #[derive(Debug, Clone, Parser)]
@@ -110,14 +111,14 @@ pub fn own_log_files() -> Option<(PathBuf, PathBuf)> {
 
 /// Resolves which file a request names: the log, the stdout, or a plain file name in
 /// the log directory (no paths: a name with a separator or `..` is refused).
-pub fn resolve_log_file(file: &crate::messages::LogFile) -> Result<PathBuf, String> {
-    let (log, out) = own_log_files().ok_or("this process does not log to a file (FLINT_LOG_FILE is not set)")?;
+pub fn resolve_log_file(file: &crate::messages::LogFile) -> Result<PathBuf, LogFileError> {
+    let (log, out) = own_log_files().ok_or(LogFileError::NoLogFile)?;
     match file {
         crate::messages::LogFile::Log => Ok(log),
         crate::messages::LogFile::Stdout => Ok(out),
         crate::messages::LogFile::Named(name) => {
             if name.is_empty() || name.contains('/') || name.contains("..") {
-                return Err(format!("invalid log file name '{name}'"));
+                return Err(LogFileError::InvalidName { name: name.clone() });
             }
             Ok(log.parent().map_or_else(|| PathBuf::from(name), |d| d.join(name)))
         }
@@ -125,17 +126,21 @@ pub fn resolve_log_file(file: &crate::messages::LogFile) -> Result<PathBuf, Stri
 }
 
 /// The last `max_bytes` of a file as text.
-pub fn read_tail(path: &std::path::Path, max_bytes: u64) -> Result<String, String> {
+pub fn read_tail(path: &std::path::Path, max_bytes: u64) -> Result<String, LogFileError> {
     use std::io::{Read, Seek, SeekFrom};
     // Errors go to REST clients: they name the file, never the server's directories.
     let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let mut file = std::fs::File::open(path).map_err(|e| format!("log file '{name}': {}", e.kind()))?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let error = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => LogFileError::NotFound { name: name.clone() },
+        kind => LogFileError::Io { name: name.clone(), reason: kind.to_string() },
+    };
+    let mut file = std::fs::File::open(path).map_err(error)?;
+    let len = file.metadata().map_err(error)?.len();
     if len > max_bytes {
-        file.seek(SeekFrom::Start(len - max_bytes)).map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(len - max_bytes)).map_err(error)?;
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    file.read_to_end(&mut bytes).map_err(error)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -603,7 +603,9 @@ impl CheckpointCoordinator {
                 self.last_periodic = Some(now);
                 actions.push(self.start(id, CheckpointKind::Checkpoint, now, running, sources));
             }
-            Err(reason) => warn!(%reason, "could not get a checkpoint id; skipping this checkpoint"),
+            Err(e) => {
+                warn!(error = %e, retryable = e.is_retryable(), "could not get a checkpoint id; skipping this checkpoint")
+            }
         }
         actions
     }
@@ -629,7 +631,7 @@ impl CheckpointCoordinator {
         if !kind.is_forced() {
             self.check_periodic_allowed(now)?;
         }
-        let id = self.counter.get_and_increment().map_err(|reason| TriggerError::IdCounter { reason })?;
+        let id = self.counter.get_and_increment().map_err(|e| TriggerError::IdCounter { reason: e.to_string() })?;
         if !kind.is_forced() {
             self.last_periodic = Some(now);
         }
@@ -811,8 +813,8 @@ impl CheckpointCoordinator {
         info: CompletedCheckpointInfo,
         now: Instant,
     ) -> Result<Vec<CheckpointAction>, String> {
-        if self.counter.get()? <= info.id {
-            self.counter.set_count(info.id + 1)?;
+        if self.counter.get().map_err(|e| e.to_string())? <= info.id {
+            self.counter.set_count(info.id + 1).map_err(|e| e.to_string())?;
         }
         self.counts.restored += 1;
         self.latest.restored = Some(RestoredCheckpointStats {
@@ -1700,14 +1702,14 @@ mod tests {
             is_savepoint: false,
         };
         f.c.restore_from(restored.clone(), f.at(0)).unwrap();
-        assert_eq!(f.counter.get(), Ok(42));
+        assert_eq!(f.counter.get().unwrap(), 42);
         assert_eq!(f.c.latest_completed(), Some(&restored));
         f.tick(0);
         assert_eq!(triggered(&f.tick(10_000)), vec![42]);
         // Restoring an older checkpoint does not move the counter back.
         let older = CompletedCheckpointInfo { id: 7, ..restored.clone() };
         f.c.restore_from(older, f.at(10_001)).unwrap();
-        assert_eq!(f.counter.get(), Ok(43));
+        assert_eq!(f.counter.get().unwrap(), 43);
 
         let stats = f.c.statistics();
         assert_eq!(stats.counts.restored, 2);

@@ -444,9 +444,13 @@ impl JobMaster {
         for (attempt_id, task_name, slot, tdd) in submissions {
             let fut = slot.gateway.submit_task(tdd);
             ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+                let mut retryable = true;
                 let (error, unreachable) = match result {
                     Ok(Ok(())) => return,
-                    Ok(Err(e)) => (e, false),
+                    Ok(Err(e)) => {
+                        retryable = e.is_retryable();
+                        (e.to_string(), false)
+                    }
                     Err(e) => {
                         let unreachable = matches!(
                             e,
@@ -465,7 +469,7 @@ impl JobMaster {
                         ctx,
                         attempt_id,
                         ExecutionState::Failed,
-                        Some(TaskFailure::retryable(cause)),
+                        Some(TaskFailure { message: cause, retryable }),
                         None,
                     );
                 }

@@ -16,8 +16,8 @@ use flint_common::ids::{JobId, LeaderSessionId, ResourceId};
 
 use crate::{rest_checkpoints, rest_jobs, rest_metrics};
 use flint_common::messages::{
-    DispatcherGateway, LogFile, RemoteEndpoint, ResourceManagerError, ResourceManagerGateway, TaskExecutorGateway,
-    TaskManagerInfo,
+    DispatcherGateway, LogFile, LogFileError, RemoteEndpoint, ResourceManagerError, ResourceManagerGateway,
+    TaskExecutorGateway, TaskManagerInfo,
 };
 use flint_common::resources::ResourceProfile;
 use flint_common::rpc::RpcError;
@@ -136,6 +136,19 @@ impl From<ResourceManagerError> for RestError {
             ResourceManagerError::NotLeader => RestError::leader_unavailable(),
             ResourceManagerError::UnknownTaskExecutor { .. } => RestError::new(StatusCode::NOT_FOUND, e.to_string()),
         }
+    }
+}
+
+impl From<LogFileError> for RestError {
+    fn from(e: LogFileError) -> Self {
+        let status = match e {
+            // What the client asked for is not there (as before typed errors: 404).
+            LogFileError::NotFound { .. } | LogFileError::NoLogFile | LogFileError::InvalidName { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            LogFileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        RestError::new(status, e.to_string())
     }
 }
 
@@ -297,9 +310,8 @@ async fn jobmanager_logs(state: web::Data<RestState>) -> Rest {
 }
 
 fn jobmanager_file(file: LogFile) -> Rest {
-    let path = flint_common::process::resolve_log_file(&file).map_err(|e| RestError::new(StatusCode::NOT_FOUND, e))?;
-    let body =
-        flint_common::process::read_tail(&path, MAX_LOG_BYTES).map_err(|e| RestError::new(StatusCode::NOT_FOUND, e))?;
+    let path = flint_common::process::resolve_log_file(&file)?;
+    let body = flint_common::process::read_tail(&path, MAX_LOG_BYTES)?;
     Ok(text(body))
 }
 
@@ -332,7 +344,7 @@ async fn task_manager_logs(state: web::Data<RestState>, path: web::Path<String>)
 
 async fn task_manager_file(state: &RestState, id: String, file: LogFile) -> Rest {
     let te = task_executor(state, id).await?;
-    let body = te.log_file(file, MAX_LOG_BYTES).await?.map_err(|e| RestError::new(StatusCode::NOT_FOUND, e))?;
+    let body = te.log_file(file, MAX_LOG_BYTES).await??;
     Ok(text(body))
 }
 

@@ -181,7 +181,9 @@ pub fn spawn(
     // and notifications, at most `max-concurrent-checkpoints` pending ones plus their
     // notifications; a frame flood cannot reach it (RPC requests per connection are bounded).
     let (commands, rx) = mpsc::unbounded_channel();
-    let name = format!("task-{}-{}", tdd.vertex.name.chars().take(16).collect::<String>(), tdd.subtask);
+    // A thread name with a NUL byte would panic the spawning thread (the TaskExecutor).
+    let short: String = tdd.vertex.name.chars().filter(|c| *c != '\0').take(16).collect();
+    let name = format!("task-{short}-{}", tdd.subtask);
     let thread = std::thread::Builder::new().name(name).spawn(move || run(tdd, env, token, rx, report))?;
     Ok(TaskHandle { cancel, commands, thread: Some(thread) })
 }

@@ -666,12 +666,23 @@ impl Handler<SubmitTask> for TaskExecutor {
     type Result = MessageResult<SubmitTask>;
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Context<Self>) -> Self::Result {
         let tdd = *msg.tdd;
-        let allocated = self.slots.slot_of(tdd.allocation_id).is_some_and(|s| s.job_id == Some(tdd.job_id));
-        if !allocated {
-            return MessageResult(Err(format!(
-                "no slot of allocation {} is allocated to job {} at task manager {}",
-                tdd.allocation_id, tdd.job_id, self.description.resource_id
-            )));
+        let (allocation_id, job_id, resource_id) =
+            (tdd.allocation_id, tdd.job_id, self.description.resource_id.clone());
+        match self.slots.slot_of(allocation_id).and_then(|s| s.job_id) {
+            Some(owner) if owner == job_id => {}
+            Some(owner) => {
+                return MessageResult(Err(SubmitTaskError::SlotOwnedByOtherJob {
+                    allocation_id,
+                    job_id,
+                    owner,
+                    resource_id,
+                }))
+            }
+            None => return MessageResult(Err(SubmitTaskError::SlotNotFound { allocation_id, job_id, resource_id })),
+        }
+        if tdd.subtask >= tdd.vertex.parallelism {
+            let reason = format!("subtask {} of a vertex of parallelism {}", tdd.subtask, tdd.vertex.parallelism);
+            return MessageResult(Err(SubmitTaskError::InvalidDeployment { reason }));
         }
         if self.tasks.contains_key(&tdd.attempt_id) {
             return MessageResult(Ok(()));
@@ -681,7 +692,6 @@ impl Handler<SubmitTask> for TaskExecutor {
             RemoteEndpoint::new(self.rpc.clone(), tdd.job_master.clone(), self.config.ask_timeout)
                 .with_token(Some(tdd.job_master_session)),
         );
-        let (job_id, allocation_id) = (tdd.job_id, tdd.allocation_id);
         info!(%job_id, attempt = %attempt_id, task = %tdd.vertex.name, subtask = tdd.subtask, "deploying task");
         let addr = ctx.address();
         let reporter: Reporter = Box::new(move |event| addr.do_send(TaskEventFor { attempt_id, event }));
@@ -690,7 +700,7 @@ impl Handler<SubmitTask> for TaskExecutor {
                 self.tasks.insert(attempt_id, RunningTask { handle, allocation_id, job_master });
                 MessageResult(Ok(()))
             }
-            Err(e) => MessageResult(Err(format!("could not start the task thread: {e}"))),
+            Err(e) => MessageResult(Err(SubmitTaskError::TaskStartFailed { reason: e.to_string() })),
         }
     }
 }

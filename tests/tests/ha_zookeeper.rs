@@ -461,10 +461,10 @@ fn zookeeper_checkpoint_ids_are_unique_across_processes() {
     let conf = conf(&zk, "counter", &[]);
     let (a, b) = (process(&conf), process(&conf));
     let job = JobId::generate();
-    assert_eq!(a.checkpoint_id_counter(job).get(), Ok(1), "a new counter starts at 1");
+    assert_eq!(a.checkpoint_id_counter(job).get().unwrap(), 1, "a new counter starts at 1");
     exercise_counter(vec![a.checkpoint_id_counter(job), b.checkpoint_id_counter(job)], 40);
     // Another job has its own counter.
-    assert_eq!(b.checkpoint_id_counter(JobId::generate()).get_and_increment(), Ok(1));
+    assert_eq!(b.checkpoint_id_counter(JobId::generate()).get_and_increment().unwrap(), 1);
 
     // The synchronous counter may be used inside a leadership callback (which runs on an HA
     // thread): a JobMaster that takes a checkpoint id as soon as it is granted.
@@ -565,10 +565,10 @@ fn zookeeper_job_results_and_checkpoints_are_shared_between_processes() {
 
     let job = JobId::generate();
     exercise_completed_checkpoints(&a.completed_checkpoint_store(job, 2), &b.completed_checkpoint_store(job, 2));
-    assert_eq!(a.checkpoint_id_counter(job).get_and_increment(), Ok(1));
+    assert_eq!(a.checkpoint_id_counter(job).get_and_increment().unwrap(), 1);
     wait(b.cleanup_job_data(job)).unwrap();
     assert!(wait(a.completed_checkpoint_store(job, 2).checkpoint_ids()).unwrap().is_empty());
-    assert_eq!(a.checkpoint_id_counter(job).get(), Ok(1), "the counter went with the job's data");
+    assert_eq!(a.checkpoint_id_counter(job).get().unwrap(), 1, "the counter went with the job's data");
     a.close();
     b.close();
 }

@@ -245,11 +245,11 @@ pub trait LeaderRetrieval: Send + Sync {
 /// gaps (an increment whose outcome a lost connection hid is never reused).
 pub trait CheckpointIdCounter: Send + Sync {
     /// The next id; the counter moves past it.
-    fn get_and_increment(&self) -> Result<u64, String>;
+    fn get_and_increment(&self) -> Result<u64, HaError>;
     /// The id the next [`CheckpointIdCounter::get_and_increment`] returns.
-    fn get(&self) -> Result<u64, String>;
+    fn get(&self) -> Result<u64, HaError>;
     /// Makes `next` the id handed out next.
-    fn set_count(&self, next: u64) -> Result<(), String>;
+    fn set_count(&self, next: u64) -> Result<(), HaError>;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -156,15 +156,15 @@ impl Default for StandaloneCheckpointIdCounter {
 }
 
 impl CheckpointIdCounter for StandaloneCheckpointIdCounter {
-    fn get_and_increment(&self) -> Result<u64, String> {
+    fn get_and_increment(&self) -> Result<u64, HaError> {
         Ok(self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
     }
 
-    fn get(&self) -> Result<u64, String> {
+    fn get(&self) -> Result<u64, HaError> {
         Ok(self.next.load(std::sync::atomic::Ordering::SeqCst))
     }
 
-    fn set_count(&self, next: u64) -> Result<(), String> {
+    fn set_count(&self, next: u64) -> Result<(), HaError> {
         self.next.store(next, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
@@ -290,17 +290,17 @@ mod tests {
     #[test]
     fn standalone_checkpoint_id_counter_starts_at_one_and_can_be_moved() {
         let counter = StandaloneCheckpointIdCounter::new();
-        assert_eq!(counter.get(), Ok(1));
-        assert_eq!(counter.get_and_increment(), Ok(1));
-        assert_eq!(counter.get_and_increment(), Ok(2));
-        assert_eq!(counter.get(), Ok(3));
+        assert_eq!(counter.get().unwrap(), 1);
+        assert_eq!(counter.get_and_increment().unwrap(), 1);
+        assert_eq!(counter.get_and_increment().unwrap(), 2);
+        assert_eq!(counter.get().unwrap(), 3);
         counter.set_count(42).unwrap();
-        assert_eq!(counter.get_and_increment(), Ok(42));
-        assert_eq!(counter.get(), Ok(43));
+        assert_eq!(counter.get_and_increment().unwrap(), 42);
+        assert_eq!(counter.get().unwrap(), 43);
 
         // Usable through the trait object the coordinator holds.
         let shared: Arc<dyn CheckpointIdCounter> = Arc::new(StandaloneCheckpointIdCounter::default());
-        assert_eq!(shared.get_and_increment(), Ok(1));
+        assert_eq!(shared.get_and_increment().unwrap(), 1);
     }
 
     #[test]
@@ -320,15 +320,15 @@ mod tests {
         let services = StandaloneHaServices::new(BTreeMap::new());
         let job = JobId::generate();
         let counter = services.checkpoint_id_counter(job);
-        assert_eq!(counter.get_and_increment(), Ok(1));
+        assert_eq!(counter.get_and_increment().unwrap(), 1);
         // The same job gets the same counter back (a JobMaster restarted in this process).
-        assert_eq!(services.checkpoint_id_counter(job).get(), Ok(2));
+        assert_eq!(services.checkpoint_id_counter(job).get().unwrap(), 2);
         let store = services.completed_checkpoint_store(job, 2);
         super::super::wait(store.add(1, b"one".to_vec())).unwrap();
         let again = services.completed_checkpoint_store(job, 2);
         assert_eq!(super::super::wait(again.latest()).unwrap(), Some((1, b"one".to_vec())));
         super::super::wait(services.cleanup_job_data(job)).unwrap();
-        assert_eq!(services.checkpoint_id_counter(job).get(), Ok(1));
+        assert_eq!(services.checkpoint_id_counter(job).get().unwrap(), 1);
         assert_eq!(super::super::wait(services.completed_checkpoint_store(job, 2).latest()).unwrap(), None);
     }
 }

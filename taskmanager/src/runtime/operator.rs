@@ -36,13 +36,54 @@ impl TaskError {
 
 impl From<arrow::error::ArrowError> for TaskError {
     fn from(e: arrow::error::ArrowError) -> Self {
-        TaskError::new(e.to_string())
+        Self { retryable: arrow_error_is_retryable(&e), message: e.to_string() }
     }
 }
 
 impl From<std::io::Error> for TaskError {
     fn from(e: std::io::Error) -> Self {
-        TaskError::new(e.to_string())
+        Self { retryable: io_error_is_retryable(&e), message: e.to_string() }
+    }
+}
+
+/// Whether an I/O error can go away on a new attempt. Kinds that describe the input or
+/// the file itself (bad data, a bad argument, an unsupported operation, a missing file
+/// or one we may not open) repeat on every attempt; the rest (network, interruptions,
+/// full disks, timeouts) may not.
+fn io_error_is_retryable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    !matches!(
+        e.kind(),
+        K::InvalidData
+            | K::InvalidInput
+            | K::Unsupported
+            | K::NotFound
+            | K::PermissionDenied
+            | K::IsADirectory
+            | K::NotADirectory
+            | K::InvalidFilename
+            | K::ReadOnlyFilesystem
+    )
+}
+
+/// Whether an Arrow error can go away on a new attempt: only I/O and external failures
+/// (and memory pressure) can; schema, cast, parse, compute and argument errors are
+/// deterministic for the same input.
+fn arrow_error_is_retryable(e: &arrow::error::ArrowError) -> bool {
+    use arrow::error::ArrowError as A;
+    match e {
+        A::IoError(_, io) => io_error_is_retryable(io),
+        A::ExternalError(source) => {
+            if let Some(io) = source.downcast_ref::<std::io::Error>() {
+                io_error_is_retryable(io)
+            } else if let Some(arrow) = source.downcast_ref::<A>() {
+                arrow_error_is_retryable(arrow)
+            } else {
+                true
+            }
+        }
+        A::MemoryError(_) => true,
+        _ => false,
     }
 }
 
@@ -149,5 +190,66 @@ pub trait SourceOperator: Send {
     /// See [`Operator::notify_checkpoint_complete`].
     fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error as IoError, ErrorKind};
+
+    use arrow::error::ArrowError;
+
+    use super::*;
+
+    #[test]
+    fn io_errors_are_retryable_unless_the_input_or_the_file_is_at_fault() {
+        for kind in [ErrorKind::ConnectionReset, ErrorKind::TimedOut, ErrorKind::Interrupted, ErrorKind::UnexpectedEof]
+        {
+            let e = TaskError::from(IoError::new(kind, "boom"));
+            assert!(e.retryable, "{kind:?}");
+            assert_eq!(e.message, "boom");
+        }
+        for kind in [
+            ErrorKind::InvalidData,
+            ErrorKind::InvalidInput,
+            ErrorKind::Unsupported,
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+        ] {
+            assert!(!TaskError::from(IoError::new(kind, "boom")).retryable, "{kind:?}");
+        }
+        assert!(!TaskError::from(IoError::from(ErrorKind::NotFound)).retryable);
+    }
+
+    #[test]
+    fn arrow_errors_are_retryable_only_for_io_external_and_memory_failures() {
+        let retryable = [
+            ArrowError::IoError("read".into(), IoError::from(ErrorKind::ConnectionReset)),
+            ArrowError::ExternalError(Box::new(IoError::from(ErrorKind::BrokenPipe))),
+            ArrowError::ExternalError("a user function failed".into()),
+            ArrowError::MemoryError("out of memory".into()),
+        ];
+        for e in retryable {
+            let text = e.to_string();
+            let task = TaskError::from(e);
+            assert!(task.retryable, "{text}");
+            assert_eq!(task.message, text);
+        }
+        let deterministic = [
+            ArrowError::SchemaError("no field 'x'".into()),
+            ArrowError::CastError("cannot cast".into()),
+            ArrowError::ComputeError("bad kernel input".into()),
+            ArrowError::InvalidArgumentError("lengths differ".into()),
+            ArrowError::ParseError("not a number".into()),
+            ArrowError::DivideByZero,
+            ArrowError::ArithmeticOverflow("overflow".into()),
+            ArrowError::IoError("read".into(), IoError::from(ErrorKind::InvalidData)),
+            ArrowError::ExternalError(Box::new(IoError::from(ErrorKind::NotFound))),
+            ArrowError::ExternalError(Box::new(ArrowError::SchemaError("nested".into()))),
+        ];
+        for e in deterministic {
+            let text = e.to_string();
+            assert!(!TaskError::from(e).retryable, "{text}");
+        }
     }
 }

@@ -430,22 +430,18 @@ async fn update_counter(shared: &Shared, path: &str, next: impl Fn(u64) -> u64) 
 }
 
 impl CheckpointIdCounter for ZooKeeperCheckpointIdCounter {
-    fn get_and_increment(&self) -> Result<u64, String> {
+    fn get_and_increment(&self) -> Result<u64, HaError> {
         let (shared, path) = (self.runtime.shared.clone(), self.path.clone());
-        self.runtime.block_on(async move { update_counter(&shared, &path, |v| v + 1).await }).map_err(|e| e.to_string())
+        self.runtime.block_on(async move { update_counter(&shared, &path, |v| v + 1).await })
     }
 
-    fn get(&self) -> Result<u64, String> {
+    fn get(&self) -> Result<u64, HaError> {
         let (shared, path) = (self.runtime.shared.clone(), self.path.clone());
-        self.runtime
-            .block_on(async move { read_counter(&shared, &path).await.map(|(v, _)| v) })
-            .map_err(|e| e.to_string())
+        self.runtime.block_on(async move { read_counter(&shared, &path).await.map(|(v, _)| v) })
     }
 
-    fn set_count(&self, next: u64) -> Result<(), String> {
+    fn set_count(&self, next: u64) -> Result<(), HaError> {
         let (shared, path) = (self.runtime.shared.clone(), self.path.clone());
-        self.runtime
-            .block_on(async move { update_counter(&shared, &path, |_| next).await.map(drop) })
-            .map_err(|e| e.to_string())
+        self.runtime.block_on(async move { update_counter(&shared, &path, |_| next).await.map(drop) })
     }
 }
