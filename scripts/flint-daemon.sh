@@ -142,7 +142,7 @@ terminate() {
 }
 
 start() {
-    local bin id prefix pid ticks
+    local bin id prefix pid deadline
     bin=$(flint_find_binary "$BINARY_NAME") || exit 1
     MAX_LOG_FILES=${FLINT_MAX_LOG_FILES:-$(flint_config_get env.log.max 10)}
     [[ $MAX_LOG_FILES =~ ^[0-9]+$ ]] || MAX_LOG_FILES=10
@@ -174,11 +174,11 @@ start() {
     ) &
     pid=$!
     # Wait until the child runs the binary, so that its pid file entry is
-    # recognised as ours from the start (see prune_pid_file).
-    ticks=400
-    until flint_pid_is "$BINARY_NAME" "$pid" || ! kill -0 "$pid" 2>/dev/null || ((ticks <= 0)); do
+    # recognised as ours from the start (see prune_pid_file). A wall-clock
+    # bound: on a loaded machine the fork and exec alone can take seconds.
+    deadline=$((SECONDS + 30))
+    until flint_pid_is "$BINARY_NAME" "$pid" || ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); do
         sleep 0.005
-        ticks=$((ticks - 1))
     done
     if flint_pid_is "$BINARY_NAME" "$pid"; then
         echo "$pid" >>"$PID_FILE"

@@ -58,11 +58,9 @@
 //!   unknown, duplicate or stale (unexpected attempt) acknowledgements are ignored.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flint_common::config::{parse_duration, Configuration};
-use flint_common::ha::CheckpointIdCounter;
 use flint_common::ids::ExecutionAttemptId;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -251,6 +249,11 @@ pub enum CheckpointAction {
     Discard { checkpoint_id: u64, location: Option<String>, handles: Vec<String> },
     /// Too many consecutive checkpoint failures: fail the job (restart strategy applies).
     FailJob { reason: String },
+    /// A periodic checkpoint is due: reserve the next id from the (HA) id counter, off the
+    /// control thread, and call [`CheckpointCoordinator::on_id_reserved`] with it.
+    ReserveId,
+    /// After a restore: move the id counter past `past` (in order with the reservations).
+    AdvanceIds { past: u64 },
 }
 
 /// Why [`CheckpointCoordinator::trigger_now`] refused.
@@ -502,7 +505,10 @@ enum Counted {
 /// The CheckpointCoordinator of one job. See the module documentation.
 pub struct CheckpointCoordinator {
     config: CheckpointConfig,
-    counter: Arc<dyn CheckpointIdCounter>,
+    /// A [`CheckpointAction::ReserveId`] is out.
+    reserving: bool,
+    /// Ids below are refused (they belong to restored checkpoints or older ones).
+    id_floor: u64,
     /// Maps instants to epoch milliseconds for the statistics.
     clock_anchor: (Instant, u64),
     pending: BTreeMap<u64, Pending>,
@@ -527,11 +533,12 @@ pub struct CheckpointCoordinator {
 impl CheckpointCoordinator {
     /// A coordinator with no checkpoint yet. Epoch timestamps in the statistics are anchored
     /// at the system clock now; see [`CheckpointCoordinator::with_clock_anchor`].
-    pub fn new(config: CheckpointConfig, counter: Arc<dyn CheckpointIdCounter>) -> Self {
+    pub fn new(config: CheckpointConfig) -> Self {
         let epoch_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
         Self {
             config,
-            counter,
+            reserving: false,
+            id_floor: 1,
             clock_anchor: (Instant::now(), epoch_ms),
             pending: BTreeMap::new(),
             store: VecDeque::new(),
@@ -598,16 +605,63 @@ impl CheckpointCoordinator {
         if !due || self.check_periodic_allowed(now).is_err() || running.is_empty() || sources.is_empty() {
             return actions;
         }
-        match self.counter.get_and_increment() {
-            Ok(id) => {
-                self.last_periodic = Some(now);
-                actions.push(self.start(id, CheckpointKind::Checkpoint, now, running, sources));
-            }
-            Err(e) => {
-                warn!(error = %e, retryable = e.is_retryable(), "could not get a checkpoint id; skipping this checkpoint")
-            }
+        if !self.reserving {
+            self.reserving = true;
+            actions.push(CheckpointAction::ReserveId);
         }
         actions
+    }
+
+    /// The id asked for with [`CheckpointAction::ReserveId`]: the periodic checkpoint starts
+    /// unless it is no longer allowed (the id is then left unused: ids may have gaps).
+    pub fn on_id_reserved(
+        &mut self,
+        id: Result<u64, String>,
+        now: Instant,
+        running: &[ExecutionAttemptId],
+        sources: &[ExecutionAttemptId],
+    ) -> Vec<CheckpointAction> {
+        self.reserving = false;
+        let mut actions = self.expire(now);
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(error = %e, "could not get a checkpoint id; skipping this checkpoint");
+                return actions;
+            }
+        };
+        if id < self.id_floor {
+            warn!(id, floor = self.id_floor, "the checkpoint id counter is behind a restored checkpoint; moving it");
+            actions.push(CheckpointAction::AdvanceIds { past: self.id_floor - 1 });
+            return actions;
+        }
+        if self.shut_down || self.check_periodic_allowed(now).is_err() || running.is_empty() || sources.is_empty() {
+            return actions;
+        }
+        self.last_periodic = Some(now);
+        actions.push(self.start(id, CheckpointKind::Checkpoint, now, running, sources));
+        actions
+    }
+
+    /// Whether [`CheckpointCoordinator::trigger_now`] would take `kind` now (checked before an
+    /// id is reserved for it).
+    pub fn check_trigger(
+        &self,
+        now: Instant,
+        kind: &CheckpointKind,
+        running: &[ExecutionAttemptId],
+        sources: &[ExecutionAttemptId],
+    ) -> Result<(), TriggerError> {
+        if self.shut_down {
+            return Err(TriggerError::ShutDown);
+        }
+        if running.is_empty() || sources.is_empty() {
+            return Err(TriggerError::NotAllTasksRunning);
+        }
+        if !kind.is_forced() {
+            self.check_periodic_allowed(now)?;
+        }
+        Ok(())
     }
 
     /// Triggers now, whatever the interval. Savepoints and manual checkpoints are forced
@@ -619,23 +673,20 @@ impl CheckpointCoordinator {
         &mut self,
         now: Instant,
         kind: CheckpointKind,
+        id: u64,
         running: &[ExecutionAttemptId],
         sources: &[ExecutionAttemptId],
-    ) -> Result<(u64, Vec<CheckpointAction>), TriggerError> {
-        if self.shut_down {
-            return Err(TriggerError::ShutDown);
+    ) -> Result<Vec<CheckpointAction>, TriggerError> {
+        self.check_trigger(now, &kind, running, sources)?;
+        if id < self.id_floor {
+            return Err(TriggerError::IdCounter {
+                reason: format!("id {id} is not above the restored checkpoint {}", self.id_floor - 1),
+            });
         }
-        if running.is_empty() || sources.is_empty() {
-            return Err(TriggerError::NotAllTasksRunning);
-        }
-        if !kind.is_forced() {
-            self.check_periodic_allowed(now)?;
-        }
-        let id = self.counter.get_and_increment().map_err(|e| TriggerError::IdCounter { reason: e.to_string() })?;
         if !kind.is_forced() {
             self.last_periodic = Some(now);
         }
-        Ok((id, vec![self.start(id, kind, now, running, sources)]))
+        Ok(vec![self.start(id, kind, now, running, sources)])
     }
 
     /// A task acknowledged `checkpoint_id`. When it was the last one, asks for `_metadata`.
@@ -813,8 +864,10 @@ impl CheckpointCoordinator {
         info: CompletedCheckpointInfo,
         now: Instant,
     ) -> Result<Vec<CheckpointAction>, String> {
-        if self.counter.get().map_err(|e| e.to_string())? <= info.id {
-            self.counter.set_count(info.id + 1).map_err(|e| e.to_string())?;
+        let mut actions = Vec::new();
+        if info.id >= self.id_floor {
+            self.id_floor = info.id + 1;
+            actions.push(CheckpointAction::AdvanceIds { past: info.id });
         }
         self.counts.restored += 1;
         self.latest.restored = Some(RestoredCheckpointStats {
@@ -824,7 +877,6 @@ impl CheckpointCoordinator {
             external_path: info.location.clone(),
         });
         self.last_completed_id = Some(self.last_completed_id.map_or(info.id, |l| l.max(info.id)));
-        let mut actions = Vec::new();
         if !self.store.iter().any(|r| r.info.id == info.id) {
             self.store.push_back(Retained { info, handles: vec![] });
             self.store.make_contiguous().sort_by_key(|r| r.info.id);
@@ -1058,7 +1110,9 @@ fn millis(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use flint_common::ha::StandaloneCheckpointIdCounter;
+    use std::sync::Arc;
+
+    use flint_common::ha::{CheckpointIdCounter, StandaloneCheckpointIdCounter};
 
     use super::*;
 
@@ -1076,7 +1130,7 @@ mod tests {
         fn new(config: CheckpointConfig) -> Self {
             let t0 = Instant::now();
             let counter = Arc::new(StandaloneCheckpointIdCounter::new());
-            let c = CheckpointCoordinator::new(config, counter.clone()).with_clock_anchor(t0, EPOCH);
+            let c = CheckpointCoordinator::new(config).with_clock_anchor(t0, EPOCH);
             let tasks: Vec<_> = (1..=3).map(ExecutionAttemptId::from_u128).collect();
             let sources = vec![tasks[0]];
             Self { t0, counter, c, tasks, sources }
@@ -1088,12 +1142,47 @@ mod tests {
 
         fn tick(&mut self, ms: u64) -> Vec<CheckpointAction> {
             let now = self.at(ms);
-            self.c.on_tick(now, &self.tasks, &self.sources)
+            let actions = self.c.on_tick(now, &self.tasks, &self.sources);
+            self.ids(actions, now)
+        }
+
+        /// Carries out the id actions as the JobMaster does (reserve from the counter,
+        /// advance it); the other actions.
+        fn ids(&mut self, actions: Vec<CheckpointAction>, now: Instant) -> Vec<CheckpointAction> {
+            let mut out = Vec::new();
+            let mut queue: VecDeque<CheckpointAction> = actions.into();
+            while let Some(action) = queue.pop_front() {
+                match action {
+                    CheckpointAction::ReserveId => {
+                        let id = self.counter.get_and_increment().map_err(|e| e.to_string());
+                        queue.extend(self.c.on_id_reserved(id, now, &self.tasks, &self.sources));
+                    }
+                    CheckpointAction::AdvanceIds { past } => {
+                        if self.counter.get().unwrap() <= past {
+                            self.counter.set_count(past + 1).unwrap();
+                        }
+                    }
+                    other => out.push(other),
+                }
+            }
+            out
+        }
+
+        fn restore(&mut self, info: CompletedCheckpointInfo, ms: u64) -> Vec<CheckpointAction> {
+            let now = self.at(ms);
+            let actions = self.c.restore_from(info, now).unwrap();
+            self.ids(actions, now)
+        }
+
+        fn trigger_now(&mut self, kind: CheckpointKind, ms: u64) -> Result<(u64, Vec<CheckpointAction>), TriggerError> {
+            let now = self.at(ms);
+            self.c.check_trigger(now, &kind, &self.tasks, &self.sources)?;
+            let id = self.counter.get_and_increment().unwrap();
+            self.c.trigger_now(now, kind, id, &self.tasks, &self.sources).map(|actions| (id, actions))
         }
 
         fn trigger(&mut self, kind: CheckpointKind, ms: u64) -> u64 {
-            let now = self.at(ms);
-            self.c.trigger_now(now, kind, &self.tasks, &self.sources).expect("triggered").0
+            self.trigger_now(kind, ms).expect("triggered").0
         }
 
         fn ack(&mut self, id: u64, task: usize, ms: u64) -> Vec<CheckpointAction> {
@@ -1236,11 +1325,7 @@ mod tests {
         assert_eq!(triggered(&f.tick(35_000)), vec![3]);
         // A plain trigger_now respects the pause, forced kinds do not.
         f.decline(3, 36_000);
-        let now = f.at(37_000);
-        assert_eq!(
-            f.c.trigger_now(now, CheckpointKind::Checkpoint, &f.tasks, &f.sources),
-            Err(TriggerError::MinPauseNotElapsed)
-        );
+        assert_eq!(f.trigger_now(CheckpointKind::Checkpoint, 37_000), Err(TriggerError::MinPauseNotElapsed));
         assert_eq!(f.trigger(CheckpointKind::Manual, 37_000), 4);
     }
 
@@ -1251,9 +1336,8 @@ mod tests {
         assert_eq!(triggered(&f.tick(10_000)), vec![1]);
         assert!(f.tick(20_000).is_empty());
         assert!(f.tick(30_000).is_empty());
-        let now = f.at(30_000);
         assert_eq!(
-            f.c.trigger_now(now, CheckpointKind::Checkpoint, &f.tasks, &f.sources),
+            f.trigger_now(CheckpointKind::Checkpoint, 30_000),
             Err(TriggerError::TooManyConcurrentCheckpoints { max: 1 })
         );
         f.complete(1, 31_000);
@@ -1504,7 +1588,7 @@ mod tests {
             size_bytes: 7,
             is_savepoint: true,
         };
-        assert!(f.c.restore_from(savepoint.clone(), f.at(0)).unwrap().is_empty());
+        assert!(f.restore(savepoint.clone(), 0).is_empty());
         assert_eq!(f.c.latest_completed(), Some(&savepoint));
         let id = f.trigger(CheckpointKind::Manual, 1_000);
         assert_eq!(id, 11);
@@ -1520,10 +1604,8 @@ mod tests {
         let mut f = Fixture::new(CheckpointConfig { tolerable_failures: 0, ..config(10) });
         f.tick(0);
         assert_eq!(triggered(&f.tick(10_000)), vec![1]);
-        let now = f.at(12_000);
         let target = "file:/savepoints".to_owned();
-        let (sp, actions) =
-            f.c.trigger_now(now, CheckpointKind::Savepoint { target: target.clone() }, &f.tasks, &f.sources).unwrap();
+        let (sp, actions) = f.trigger_now(CheckpointKind::Savepoint { target: target.clone() }, 12_000).unwrap();
         assert_eq!(sp, 2);
         assert_eq!(
             actions,
@@ -1557,7 +1639,11 @@ mod tests {
 
         let now = f.at(21_000);
         assert_eq!(
-            f.c.trigger_now(now, CheckpointKind::Manual, &[], &f.sources),
+            f.c.check_trigger(now, &CheckpointKind::Manual, &[], &f.sources),
+            Err(TriggerError::NotAllTasksRunning)
+        );
+        assert_eq!(
+            f.c.trigger_now(now, CheckpointKind::Manual, 99, &[], &f.sources),
             Err(TriggerError::NotAllTasksRunning)
         );
     }
@@ -1603,8 +1689,7 @@ mod tests {
         assert_eq!(actions[0], CheckpointAction::Abort { checkpoint_id: 1, reason: SHUT_DOWN.into() });
         assert_eq!(fail_jobs(&actions), 0);
         assert!(f.tick(100_000).is_empty());
-        let now = f.at(100_000);
-        assert_eq!(f.c.trigger_now(now, CheckpointKind::Manual, &f.tasks, &f.sources), Err(TriggerError::ShutDown));
+        assert_eq!(f.trigger_now(CheckpointKind::Manual, 100_000), Err(TriggerError::ShutDown));
     }
 
     #[test]
@@ -1692,6 +1777,54 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_reserved_one_at_a_time_off_the_coordinator() {
+        let mut f = Fixture::new(config(10));
+        f.c.on_tick(f.at(0), &f.tasks, &f.sources);
+        let (tasks, sources) = (f.tasks.clone(), f.sources.clone());
+        // Due: one reservation, and no second one while it is out.
+        assert_eq!(f.c.on_tick(f.at(10_000), &tasks, &sources), vec![CheckpointAction::ReserveId]);
+        assert!(f.c.on_tick(f.at(10_050), &tasks, &sources).is_empty());
+        // A failed reservation skips the checkpoint; the next tick asks again.
+        assert!(f.c.on_id_reserved(Err("connection loss".into()), f.at(10_100), &tasks, &sources).is_empty());
+        assert_eq!(f.c.on_tick(f.at(10_150), &tasks, &sources), vec![CheckpointAction::ReserveId]);
+        // The id arrives when the tasks no longer all run: left unused (a gap).
+        assert!(f.c.on_id_reserved(Ok(5), f.at(10_200), &[], &sources).is_empty());
+        assert!(f.c.pending_ids().is_empty());
+        assert_eq!(f.c.on_tick(f.at(10_250), &tasks, &sources), vec![CheckpointAction::ReserveId]);
+        assert_eq!(triggered(&f.c.on_id_reserved(Ok(6), f.at(10_300), &tasks, &sources)), vec![6]);
+    }
+
+    #[test]
+    fn an_id_at_or_below_a_restored_checkpoint_is_never_used() {
+        let mut f = Fixture::new(config(10));
+        let restored = CompletedCheckpointInfo {
+            id: 41,
+            location: location(41),
+            completed_at_ms: EPOCH,
+            size_bytes: 1,
+            is_savepoint: true,
+        };
+        // The counter is not advanced (e.g. the write failed): the coordinator refuses the id.
+        let actions = f.c.restore_from(restored, f.at(0)).unwrap();
+        assert_eq!(actions, vec![CheckpointAction::AdvanceIds { past: 41 }]);
+        let (tasks, sources) = (f.tasks.clone(), f.sources.clone());
+        f.c.on_tick(f.at(0), &tasks, &sources);
+        assert_eq!(f.c.on_tick(f.at(10_000), &tasks, &sources), vec![CheckpointAction::ReserveId]);
+        assert_eq!(
+            f.c.on_id_reserved(Ok(1), f.at(10_001), &tasks, &sources),
+            vec![CheckpointAction::AdvanceIds { past: 41 }]
+        );
+        assert!(matches!(
+            f.c.trigger_now(f.at(10_002), CheckpointKind::Manual, 41, &tasks, &sources),
+            Err(TriggerError::IdCounter { .. })
+        ));
+        assert_eq!(
+            triggered(&f.c.trigger_now(f.at(10_003), CheckpointKind::Manual, 42, &tasks, &sources).unwrap()),
+            vec![42]
+        );
+    }
+
+    #[test]
     fn ids_continue_above_a_restored_checkpoint() {
         let mut f = Fixture::new(config(10));
         let restored = CompletedCheckpointInfo {
@@ -1701,14 +1834,14 @@ mod tests {
             size_bytes: 1_234,
             is_savepoint: false,
         };
-        f.c.restore_from(restored.clone(), f.at(0)).unwrap();
+        f.restore(restored.clone(), 0);
         assert_eq!(f.counter.get().unwrap(), 42);
         assert_eq!(f.c.latest_completed(), Some(&restored));
         f.tick(0);
         assert_eq!(triggered(&f.tick(10_000)), vec![42]);
         // Restoring an older checkpoint does not move the counter back.
         let older = CompletedCheckpointInfo { id: 7, ..restored.clone() };
-        f.c.restore_from(older, f.at(10_001)).unwrap();
+        f.restore(older, 10_001);
         assert_eq!(f.counter.get().unwrap(), 43);
 
         let stats = f.c.statistics();

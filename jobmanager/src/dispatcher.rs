@@ -14,28 +14,19 @@ use actix::prelude::*;
 use flint_common::ha::{HaServices, LeaderContender, LeaderElection};
 use flint_common::ids::{JobId, LeaderSessionId, TriggerId};
 use flint_common::job::plan::JobGraph;
-use flint_common::messages::{endpoints, JobStatusEntry, ListJobs, RemoteEndpoint};
+use flint_common::messages::{endpoints, JobStatusEntry, ListJobs};
 use flint_common::rpc::{Endpoint, FencingToken, RpcService};
 use futures::future::join_all;
 use tracing::{info, warn};
 
 use crate::execution_graph::JobStatus;
 use crate::job_master::{
-    CancelJob, GetSnapshot, HeartbeatSettings, JobMaster, JobSnapshot, RunOperation, SavepointRestore, Suspend,
+    CancelJob, GetSnapshot, JobMaster, JobMasterConfig, JobSnapshot, RunOperation, SavepointRestore, Suspend,
 };
+pub use crate::job_master::{JobTerminated, OperationResult, SavepointOperation};
 
 /// How the Dispatcher starts JobMasters.
-#[derive(Clone)]
-pub struct DispatcherConfig {
-    pub resource_manager: RemoteEndpoint,
-    pub slot_request_timeout: Duration,
-    pub ask_timeout: Duration,
-    pub heartbeat: HeartbeatSettings,
-    /// The cluster configuration (defaults for job settings such as restarts).
-    pub cluster: flint_common::config::Configuration,
-    /// High availability: job graph, checkpoint and job result stores, checkpoint ids.
-    pub ha: Arc<dyn HaServices>,
-}
+pub type DispatcherConfig = JobMasterConfig;
 
 enum JobEntry {
     Running(Addr<JobMaster>),
@@ -274,8 +265,15 @@ impl Handler<Recovered> for Dispatcher {
                 continue;
             }
             info!(%job_id, name = %job.graph.name, "recovering job");
-            let master =
-                JobMaster::new(job_id, job.graph, self.rpc.clone(), ctx.address(), &self.config, job.restore).start();
+            let master = JobMaster::new(
+                job_id,
+                job.graph,
+                self.rpc.clone(),
+                ctx.address().recipient(),
+                &self.config,
+                job.restore,
+            )
+            .start();
             self.jobs.insert(job_id, JobEntry::Running(master));
         }
     }
@@ -418,9 +416,15 @@ impl Handler<SubmitJob> for Dispatcher {
                 return Err(SubmitError::Duplicate(job_id));
             }
             info!(%job_id, name = %stored.graph.name, "job submitted");
-            let master =
-                JobMaster::new(job_id, stored.graph, act.rpc.clone(), ctx.address(), &act.config, stored.restore)
-                    .start();
+            let master = JobMaster::new(
+                job_id,
+                stored.graph,
+                act.rpc.clone(),
+                ctx.address().recipient(),
+                &act.config,
+                stored.restore,
+            )
+            .start();
             act.jobs.insert(job_id, JobEntry::Running(master));
             Ok(job_id)
         }))
@@ -455,14 +459,6 @@ impl Dispatcher {
         }
         Ok(job_id)
     }
-}
-
-/// A JobMaster's job ended; its final state is kept.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JobTerminated {
-    pub job_id: JobId,
-    pub snapshot: Box<JobSnapshot>,
 }
 
 impl Handler<JobTerminated> for Dispatcher {
@@ -594,26 +590,6 @@ impl Handler<CancelJobRequest> for Dispatcher {
             }
         }
     }
-}
-
-/// What `POST /jobs/:id/savepoints`, `/stop` and `/checkpoints` ask for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SavepointOperation {
-    /// A savepoint into `target_directory` (default `state.savepoints.dir`); cancel the job
-    /// after it completed when `cancel_job`.
-    Savepoint { target_directory: Option<String>, cancel_job: bool },
-    /// Stop-with-savepoint: take a savepoint, then finish the job (`drain`: fire every
-    /// pending window / event-time timer first, as at the end of the input).
-    Stop { target_directory: Option<String>, drain: bool },
-    /// A checkpoint now (Flink 1.19+ manual checkpoint).
-    Checkpoint,
-}
-
-/// What an operation produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OperationResult {
-    Savepoint { location: String },
-    Checkpoint { checkpoint_id: u64 },
 }
 
 /// State of an operation, as `GET /jobs/:id/savepoints/:triggerid` shows it.

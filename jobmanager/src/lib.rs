@@ -17,7 +17,6 @@ pub mod checkpoint_coordinator;
 pub mod dispatcher;
 pub mod execution_graph;
 pub mod job_master;
-pub mod lifecycle;
 pub mod rest;
 pub mod rest_checkpoints;
 pub mod rest_jobs;
