@@ -170,7 +170,11 @@ impl Dispatcher {
         let addr = ctx.address();
         actix::spawn(async move {
             let results = ha.job_result_store();
-            match results.dirty_results() {
+            let dirty = {
+                let results = results.clone();
+                off_thread(move || results.dirty_results().map_err(|e| e.to_string())).await
+            };
+            match dirty {
                 Ok(dirty) => {
                     for entry in dirty {
                         cleanup_job(&ha, entry.job_id).await;
@@ -190,13 +194,17 @@ impl Dispatcher {
             for job_id in ids {
                 // Never guess whether a job finished: retry the read, and if the store stays
                 // unreadable leave the job stored (not run, not removed) and say so.
-                let mut known = results.has_result(job_id);
+                let read = || {
+                    let results = results.clone();
+                    off_thread(move || results.has_result(job_id).map_err(|e| e.to_string()))
+                };
+                let mut known = read().await;
                 for _ in 0..RESULT_STORE_RETRIES {
                     if known.is_ok() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    known = results.has_result(job_id);
+                    known = read().await;
                 }
                 match known {
                     Ok(true) => {
@@ -249,9 +257,16 @@ async fn cleanup_job(ha: &Arc<dyn HaServices>, job_id: JobId) {
         warn!(%job_id, error = %e, "could not clean up the job's HA data");
         return;
     }
-    if let Err(e) = ha.job_result_store().mark_clean(job_id) {
+    let results = ha.job_result_store();
+    if let Err(e) = off_thread(move || results.mark_clean(job_id).map_err(|e| e.to_string())).await {
         warn!(%job_id, error = %e, "could not mark the job result clean");
     }
+}
+
+/// Runs file work of the HA stores on the blocking pool: the Dispatcher's thread is shared
+/// with every JobMaster and the REST API and never waits for a disk.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(format!("the blocking task failed: {e}")))
 }
 
 impl Handler<Recovered> for Dispatcher {
