@@ -46,6 +46,8 @@ struct Fixture {
     log: Vec<String>,
     /// The id counter, as the actor keeps it.
     next_id: u64,
+    /// Every attempt ever deployed.
+    deployed: std::collections::HashSet<ExecutionAttemptId>,
     terminated: Option<JobSnapshot>,
 }
 
@@ -86,7 +88,7 @@ impl Fixture {
                 (ResourceId::new(format!("tm-{i}")), RpcAddress::new(format!("127.0.0.1:{}", 100 + i), "taskexecutor"))
             })
             .collect();
-        Self { core, clock, tms, log: Vec::new(), next_id: 1, terminated: None }
+        Self { core, clock, tms, log: Vec::new(), next_id: 1, deployed: Default::default(), terminated: None }
     }
 
     /// Records `actions` and checks what must hold of every batch.
@@ -104,6 +106,13 @@ impl Fixture {
         if !deploys.is_empty() {
             assert_eq!(deploys.len(), self.core.graph.num_tasks(), "every task is deployed at once");
             assert!(self.core.slots.iter().all(Option::is_some), "deployed with every slot held");
+            assert!(self.core.phase().is_deployed(), "deployed in phase {:?}", self.core.phase());
+            for action in &deploys {
+                let Action::Deploy { tdd, .. } = action else { unreachable!() };
+                assert!(self.deployed.insert(tdd.attempt_id), "attempt {} deployed twice", tdd.attempt_id);
+                let current = self.core.graph.execution(tdd.attempt_id).expect("a current attempt");
+                assert_eq!(current.state, ExecutionState::Deploying);
+            }
         }
         actions
     }
