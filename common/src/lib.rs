@@ -8,6 +8,7 @@
 //! - [`ha`]: high availability: leader election and retrieval, job graph / completed checkpoint /
 //!   job result stores, checkpoint id counters; standalone and ZooKeeper implementations.
 //! - [`job`]: job files (JSON/YAML), their validation and the derived JobGraph plan.
+//! - [`metrics`]: rates over windows and the `get`/`agg` answers of Flink's metric REST calls.
 //! - [`process`]: what every daemon does alike: arguments, config, logging, signals.
 //! - [`checkpoint_storage`]: checkpoint and savepoint directories on a filesystem path.
 
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod job;
 pub mod keygroups;
 pub mod messages;
+pub mod metrics;
 pub mod process;
 pub mod resources;
 pub mod rpc;

@@ -188,8 +188,7 @@ pub fn spawn(
     Ok(TaskHandle { cancel, commands, thread: Some(thread) })
 }
 
-fn state_event(state: TaskState, failure: Option<String>, metrics: TaskMetrics) -> TaskEvent {
-    let failure = failure.map(TaskFailure::retryable);
+fn state_event(state: TaskState, failure: Option<TaskFailure>, metrics: TaskMetrics) -> TaskEvent {
     TaskEvent::State { state, failure, metrics, accumulators: Vec::new(), commits: Vec::new() }
 }
 
@@ -206,7 +205,7 @@ fn run(
         Ok(rt) => rt,
         Err(e) => {
             let cause = format!("could not start the task runtime: {e}");
-            report(state_event(TaskState::Failed, Some(cause), counters.snapshot()));
+            report(state_event(TaskState::Failed, Some(TaskFailure::retryable(cause)), counters.snapshot()));
             return;
         }
     };
@@ -247,7 +246,8 @@ fn run(
                 p.fail(format!("the producing task failed: {}", e.message));
             }
             warn!(task = name, attempt = %tdd.attempt_id, error = %e.message, "task failed");
-            report(state_event(TaskState::Failed, Some(format!("{name} failed: {}", e.message)), counters.snapshot()));
+            let failure = TaskFailure { message: format!("{name} failed: {}", e.message), retryable: e.retryable };
+            report(state_event(TaskState::Failed, Some(failure), counters.snapshot()));
         }
     }
 }

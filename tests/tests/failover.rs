@@ -102,3 +102,34 @@ fn a_killed_taskmanager_restarts_the_job_on_the_remaining_slots() {
     let reply = h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap();
     assert_eq!(reply.status, 202);
 }
+
+#[test]
+fn a_failure_no_attempt_can_avoid_fails_the_job_at_once_with_its_cause() {
+    let mut h = Harness::new("restart-permanent");
+    h.start_jobmanager("jobmanager");
+    h.start_taskmanager("taskmanager-1", &["taskmanager.numberOfTaskSlots=2".into()]);
+    h.wait_for_overview("the task manager", DEADLINE, |o| o["slots-total"] == 2);
+    // Record 500 divides by zero: every attempt would fail on it again.
+    let spec = json!({
+        "flint": 1, "name": "divides-by-zero", "parallelism": 1,
+        "config": { "restart-strategy.type": "fixed-delay", "restart-strategy.fixed-delay.attempts": "1000",
+                    "restart-strategy.fixed-delay.delay": "10 ms" },
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "to": 9999 },
+            { "id": "ratio", "op": "map", "inputs": ["numbers"], "fields": { "r": "100 / (n - 500)" } },
+            { "id": "out", "op": "sink.blackhole", "inputs": ["ratio"] }
+        ]
+    });
+    let id = h.submit("", &spec);
+    h.wait_job_state(&id, "FAILED", DEADLINE);
+    let job = h.job(&id);
+    assert_eq!(job["timestamps"]["RESTARTING"].as_u64().unwrap_or(0), 0, "never restarted: {job}");
+    let exceptions = h.get_ok(&format!("/jobs/{id}/exceptions"));
+    let history = exceptions["exceptionHistory"]["entries"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{exceptions}");
+    let root = exceptions["root-exception"].as_str().unwrap();
+    assert!(
+        root.contains("expression '100 / (n - 500)' failed") && root.to_lowercase().contains("divide by zero"),
+        "{root}"
+    );
+}

@@ -16,8 +16,9 @@
 //!
 //! Semantics follow `evalexpr` 11 (the validator's reference, `docs/jobs.md`):
 //! integer `+ - * /` and unary `-` are checked: overflow and integer division (or `%`) by
-//! zero fail the batch with a [`TaskError`] naming the expression (retryable, as a user
-//! function failure is in Flink); float arithmetic follows IEEE 754 (`x / 0.0` is
+//! zero fail the batch with a [`TaskError`] naming the expression, not retryable: the same
+//! input fails the same way on every attempt, so the job fails with this cause instead of
+//! restarting until its strategy gives up; float arithmetic follows IEEE 754 (`x / 0.0` is
 //! infinite). `/` on integers truncates, `%` takes the sign of the dividend. `==` between
 //! different types is false (`1 == 1.0`). Where the two differ, the deviations are:
 //! `i64::MIN % -1` is 0 (evalexpr fails), float `==`/`<` use Arrow's total order (NaN
@@ -128,7 +129,7 @@ impl VectorExpr {
     }
 
     fn error(&self, detail: String) -> TaskError {
-        TaskError::new(format!("expression '{}' failed: {detail}", self.source))
+        TaskError::fatal(format!("expression '{}' failed: {detail}", self.source))
     }
 }
 
@@ -1512,7 +1513,7 @@ mod tests {
         let err = compile("n / (d - d)").eval(&batch()).unwrap_err();
         assert!(err.message.contains("expression 'n / (d - d)' failed"), "{}", err.message);
         assert!(err.message.to_lowercase().contains("divide by zero"), "{}", err.message);
-        assert!(err.retryable);
+        assert!(!err.retryable, "the same input fails the same way on a new attempt");
         let err = compile("n % 0 == 1 || b").eval(&batch());
         assert!(err.is_err());
         let err = compile("n * 9223372036854775807").eval(&batch()).unwrap_err();

@@ -32,6 +32,16 @@ impl TaskError {
     pub fn fatal(message: impl Into<String>) -> Self {
         Self { message: message.into(), retryable: false }
     }
+
+    /// An I/O error with what was being done (`context`); retryable by its kind.
+    pub fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        Self { message: format!("{context}: {e}"), retryable: io_error_is_retryable(e) }
+    }
+
+    /// An Arrow error with what was being done (`context`); retryable by its kind.
+    pub fn arrow(context: impl std::fmt::Display, e: &arrow::error::ArrowError) -> Self {
+        Self { message: format!("{context}: {e}"), retryable: arrow_error_is_retryable(e) }
+    }
 }
 
 impl From<arrow::error::ArrowError> for TaskError {

@@ -212,7 +212,7 @@ pub struct FileSink {
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TaskError + '_ {
-    move |e| TaskError::new(format!("writing {}: {e}", path.display()))
+    move |e| TaskError::io(format_args!("writing {}", path.display()), &e)
 }
 
 /// Commits one part file (idempotent). A part whose file is gone under both names was
@@ -225,7 +225,7 @@ fn commit(part: &PendingPart) -> Result<(), TaskError> {
             tracing::warn!("part file {} is gone under both names ({e}); nothing to commit", part.to);
             Ok(())
         }
-        Err(e) => Err(TaskError::new(e.to_string())),
+        Err(e) => Err(TaskError::io(format_args!("committing {}", part.to), &e)),
     }
 }
 
@@ -289,9 +289,9 @@ impl FileSink {
         Ok(&mut self.current.as_mut().expect("opened above").writer)
     }
 
-    fn write_error(&self, e: impl std::fmt::Display) -> TaskError {
+    fn write_error(&self, e: TaskError) -> TaskError {
         let path = self.current.as_ref().map_or(self.dir.as_path(), |c| c.from.as_path());
-        TaskError::new(format!("writing {}: {e}", path.display()))
+        TaskError { message: format!("writing {}: {}", path.display(), e.message), ..e }
     }
 
     /// Flushes, fsyncs and closes the in-progress file (if any) into the pending list.
@@ -328,14 +328,14 @@ impl Operator for FileSink {
                 format_rows(&batch, b"", b'\t', &mut buf);
                 let written = self.writer()?.write_all(&buf);
                 self.buf = buf;
-                written.map_err(|e| self.write_error(e))?;
+                written.map_err(|e| self.write_error(e.into()))?;
             }
             FileFormat::Json => {
                 let written = {
                     let mut json = LineDelimitedWriter::new(self.writer()?);
                     json.write(&batch).and_then(|_| json.finish())
                 };
-                written.map_err(|e| self.write_error(e))?;
+                written.map_err(|e| self.write_error(e.into()))?;
             }
         }
         self.records += batch.num_rows() as u64;

@@ -563,7 +563,7 @@ pub struct FileSplit {
 
 /// The splits of instance `subtask` of `parallelism` reading `path`.
 pub fn file_splits(path: &Path, subtask: u32, parallelism: u32) -> Result<Vec<FileSplit>, TaskError> {
-    let io = |e: std::io::Error| TaskError::new(format!("reading {}: {e}", path.display()));
+    let io = |e: std::io::Error| TaskError::io(format_args!("reading {}", path.display()), &e);
     let meta = std::fs::metadata(path).map_err(io)?;
     let (i, p) = (u64::from(subtask), u64::from(parallelism.max(1)));
     if meta.is_dir() {
@@ -651,7 +651,7 @@ struct LineReader {
 
 impl LineReader {
     fn open(split: &FileSplit) -> Result<Self, TaskError> {
-        let io = |e: std::io::Error| TaskError::new(format!("reading {}: {e}", split.path.display()));
+        let io = |e: std::io::Error| TaskError::io(format_args!("reading {}", split.path.display()), &e);
         let mut file = File::open(&split.path).map_err(io)?;
         // The line that starts at `start` is ours only if the byte before it ends a line.
         let begin = split.start.saturating_sub(1);
@@ -711,7 +711,7 @@ impl LineReader {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.buf.truncate(old);
-                    return Err(TaskError::new(format!("reading {}: {e}", self.path.display())));
+                    return Err(TaskError::io(format_args!("reading {}", self.path.display()), &e));
                 }
             }
         };
@@ -896,13 +896,13 @@ impl FileSource {
         let decoder = self.json.as_mut().expect("JSON format has a decoder");
         let path = reader.path.clone();
         let json_error =
-            |e: arrow::error::ArrowError| TaskError::new(format!("reading JSON from {}: {e}", path.display()));
+            |e: arrow::error::ArrowError| TaskError::arrow(format_args!("reading JSON from {}", path.display()), &e);
         reader.read_lines(self.batch_size, &mut |line| {
             let mut data = line;
             while !data.is_empty() {
                 let used = decoder.decode(data).map_err(json_error)?;
                 if used == 0 {
-                    return Err(TaskError::new(format!(
+                    return Err(TaskError::fatal(format!(
                         "reading JSON from {}: a line holds more records than a batch",
                         path.display()
                     )));
