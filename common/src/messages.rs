@@ -383,8 +383,8 @@ pub enum TaskState {
     Failed,
 }
 
-/// Record and byte counts of a task.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Record and byte counts of a task, and its metrics under Flink's names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskMetrics {
     pub read_records: u64,
     pub write_records: u64,
@@ -393,6 +393,18 @@ pub struct TaskMetrics {
     /// Records that reached the sink at the end of the task's chain.
     #[serde(default)]
     pub sink_records: u64,
+    /// Every task and operator metric (`numRecordsInPerSecond`, `busyTimeMsPerSecond`,
+    /// `currentInputWatermark`, ...), as the task measured them at this report.
+    #[serde(default)]
+    pub dump: MetricDump,
+}
+
+/// A task's metrics by Flink's names: the task's own and each chained operator's, in
+/// chain order (operators by their name in the job).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricDump {
+    pub task: Vec<(String, f64)>,
+    pub operators: Vec<(String, Vec<(String, f64)>)>,
 }
 
 /// Why a task failed: the cause shown in `/jobs/:id/exceptions` and whether running the

@@ -25,9 +25,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use flint_common::ids::{AllocationId, ExecutionAttemptId, JobId, JobVertexId, ResourceId};
 use flint_common::job::plan::JobGraph;
+use flint_common::messages::MetricDump;
 use serde::{Deserialize, Serialize};
 
 /// The status of a job.
@@ -229,6 +231,9 @@ pub struct Execution {
     pub failure: Option<String>,
     /// Record and byte counts reported by the task.
     pub metrics: IoMetrics,
+    /// The task's metrics by Flink's names, as it last measured them.
+    #[serde(default)]
+    pub metric_dump: Arc<MetricDump>,
 }
 
 /// Record and byte counts of one execution.
@@ -261,6 +266,7 @@ impl Execution {
             assignment: None,
             failure: None,
             metrics: IoMetrics::default(),
+            metric_dump: Arc::default(),
         }
     }
 
@@ -438,9 +444,15 @@ impl ExecutionGraph {
         Ok(())
     }
 
-    pub fn update_metrics(&mut self, attempt: ExecutionAttemptId, metrics: IoMetrics) {
+    /// The counts and metrics a task reported. Reports without metrics by name (the first
+    /// and the last of a task) keep the ones measured before.
+    pub fn update_metrics(&mut self, attempt: ExecutionAttemptId, metrics: IoMetrics, dump: Arc<MetricDump>) {
         if let Some((v, s)) = self.locate(attempt) {
-            self.vertices[v].subtasks[s].current.metrics = metrics;
+            let execution = &mut self.vertices[v].subtasks[s].current;
+            execution.metrics = metrics;
+            if !dump.task.is_empty() {
+                execution.metric_dump = dump;
+            }
         }
     }
 

@@ -84,6 +84,12 @@ pub struct RestError {
     pub errors: Vec<String>,
 }
 
+impl From<flint_common::metrics::MetricsQueryError> for RestError {
+    fn from(e: flint_common::metrics::MetricsQueryError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
 impl RestError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self { status, errors: vec![message.into()] }
@@ -368,11 +374,7 @@ async fn jobs(state: web::Data<RestState>) -> Rest {
 }
 
 async fn jobs_overview(state: web::Data<RestState>) -> Rest {
-    let snapshots = state
-        .dispatcher_addr
-        .send(crate::dispatcher::GetAllJobs)
-        .await
-        .map_err(|_| RestError::new(StatusCode::SERVICE_UNAVAILABLE, "The Dispatcher is not available."))?;
+    let snapshots = rest_jobs::all_snapshots(&state).await?;
     let list: Vec<Value> = snapshots.iter().map(|s| rest_jobs::overview_json(s)).collect();
     Ok(HttpResponse::Ok().json(json!({ "jobs": list })))
 }
@@ -436,6 +438,7 @@ fn api(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(not_found)),
         )
         .service(resource("/jobs/overview", web::get, jobs_overview))
+        .service(resource("/jobs/metrics", web::get, rest_metrics::jobs_metrics))
         .service(
             web::resource("/jobs/{jobid}")
                 .route(web::get().to(rest_jobs::job))
@@ -476,7 +479,20 @@ fn api(cfg: &mut web::ServiceConfig) {
             web::get,
             rest_jobs::subtasks_accumulators,
         ))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/metrics", web::get, rest_metrics::vertex_metrics))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/backpressure", web::get, rest_metrics::backpressure))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/watermarks", web::get, rest_metrics::watermarks))
+        .service(resource(
+            "/jobs/{jobid}/vertices/{vertexid}/subtasks/metrics",
+            web::get,
+            rest_metrics::subtasks_metrics,
+        ))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/subtasks/{subtaskindex}", web::get, rest_jobs::subtask))
+        .service(resource(
+            "/jobs/{jobid}/vertices/{vertexid}/subtasks/{subtaskindex}/metrics",
+            web::get,
+            rest_metrics::subtask_metrics_handler,
+        ))
         .service(resource(
             "/jobs/{jobid}/vertices/{vertexid}/subtasks/{subtaskindex}/attempts/{attempt}",
             web::get,

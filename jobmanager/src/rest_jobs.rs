@@ -3,6 +3,8 @@
 //! [`JobSnapshot`]s (a running job's JobMaster answers; a finished job's snapshot is
 //! archived in the Dispatcher).
 
+use std::collections::BTreeMap;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use flint_common::ids::{JobId, JobVertexId};
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::dispatcher::{CancelError, CancelJobRequest, GetJob, SubmitError, SubmitJob};
-use crate::execution_graph::{ExecutionJobVertex, ExecutionState, ExecutionVertex, JobStatus};
+use crate::execution_graph::{Execution, ExecutionJobVertex, ExecutionState, ExecutionVertex, JobStatus};
 use crate::job_master::JobSnapshot;
 use crate::rest::{parse_job_id, Rest, RestError, RestState};
 
@@ -27,6 +29,11 @@ pub(crate) async fn snapshot(state: &RestState, job_id: JobId) -> Result<std::sy
         .await
         .map_err(|_| dispatcher_gone())?
         .ok_or_else(|| RestError::new(StatusCode::NOT_FOUND, format!("Job {job_id} not found")))
+}
+
+/// Every job the Dispatcher knows, running or archived.
+pub(crate) async fn all_snapshots(state: &RestState) -> Result<Vec<std::sync::Arc<JobSnapshot>>, RestError> {
+    state.dispatcher_addr.send(crate::dispatcher::GetAllJobs).await.map_err(|_| dispatcher_gone())
 }
 
 fn counts_json(counts: &std::collections::BTreeMap<ExecutionState, usize>) -> Value {
@@ -71,20 +78,129 @@ fn vertex_times(v: &ExecutionJobVertex, now: u64) -> (i64, i64, i64) {
     (start, end, duration)
 }
 
-fn metrics_json(m: &crate::execution_graph::IoMetrics) -> Value {
+/// The current execution of every subtask of a vertex.
+fn executions(v: &ExecutionJobVertex) -> Vec<&Execution> {
+    v.subtasks.iter().map(|st| &st.current).collect()
+}
+
+/// The host of a `host:port` endpoint (Flink's `host` next to `endpoint`).
+fn host_name(endpoint: &str) -> &str {
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => endpoint,
+    }
+}
+
+/// A number a task reported by Flink's name.
+fn dump_value(e: &Execution, id: &str) -> Option<f64> {
+    e.metric_dump.task.iter().find(|(name, _)| name == id).map(|(_, v)| *v)
+}
+
+/// Flink's `metrics` object of one execution or a sum over several: counts and the
+/// accumulated back-pressured, idle and busy time (`NaN` busy time while none was measured).
+fn metrics_json(executions: &[&Execution]) -> Value {
+    let mut counts = crate::execution_graph::IoMetrics::default();
+    let (mut back_pressured, mut idle, mut busy) = (0.0, 0.0, None::<f64>);
+    for e in executions {
+        counts.add(&e.metrics);
+        back_pressured += dump_value(e, "accumulateBackPressuredTimeMs").unwrap_or(0.0);
+        idle += dump_value(e, "accumulateIdleTimeMs").unwrap_or(0.0);
+        if let Some(b) = dump_value(e, "accumulateBusyTimeMs") {
+            busy = Some(busy.unwrap_or(0.0) + b);
+        }
+    }
     json!({
-        "read-bytes": m.read_bytes,
+        "read-bytes": counts.read_bytes,
         "read-bytes-complete": true,
-        "write-bytes": m.write_bytes,
+        "write-bytes": counts.write_bytes,
         "write-bytes-complete": true,
-        "read-records": m.read_records,
+        "read-records": counts.read_records,
         "read-records-complete": true,
-        "write-records": m.write_records,
+        "write-records": counts.write_records,
         "write-records-complete": true,
-        "accumulated-backpressured-time": 0,
-        "accumulated-idle-time": 0,
-        "accumulated-busy-time": "NaN",
+        "accumulated-backpressured-time": back_pressured as u64,
+        "accumulated-idle-time": idle as u64,
+        "accumulated-busy-time": busy.map_or(json!("NaN"), |b| json!(b as u64)),
     })
+}
+
+/// How long an execution spent in each state it entered (ms), Flink's `status-duration`.
+fn status_durations(e: &Execution, now: u64) -> BTreeMap<ExecutionState, u64> {
+    let mut entered: Vec<(u64, ExecutionState)> = e.timestamps.iter().map(|(state, ts)| (*ts, *state)).collect();
+    entered.sort();
+    let mut out = BTreeMap::new();
+    for (i, (ts, state)) in entered.iter().enumerate() {
+        let until = entered.get(i + 1).map_or(if e.state.is_terminal() { *ts } else { now }, |(next, _)| *next);
+        out.insert(*state, until.saturating_sub(*ts));
+    }
+    out
+}
+
+fn status_durations_json(e: &Execution, now: u64) -> Value {
+    let map: serde_json::Map<String, Value> =
+        status_durations(e, now).into_iter().map(|(state, ms)| (state.flink_name().to_string(), json!(ms))).collect();
+    Value::Object(map)
+}
+
+/// Flink's summary of some values (`min`, `max`, `avg`, `sum`, `median`, `p25`, `p75`,
+/// `p95`, as longs), with its quantile estimate: position `p·(n+1)`, interpolated.
+fn summary(values: &mut [f64]) -> Value {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let quantile = |p: f64| -> f64 {
+        let pos = p * (n as f64 + 1.0);
+        if pos < 1.0 {
+            values[0]
+        } else if pos >= n as f64 {
+            values[n - 1]
+        } else {
+            let lower = values[pos.floor() as usize - 1];
+            let upper = values[pos.floor() as usize];
+            lower + (pos - pos.floor()) * (upper - lower)
+        }
+    };
+    let sum: f64 = values.iter().sum();
+    json!({
+        "min": values[0] as i64,
+        "max": values[n - 1] as i64,
+        "avg": (sum / n as f64) as i64,
+        "sum": sum as i64,
+        "median": quantile(0.5) as i64,
+        "p25": quantile(0.25) as i64,
+        "p75": quantile(0.75) as i64,
+        "p95": quantile(0.95) as i64,
+    })
+}
+
+/// Flink's `aggregated` object: summaries of the executions' metrics and state durations.
+fn aggregated_json(executions: &[&Execution], now: u64) -> Value {
+    if executions.is_empty() {
+        return json!({ "metrics": {}, "status-duration": {} });
+    }
+    let per: Vec<Value> = executions.iter().map(|e| metrics_json(&[e])).collect();
+    let mut metrics = serde_json::Map::new();
+    for name in [
+        "read-bytes",
+        "write-bytes",
+        "read-records",
+        "write-records",
+        "accumulated-backpressured-time",
+        "accumulated-idle-time",
+        "accumulated-busy-time",
+    ] {
+        // Busy time not measured (`NaN`) counts as -1, as Flink's summaries show it.
+        let mut values: Vec<f64> = per.iter().map(|m| m[name].as_f64().unwrap_or(-1.0)).collect();
+        metrics.insert(name.to_string(), summary(&mut values));
+    }
+    let mut durations: BTreeMap<ExecutionState, Vec<f64>> = BTreeMap::new();
+    for e in executions {
+        for (state, ms) in status_durations(e, now) {
+            durations.entry(state).or_default().push(ms as f64);
+        }
+    }
+    let durations: serde_json::Map<String, Value> =
+        durations.into_iter().map(|(state, mut v)| (state.flink_name().to_string(), summary(&mut v))).collect();
+    json!({ "metrics": metrics, "status-duration": durations })
 }
 
 fn job_times(s: &JobSnapshot, now: u64) -> (i64, i64, i64) {
@@ -120,7 +236,7 @@ fn job_json(s: &JobSnapshot) -> Value {
                 "end-time": ve,
                 "duration": vd,
                 "tasks": counts_json(&v.state_counts()),
-                "metrics": metrics_json(&v.metrics()),
+                "metrics": metrics_json(&executions(v)),
             })
         })
         .collect();
@@ -381,7 +497,7 @@ pub async fn execution_result(state: web::Data<RestState>, path: web::Path<Strin
     Ok(HttpResponse::Ok().json(json!({ "status": { "id": "COMPLETED" }, "job-execution-result": result })))
 }
 
-fn find_vertex<'a>(s: &'a JobSnapshot, raw: &str) -> Result<&'a ExecutionJobVertex, RestError> {
+pub(crate) fn find_vertex<'a>(s: &'a JobSnapshot, raw: &str) -> Result<&'a ExecutionJobVertex, RestError> {
     let id: JobVertexId = raw.parse().map_err(|_| {
         RestError::new(
             StatusCode::BAD_REQUEST,
@@ -415,23 +531,20 @@ fn subtask_json(
     };
     let host = attempt.assignment.as_ref().map_or_else(|| "(unassigned)".to_string(), |a| a.host.clone());
     let tm = attempt.assignment.as_ref().map_or_else(String::new, |a| a.resource_id.to_string());
-    let mut status_durations = serde_json::Map::new();
-    for state in ExecutionState::ALL {
-        status_durations.insert(state.flink_name().into(), json!(attempt.timestamp(state)));
-    }
     let _ = v;
     json!({
         "subtask": st.subtask,
         "status": attempt.state.flink_name(),
         "attempt": attempt.attempt_number,
+        "host": host_name(&host),
         "endpoint": host,
         "start-time": start,
         "end-time": end,
         "duration": duration,
-        "metrics": metrics_json(&attempt.metrics),
+        "metrics": metrics_json(&[attempt]),
         "taskmanager-id": tm,
         "start_time": start,
-        "status-duration": status_durations,
+        "status-duration": status_durations_json(attempt, now),
     })
 }
 
@@ -448,6 +561,7 @@ pub async fn vertex(state: web::Data<RestState>, path: web::Path<(String, String
         "maxParallelism": s.job_graph.max_parallelism,
         "now": now,
         "subtasks": subtasks,
+        "aggregated": aggregated_json(&executions(v), now),
     })))
 }
 
@@ -464,10 +578,12 @@ pub async fn subtask_times(state: web::Data<RestState>, path: web::Path<(String,
             for state in ExecutionState::ALL {
                 timestamps.insert(state.flink_name().into(), json!(st.current.timestamp(state)));
             }
+            // Flint never reconciles executions (Flink's job master failover without restart).
+            timestamps.insert("RECONCILING".into(), json!(0));
             let start = st.current.timestamp(ExecutionState::Deploying);
             json!({
                 "subtask": st.subtask,
-                "host": st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str()),
+                "host": host_name(st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str())),
                 "endpoint": st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str()),
                 "duration": if start > 0 { now as i64 - start as i64 } else { -1 },
                 "timestamps": timestamps,
@@ -492,11 +608,10 @@ pub async fn vertex_taskmanagers(state: web::Data<RestState>, path: web::Path<(S
         .iter()
         .map(|(tm, subtasks)| {
             let mut counts = std::collections::BTreeMap::new();
-            let mut metrics = crate::execution_graph::IoMetrics::default();
             for st in subtasks {
                 *counts.entry(st.current.state).or_insert(0usize) += 1;
-                metrics.add(&st.current.metrics);
             }
+            let executions: Vec<&Execution> = subtasks.iter().map(|st| &st.current).collect();
             let host = subtasks[0].current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str());
             let first = subtasks.iter().map(|st| st.current.timestamp(ExecutionState::Deploying)).min().unwrap_or(0);
             json!({
@@ -506,16 +621,17 @@ pub async fn vertex_taskmanagers(state: web::Data<RestState>, path: web::Path<(S
                 "start-time": if first > 0 { first as i64 } else { -1 },
                 "end-time": -1,
                 "duration": if first > 0 { now as i64 - first as i64 } else { -1 },
-                "metrics": metrics_json(&metrics),
+                "metrics": metrics_json(&executions),
                 "status-counts": counts_json(&counts),
                 "taskmanager-id": tm,
+                "aggregated": aggregated_json(&executions, now),
             })
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "id": v.id, "name": v.name, "now": now, "taskmanagers": tms })))
 }
 
-fn find_subtask<'a>(v: &'a ExecutionJobVertex, raw: &str) -> Result<&'a ExecutionVertex, RestError> {
+pub(crate) fn find_subtask<'a>(v: &'a ExecutionJobVertex, raw: &str) -> Result<&'a ExecutionVertex, RestError> {
     let index: usize = raw.parse().map_err(|_| {
         RestError::new(
             StatusCode::BAD_REQUEST,
@@ -570,4 +686,51 @@ pub async fn subtasks_accumulators(state: web::Data<RestState>, path: web::Path<
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "id": v.id, "parallelism": v.parallelism, "subtasks": subtasks })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_use_flinks_quantile_estimate() {
+        // Flink 1.20's `aggregated` for two subtasks that wrote 51,456 and 51,467 records.
+        let s = summary(&mut [51467.0, 51456.0]);
+        assert_eq!(
+            s,
+            json!({ "min": 51456, "max": 51467, "avg": 51461, "sum": 102923, "median": 51461,
+                    "p25": 51456, "p75": 51467, "p95": 51467 })
+        );
+        let s = summary(&mut [4.0, 1.0, 3.0, 2.0, 5.0]);
+        assert_eq!((s["median"].as_i64(), s["p25"].as_i64(), s["p95"].as_i64()), (Some(3), Some(1), Some(5)));
+    }
+
+    #[test]
+    fn state_durations_run_until_the_next_state_or_now() {
+        let mut e = Execution {
+            attempt_id: flint_common::ids::ExecutionAttemptId::generate(),
+            attempt_number: 0,
+            state: ExecutionState::Running,
+            timestamps: BTreeMap::from([
+                (ExecutionState::Created, 100),
+                (ExecutionState::Scheduled, 106),
+                (ExecutionState::Deploying, 198),
+                (ExecutionState::Initializing, 228),
+                (ExecutionState::Running, 231),
+            ]),
+            assignment: None,
+            failure: None,
+            metrics: Default::default(),
+            metric_dump: Default::default(),
+        };
+        let d = status_durations(&e, 1231);
+        assert_eq!(d[&ExecutionState::Created], 6);
+        assert_eq!(d[&ExecutionState::Deploying], 30);
+        assert_eq!(d[&ExecutionState::Running], 1000);
+        e.state = ExecutionState::Finished;
+        e.timestamps.insert(ExecutionState::Finished, 531);
+        let d = status_durations(&e, 5000);
+        assert_eq!((d[&ExecutionState::Running], d[&ExecutionState::Finished]), (300, 0));
+        assert_eq!(metrics_json(&[&e])["accumulated-busy-time"], "NaN");
+    }
 }

@@ -8,6 +8,7 @@
 //!
 //! - [`task_executor`]: the TaskExecutor actor and its slot table.
 //! - [`task`]: a running task (one subtask) on its own thread.
+//! - [`task_metrics`]: what a task measures about itself (records, bytes, busy/idle/back-pressured time, watermarks) under Flink's metric names.
 //! - [`runtime`]: the task runtime: operators over Arrow record batches.
 //! - [`network`]: the data plane: result partitions, input gates, the data server and client.
 //! - [`state`]: state backends: the in-memory keyed `hashmap` backend and operator state, with snapshots.
@@ -17,6 +18,7 @@ pub mod runtime;
 pub mod state;
 pub mod task;
 pub mod task_executor;
+pub mod task_metrics;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};

@@ -17,7 +17,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ use crate::runtime::partition::{non_keyed_partitioner, Partitioner};
 use crate::runtime::schema::arrow_schema;
 use crate::runtime::transforms::OperatorChain;
 use crate::state::{encode_task_state, restore_stores, OperatorStateSnapshot, StateStore};
+use crate::task_metrics::{Idle, InputQueue, Metered, OperatorIo, TaskIo, TaskMeter};
 
 /// What every task of a TaskExecutor shares.
 pub struct TaskEnvironment {
@@ -148,27 +149,6 @@ fn decode_barrier(bytes: &[u8]) -> Option<CheckpointBarrierInfo> {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    read_records: AtomicU64,
-    read_bytes: AtomicU64,
-    write_records: AtomicU64,
-    write_bytes: AtomicU64,
-    sink_records: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> TaskMetrics {
-        TaskMetrics {
-            read_records: self.read_records.load(Ordering::Relaxed),
-            write_records: self.write_records.load(Ordering::Relaxed),
-            read_bytes: self.read_bytes.load(Ordering::Relaxed),
-            write_bytes: self.write_bytes.load(Ordering::Relaxed),
-            sink_records: self.sink_records.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// Starts a task on its own thread.
 pub fn spawn(
     tdd: TaskDeploymentDescriptor,
@@ -199,13 +179,13 @@ fn run(
     commands: mpsc::UnboundedReceiver<TaskCommand>,
     report: Reporter,
 ) {
-    let counters = Arc::new(Counters::default());
+    let io = Arc::new(TaskIo::default());
     report(state_event(TaskState::Initializing, None, TaskMetrics::default()));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let cause = format!("could not start the task runtime: {e}");
-            report(state_event(TaskState::Failed, Some(TaskFailure::retryable(cause)), counters.snapshot()));
+            report(state_event(TaskState::Failed, Some(TaskFailure::retryable(cause)), io.counts()));
             return;
         }
     };
@@ -214,7 +194,9 @@ fn run(
         env: &env,
         cancel: &cancel,
         report: &report,
-        counters: counters.clone(),
+        io: io.clone(),
+        meter: None,
+        input_queue: InputQueue::default(),
         partitions: Vec::new(),
         commands,
         last_barrier: 0,
@@ -229,14 +211,14 @@ fn run(
                 p.fail("the producing task was canceled");
             }
             info!(task = name, attempt = %tdd.attempt_id, "task canceled");
-            report(state_event(TaskState::Canceled, None, counters.snapshot()));
+            report(state_event(TaskState::Canceled, None, io.counts()));
         }
         Ok(end) => {
             info!(task = name, attempt = %tdd.attempt_id, "task finished");
             report(TaskEvent::State {
                 state: TaskState::Finished,
                 failure: None,
-                metrics: counters.snapshot(),
+                metrics: io.counts(),
                 accumulators: end.accumulators,
                 commits: end.commits,
             });
@@ -247,7 +229,7 @@ fn run(
             }
             warn!(task = name, attempt = %tdd.attempt_id, error = %e.message, "task failed");
             let failure = TaskFailure { message: format!("{name} failed: {}", e.message), retryable: e.retryable };
-            report(state_event(TaskState::Failed, Some(failure), counters.snapshot()));
+            report(state_event(TaskState::Failed, Some(failure), io.counts()));
         }
     }
 }
@@ -263,18 +245,18 @@ struct Output {
 struct OutputCollector {
     outputs: Vec<Output>,
     parts: Vec<(usize, RecordBatch)>,
-    counters: Arc<Counters>,
+    io: Arc<TaskIo>,
 }
 
 impl Collector for OutputCollector {
     fn collect(&mut self, batch: RecordBatch) -> Result<(), TaskError> {
-        self.counters.write_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.io.write_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         for output in &mut self.outputs {
             self.parts.clear();
             output.partitioner.partition(&batch, output.channels, &mut self.parts)?;
             for (channel, part) in self.parts.drain(..) {
                 let bytes = encode_batch(&part)?;
-                self.counters.write_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.io.write_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 futures::executor::block_on(output.partition.emit(channel, bytes))
                     .map_err(|e| TaskError::new(e.to_string()))?;
             }
@@ -298,63 +280,6 @@ impl OutputCollector {
                 .map_err(|e| TaskError::new(e.to_string()))?;
         }
         Ok(())
-    }
-}
-
-/// Counts the records a sink at the end of the chain takes.
-struct CountingSink {
-    inner: Box<dyn Operator>,
-    counters: Arc<Counters>,
-}
-
-impl Operator for CountingSink {
-    fn process_batch(
-        &mut self,
-        input: usize,
-        channel: usize,
-        batch: RecordBatch,
-        out: &mut dyn Collector,
-    ) -> Result<(), TaskError> {
-        self.counters.sink_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        self.inner.process_batch(input, channel, batch, out)
-    }
-
-    fn process_watermark(
-        &mut self,
-        input: usize,
-        channel: usize,
-        watermark: i64,
-        out: &mut dyn Collector,
-    ) -> Result<(), TaskError> {
-        self.inner.process_watermark(input, channel, watermark, out)
-    }
-
-    fn on_processing_time(&mut self, now_ms: i64, out: &mut dyn Collector) -> Result<(), TaskError> {
-        self.inner.on_processing_time(now_ms, out)
-    }
-
-    fn finish(&mut self, out: &mut dyn Collector) -> Result<(), TaskError> {
-        self.inner.finish(out)
-    }
-
-    fn snapshot_state(&mut self, checkpoint_id: u64, state: &mut StateStore) -> Result<(), TaskError> {
-        self.inner.snapshot_state(checkpoint_id, state)
-    }
-
-    fn restore_state(&mut self, state: &mut StateStore) -> Result<(), TaskError> {
-        self.inner.restore_state(state)
-    }
-
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), TaskError> {
-        self.inner.notify_checkpoint_complete(checkpoint_id)
-    }
-
-    fn final_commits(&mut self) -> Vec<FileCommit> {
-        self.inner.final_commits()
-    }
-
-    fn accumulators(&self, out: &mut Vec<(String, u64)>) {
-        self.inner.accumulators(out)
     }
 }
 
@@ -479,7 +404,11 @@ struct TaskRun<'a> {
     env: &'a TaskEnvironment,
     cancel: &'a CancellationToken,
     report: &'a Reporter,
-    counters: Arc<Counters>,
+    io: Arc<TaskIo>,
+    /// Set once the chain is built.
+    meter: Option<TaskMeter>,
+    /// The input queue as last seen by the input loop.
+    input_queue: InputQueue,
     partitions: Vec<ResultPartition>,
     commands: mpsc::UnboundedReceiver<TaskCommand>,
     /// The newest checkpoint this task took part in.
@@ -491,18 +420,27 @@ struct TaskRun<'a> {
 const TICK: Duration = Duration::from_millis(100);
 
 impl TaskRun<'_> {
-    fn report_running(&self, chain: &mut Chain) {
+    fn report_running(&mut self, chain: &mut Chain) {
+        let metrics = match &mut self.meter {
+            Some(meter) => meter.measure(&self.partitions, self.input_queue),
+            None => self.io.counts(),
+        };
         (self.report)(TaskEvent::State {
             state: TaskState::Running,
             failure: None,
-            metrics: self.counters.snapshot(),
+            metrics,
             accumulators: chain.accumulators(),
             commits: Vec::new(),
         });
     }
 
-    /// Every 100 ms: processing-time timers; every second: counts to the JobMaster.
-    fn periodic(&self, chain: &mut Chain, last_tick: &mut Instant, last_report: &mut Instant) -> Result<(), TaskError> {
+    /// Every 100 ms: processing-time timers; every second: metrics to the JobMaster.
+    fn periodic(
+        &mut self,
+        chain: &mut Chain,
+        last_tick: &mut Instant,
+        last_report: &mut Instant,
+    ) -> Result<(), TaskError> {
         if last_tick.elapsed() >= TICK {
             *last_tick = Instant::now();
             chain.tick(flint_common::process::epoch_ms() as i64)?;
@@ -523,6 +461,11 @@ impl TaskRun<'_> {
         alignment: Duration,
     ) -> Result<(), TaskError> {
         let started = Instant::now();
+        // From the trigger to the first barrier reaching this task (alignment excluded).
+        let since_trigger =
+            Duration::from_millis(flint_common::process::epoch_ms().saturating_sub(barrier.timestamp_ms));
+        let start_delay = since_trigger.saturating_sub(alignment);
+        self.io.checkpoint_start_delay_nanos.store(start_delay.as_nanos() as u64, Ordering::Relaxed);
         self.last_barrier = self.last_barrier.max(barrier.checkpoint_id);
         let snapshot = chain.snapshot(barrier.checkpoint_id, self.tdd);
         // Downstream gets the barrier even when the snapshot failed: it must not wait for it.
@@ -619,25 +562,31 @@ impl TaskRun<'_> {
 
         // The chain.
         let mut source: Option<Box<dyn SourceOperator>> = None;
-        let mut operators = Vec::new();
+        let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+        let mut metered: Vec<(String, Arc<OperatorIo>)> = Vec::new();
         for (i, spec) in vertex.operators.iter().enumerate() {
             let ctx = context(&spec.id);
+            let io = Arc::new(OperatorIo::default());
+            metered.push((spec.id.clone(), io.clone()));
             if i == 0 && vertex.is_source() {
                 source = Some(build_source(spec, &ctx, tdd.attempt_number)?);
             } else {
-                let operator = build_operator(spec, &ctx, tdd.attempt_number)?;
-                let is_sink = spec.kind.role() == flint_common::job::catalog::Role::Sink;
-                operators.push(if is_sink {
-                    Box::new(CountingSink { inner: operator, counters: self.counters.clone() })
-                } else {
-                    operator
-                });
+                let mut operator = Metered::new(build_operator(spec, &ctx, tdd.attempt_number)?, io);
+                if i == 0 {
+                    operator = operator.head_of(self.io.clone());
+                }
+                if spec.kind.role() == flint_common::job::catalog::Role::Sink {
+                    operator = operator.sink_of(self.io.clone());
+                }
+                operators.push(Box::new(operator));
             }
         }
+        let source_io = vertex.is_source().then(|| metered[0].1.clone());
+        self.meter = Some(TaskMeter::new(self.io.clone(), metered, !vertex.is_source()));
         let mut chain = Chain {
             source,
             operators: OperatorChain::new(operators),
-            output: OutputCollector { outputs, parts: Vec::new(), counters: self.counters.clone() },
+            output: OutputCollector { outputs, parts: Vec::new(), io: self.io.clone() },
             ids: vertex.operators.iter().map(|o| o.id.clone()).collect(),
         };
         if let Some(restore) = &tdd.restore {
@@ -654,6 +603,9 @@ impl TaskRun<'_> {
             info!(task = %vertex.name, subtask = tdd.subtask, checkpoint = restore.checkpoint_id, "state restored");
         }
 
+        if let Some(meter) = &mut self.meter {
+            meter.running();
+        }
         self.report_running(&mut chain);
         let mut last_tick = Instant::now();
         let mut last_report = Instant::now();
@@ -666,7 +618,7 @@ impl TaskRun<'_> {
                         biased;
                         _ = self.cancel.cancelled() => Step::Canceled,
                         command = self.commands.recv() => Step::Command(command),
-                        next = source.next_batch() => Step::Next(next),
+                        next = Idle::new(source.next_batch(), &self.io) => Step::Next(next),
                     }
                 };
                 match step {
@@ -674,6 +626,9 @@ impl TaskRun<'_> {
                     Step::Command(Some(command)) => self.command(&mut chain, command)?,
                     Step::Next(next) => {
                         let Some(batch) = next? else { break };
+                        if let Some(io) = &source_io {
+                            io.records_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                        }
                         chain.push(0, 0, batch)?;
                     }
                 }
@@ -775,12 +730,17 @@ impl TaskRun<'_> {
             let (input, channel, item) = if let Some(item) = replay.pop_front() {
                 item
             } else {
-                let step = tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => Step::Canceled,
-                    command = self.commands.recv() => Step::Command(command),
-                    r = tokio::time::timeout(TICK, rx.recv()) => Step::Next(r),
+                let step = {
+                    let recv = tokio::time::timeout(TICK, rx.recv());
+                    tokio::pin!(recv);
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => Step::Canceled,
+                        command = self.commands.recv() => Step::Command(command),
+                        r = Idle::new(recv.as_mut(), &self.io) => Step::Next(r),
+                    }
                 };
+                self.input_queue = InputQueue { queued: rx.len(), capacity: rx.max_capacity() };
                 let received = match step {
                     Step::Canceled | Step::Command(None) => return Ok(()),
                     Step::Command(Some(command)) => {
@@ -811,9 +771,9 @@ impl TaskRun<'_> {
             }
             match item {
                 BufferOrEvent::Buffer(bytes) => {
-                    self.counters.read_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    self.io.read_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let batch = decode_batch(&bytes, &schema)?;
-                    self.counters.read_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    self.io.read_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     chain.push(input, channel, batch)?;
                 }
                 BufferOrEvent::Event(Event::Custom(bytes)) => {
@@ -844,21 +804,22 @@ impl TaskRun<'_> {
                             .blocked
                             .insert((input, channel));
                     } else if let Some(watermark) = decode_watermark(&bytes) {
-                        // A window at the head tracks watermarks per channel itself; any other
-                        // head sees one watermark: the minimum over every channel, and only
-                        // when it advances.
+                        // The task's input watermark is the minimum over every channel. A
+                        // window at the head tracks watermarks per channel itself; any other
+                        // head sees that minimum, and only when it advances.
+                        let slot = channel_watermarks.entry((input, channel)).or_insert(i64::MIN);
+                        *slot = (*slot).max(watermark);
+                        let combined = if channel_watermarks.len() == total_channels {
+                            channel_watermarks.values().copied().min().unwrap_or(i64::MIN)
+                        } else {
+                            i64::MIN
+                        };
+                        self.io.input_watermark.fetch_max(combined, Ordering::Relaxed);
                         if head_tracks_channels {
                             chain.watermark(input, channel, watermark)?;
-                        } else {
-                            let slot = channel_watermarks.entry((input, channel)).or_insert(i64::MIN);
-                            *slot = (*slot).max(watermark);
-                            if channel_watermarks.len() == total_channels {
-                                let combined = channel_watermarks.values().copied().min().unwrap_or(i64::MIN);
-                                if combined > current_watermark {
-                                    current_watermark = combined;
-                                    chain.watermark(0, 0, combined)?;
-                                }
-                            }
+                        } else if combined > current_watermark {
+                            current_watermark = combined;
+                            chain.watermark(0, 0, combined)?;
                         }
                     }
                 }

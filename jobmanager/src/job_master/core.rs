@@ -24,8 +24,8 @@ use flint_common::ids::{AllocationId, ExecutionAttemptId, JobId, LeaderSessionId
 use flint_common::job::plan::JobGraph;
 use flint_common::keygroups::key_group_range;
 use flint_common::messages::{
-    CheckpointBarrierInfo, FileCommit, InputChannelDeployment, InputGateDeployment, OutputDeployment, RestoreSpec,
-    SlotRequestFailure, TaskDeploymentDescriptor, TaskFailure,
+    CheckpointBarrierInfo, FileCommit, InputChannelDeployment, InputGateDeployment, MetricDump, OutputDeployment,
+    RestoreSpec, SlotRequestFailure, TaskDeploymentDescriptor, TaskFailure,
 };
 use flint_common::rpc::RpcAddress;
 use tracing::{debug, info, warn};
@@ -176,7 +176,8 @@ pub struct TaskUpdate {
     pub attempt: ExecutionAttemptId,
     pub state: ExecutionState,
     pub failure: Option<TaskFailure>,
-    pub metrics: Option<IoMetrics>,
+    /// Counts and metrics by name.
+    pub metrics: Option<(IoMetrics, Arc<MetricDump>)>,
     pub accumulators: Vec<(String, u64)>,
     pub commits: Vec<FileCommit>,
 }
@@ -716,12 +717,12 @@ impl JobCore {
         attempt_id: ExecutionAttemptId,
         state: ExecutionState,
         failure: Option<TaskFailure>,
-        metrics: Option<IoMetrics>,
+        metrics: Option<(IoMetrics, Arc<MetricDump>)>,
     ) -> bool {
         let retryable = failure.as_ref().is_none_or(|f| f.retryable);
         let failure = failure.map(|f| f.message);
-        if let Some(m) = metrics {
-            self.graph_mut().update_metrics(attempt_id, m);
+        if let Some((counts, dump)) = metrics {
+            self.graph_mut().update_metrics(attempt_id, counts, dump);
         }
         let location =
             self.graph.execution(attempt_id).and_then(|e| e.assignment.as_ref()).map(|a| a.resource_id.to_string());

@@ -403,11 +403,12 @@ impl Handler<UpdateTaskExecutionState> for JobMaster {
             write_bytes: m.write_bytes,
             sink_records: m.sink_records,
         };
+        let dump = Arc::new(m.dump);
         let update = TaskUpdate {
             attempt: msg.attempt_id,
             state,
             failure: msg.failure,
-            metrics: Some(metrics),
+            metrics: Some((metrics, dump)),
             accumulators: msg.accumulators,
             commits: msg.commits,
         };

@@ -98,7 +98,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::DataClient;
 pub use gate::{ChannelLocation, GateConfig, GateStats, InputChannelSpec, InputGate};
-pub use partition::{PartitionManager, PartitionStats, ResultPartition};
+pub use partition::{PartitionManager, PartitionStats, QueueUsage, ResultPartition};
 pub use server::DataServer;
 
 /// Default bound of a subpartition queue (`taskmanager.network.max-queued-buffers`).

@@ -114,6 +114,17 @@ struct PartitionInner {
     buffers_written: AtomicU64,
     bytes_written: AtomicU64,
     backpressured_nanos: AtomicU64,
+    /// Whether the newest `emit` had to wait for room.
+    last_emit_waited: std::sync::atomic::AtomicBool,
+}
+
+/// How full a partition's queues are (see [`ResultPartition::queue_usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueUsage {
+    pub queued: usize,
+    pub capacity: usize,
+    /// A queue is full now, or the newest `emit` had to wait for room.
+    pub back_pressured: bool,
 }
 
 /// Counters of one partition, for metrics.
@@ -169,6 +180,7 @@ impl ResultPartition {
                 buffers_written: AtomicU64::new(0),
                 bytes_written: AtomicU64::new(0),
                 backpressured_nanos: AtomicU64::new(0),
+                last_emit_waited: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -216,6 +228,7 @@ impl ResultPartition {
         if let Some(since) = blocked_since {
             self.inner.backpressured_nanos.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
+        self.inner.last_emit_waited.store(blocked_since.is_some(), Ordering::Relaxed);
         match outcome? {
             None => {}
             Some(listener) => {
@@ -319,6 +332,20 @@ impl ResultPartition {
     /// The buffers waiting in one subpartition's queue (never more than the bound).
     pub fn queued_buffers(&self, subpartition: usize) -> usize {
         self.inner.subpartitions.get(subpartition).map_or(0, |s| lock(&s.state).buffers)
+    }
+
+    /// The buffers queued over all subpartitions, their bound, and whether the task is
+    /// back-pressured: a queue is full now, or the newest `emit` had to wait for room.
+    pub fn queue_usage(&self) -> QueueUsage {
+        let mut usage =
+            QueueUsage { back_pressured: self.inner.last_emit_waited.load(Ordering::Relaxed), ..QueueUsage::default() };
+        for sub in self.inner.subpartitions.iter() {
+            let queued = lock(&sub.state).buffers;
+            usage.queued += queued;
+            usage.capacity += self.inner.max_queued_buffers;
+            usage.back_pressured |= queued >= self.inner.max_queued_buffers;
+        }
+        usage
     }
 
     /// Total time `emit` waited for queue space.

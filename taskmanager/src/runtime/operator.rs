@@ -179,6 +179,12 @@ pub trait Operator: Send {
 
     /// Named counters shown as accumulators (`/jobs/:id/accumulators`).
     fn accumulators(&self, _out: &mut Vec<(String, u64)>) {}
+
+    /// Records dropped as late so far (`numLateRecordsDropped`), for operators that drop
+    /// late records (windows); `None` for the others.
+    fn late_records_dropped(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The head of a source task.

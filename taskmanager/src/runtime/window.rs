@@ -680,6 +680,10 @@ impl Operator for WindowOperator {
             Time::Processing => Ok(()),
         }
     }
+
+    fn late_records_dropped(&self) -> Option<u64> {
+        Some(self.late_dropped)
+    }
 }
 
 #[cfg(test)]
