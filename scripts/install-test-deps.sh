@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine and is not there yet: Chromium and
 # ChromeDriver (dashboard tests), ZooKeeper (high-availability tests; the tests start their
-# own servers on free ports), curl, and cargo-nextest. Reuses whatever is installed already,
+# own servers on free ports), Prometheus (the metric reporter test scrapes a cluster with a
+# server it starts on a free port), curl, and cargo-nextest. Reuses whatever is installed already,
 # so a second run does nothing. Called by the README's test command and by .ci/run.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/share/zookeeper/bin/zkServer.sh ] || missing+=(zookeeper)
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo=sudo; else sudo=; fi
   echo "installing: ${missing[*]}"

@@ -10,6 +10,8 @@
 //! - [`job`]: job files (JSON/YAML), their validation and the derived JobGraph plan.
 //! - [`metrics`]: rates over windows and the `get`/`agg` answers of Flink's metric REST calls.
 //! - [`process`]: what every daemon does alike: arguments, config, logging, signals.
+//! - [`process_metrics`]: the process's memory, CPU and threads under Flint's and Flink's names.
+//! - [`metric_reporter`]: Flink's Prometheus reporter: every process serves its metrics on `/metrics`.
 //! - [`checkpoint_storage`]: checkpoint and savepoint directories on a filesystem path.
 
 pub mod checkpoint_storage;
@@ -19,8 +21,10 @@ pub mod ids;
 pub mod job;
 pub mod keygroups;
 pub mod messages;
+pub mod metric_reporter;
 pub mod metrics;
 pub mod process;
+pub mod process_metrics;
 pub mod resources;
 pub mod rpc;
 pub mod yaml;

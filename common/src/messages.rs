@@ -119,6 +119,11 @@ pub struct TaskExecutorHeartbeatPayload {
     /// Resident memory of the TaskExecutor process in bytes.
     #[serde(default)]
     pub process_memory: u64,
+    /// The taskmanager's own metrics by Flink's names (`Status.JVM.*`, `Status.Shuffle.Netty.*`,
+    /// `Status.Flink.Memory.Managed.*`, ...); they travel with the heartbeats, as Flink's
+    /// MetricFetcher would pull them every `metrics.fetcher.update-interval`.
+    #[serde(default)]
+    pub metrics: Vec<(String, f64)>,
 }
 
 rpc_message!(unfenced HeartbeatFromResourceManager => TaskExecutorHeartbeatPayload);
@@ -405,6 +410,12 @@ pub struct TaskMetrics {
 pub struct MetricDump {
     pub task: Vec<(String, f64)>,
     pub operators: Vec<(String, Vec<(String, f64)>)>,
+    /// Buffers waiting in the task's input and output queues, and the queues' bounds (the
+    /// taskmanager sums them into its network buffer metrics).
+    #[serde(default)]
+    pub buffers_queued: u64,
+    #[serde(default)]
+    pub buffers_capacity: u64,
 }
 
 /// Why a task failed: the cause shown in `/jobs/:id/exceptions` and whether running the
@@ -652,6 +663,9 @@ pub struct TaskManagerInfo {
     pub memory: TaskExecutorMemoryConfiguration,
     pub allocated_slots: Vec<AllocatedSlotInfo>,
     pub process_memory: u64,
+    /// The metrics of the last heartbeat (see [`TaskExecutorHeartbeatPayload::metrics`]).
+    #[serde(default)]
+    pub metrics: Vec<(String, f64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -88,6 +88,7 @@ fn task_manager_info() -> TaskManagerInfo {
         memory: TaskExecutorMemoryConfiguration::default(),
         allocated_slots: vec![AllocatedSlotInfo { job_id: JobId::from_u128(0x22), resource: profile() }],
         process_memory: 12 << 20,
+        metrics: vec![("Status.JVM.Memory.Heap.Used".into(), 1024.0)],
     }
 }
 
@@ -103,7 +104,12 @@ fn every_message_round_trips() {
     round_trip_message(&DisconnectTaskManager { resource_id: resource_id(), reason: "shutdown".into() }, &());
     round_trip_message(
         &HeartbeatFromResourceManager { resource_manager_session: session },
-        &TaskExecutorHeartbeatPayload { resource_id: resource_id(), slot_report: slot_report(), process_memory: 7 },
+        &TaskExecutorHeartbeatPayload {
+            resource_id: resource_id(),
+            slot_report: slot_report(),
+            process_memory: 7,
+            metrics: vec![("Status.JVM.Threads.Count".into(), 9.0)],
+        },
     );
     round_trip_message(
         &DisconnectResourceManager { resource_manager_session: Some(session), reason: "heartbeat timeout".into() },
@@ -147,6 +153,16 @@ fn check_golden(name: &str, bytes: &[u8]) {
     assert_eq!(actual, expected.trim(), "wire format of {name} changed (see the module comment)");
 }
 
+/// A heartbeat answer of a taskmanager from before the metrics were added still reads
+/// (without metrics): the field is additive, old and new peers understand each other.
+#[test]
+fn a_heartbeat_payload_without_metrics_still_reads() {
+    let text = std::fs::read_to_string(fixture_path("heartbeat_payload_without_metrics")).unwrap();
+    let payload: TaskExecutorHeartbeatPayload = rmp_serde::from_slice(&hex::decode(text.trim()).unwrap()).unwrap();
+    assert_eq!(payload.process_memory, 7);
+    assert!(payload.metrics.is_empty());
+}
+
 #[test]
 fn golden_wire_bytes() {
     check_golden("register_task_executor", &rmp_serde::to_vec_named(&registration()).unwrap());
@@ -156,6 +172,7 @@ fn golden_wire_bytes() {
             resource_id: resource_id(),
             slot_report: slot_report(),
             process_memory: 7,
+            metrics: vec![("Status.JVM.Threads.Count".into(), 9.0)],
         })
         .unwrap(),
     );

@@ -14,6 +14,7 @@
 //! - [`restart`]: restart strategies (fixed-delay, failure-rate, exponential-delay), pure logic.
 
 pub mod checkpoint_coordinator;
+pub mod cluster_metrics;
 pub mod dispatcher;
 pub mod execution_graph;
 pub mod job_master;
@@ -187,7 +188,19 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
             shutdown: shutdown.clone(),
             refresh_interval_ms,
             leadership,
+            process_metrics: Arc::new(flint_common::process_metrics::ProcessMetrics::new(
+                flint_common::process_metrics::mimalloc_committed,
+            )),
         });
+        let reporter_state = state.clone();
+        let metrics_host = rpc_address.clone();
+        flint_common::metric_reporter::start_prometheus_reporters(
+            &state.config,
+            &rest_bind,
+            Arc::new(move || {
+                Box::pin(cluster_metrics::prometheus_points(reporter_state.clone(), metrics_host.clone()))
+            }),
+        );
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(state.clone())

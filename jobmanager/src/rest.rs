@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use flint_common::config::Configuration;
 use flint_common::ids::{JobId, LeaderSessionId, ResourceId};
 
-use crate::{rest_checkpoints, rest_jobs, rest_metrics};
+use crate::{cluster_metrics, rest_checkpoints, rest_jobs, rest_metrics};
 use flint_common::messages::{
     DispatcherGateway, LogFile, LogFileError, RemoteEndpoint, ResourceManagerError, ResourceManagerGateway,
     TaskExecutorGateway, TaskManagerInfo,
@@ -37,6 +37,8 @@ pub struct RestState {
     pub refresh_interval_ms: u64,
     /// Whether this jobmanager's REST endpoint leads, and where the leader's is.
     pub leadership: Arc<RestLeadership>,
+    /// This process's memory, CPU and threads (`/jobmanager/metrics`, the reporter).
+    pub process_metrics: Arc<flint_common::process_metrics::ProcessMetrics>,
 }
 
 /// The REST endpoint's leadership (component `rest_server`). Only the leading jobmanager
@@ -263,18 +265,24 @@ async fn task_manager(state: web::Data<RestState>, path: web::Path<String>) -> R
         .map(|s| json!({ "jobId": s.job_id, "resource": resource_json(&s.resource) }))
         .collect();
     body["allocatedSlots"] = json!(slots);
-    // Flint has no JVM: the process's resident memory stands for "heap"; JVM-only
-    // figures (non-heap, direct buffers, garbage collectors) are zero or empty.
+    // Flint has no JVM: the heap figures are the process's (see `common::process_metrics`
+    // for the mapping); direct and mapped buffers and garbage collectors do not exist.
+    let metric = |name: &str| -> i64 { tm.metrics.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v as i64) };
     body["metrics"] = json!({
-        "heapUsed": tm.process_memory,
-        "heapCommitted": tm.process_memory,
-        "heapMax": tm.memory.total_process_memory.max(tm.process_memory),
-        "nonHeapUsed": 0, "nonHeapCommitted": 0, "nonHeapMax": 0,
+        "heapUsed": metric("Status.JVM.Memory.Heap.Used"),
+        "heapCommitted": metric("Status.JVM.Memory.Heap.Committed"),
+        "heapMax": metric("Status.JVM.Memory.Heap.Max"),
+        "nonHeapUsed": metric("Status.JVM.Memory.NonHeap.Used"),
+        "nonHeapCommitted": metric("Status.JVM.Memory.NonHeap.Committed"),
+        "nonHeapMax": metric("Status.JVM.Memory.NonHeap.Max"),
         "directCount": 0, "directUsed": 0, "directMax": 0,
         "mappedCount": 0, "mappedUsed": 0, "mappedMax": 0,
-        "memorySegmentsAvailable": 0, "memorySegmentsTotal": 0,
-        "nettyShuffleMemorySegmentsAvailable": 0, "nettyShuffleMemorySegmentsUsed": 0,
-        "nettyShuffleMemorySegmentsTotal": 0, "nettyShuffleMemoryAvailable": 0,
+        "memorySegmentsAvailable": metric("Status.Network.AvailableMemorySegments"),
+        "memorySegmentsTotal": metric("Status.Network.TotalMemorySegments"),
+        "nettyShuffleMemorySegmentsAvailable": metric("Status.Shuffle.Netty.AvailableMemorySegments"),
+        "nettyShuffleMemorySegmentsUsed": metric("Status.Shuffle.Netty.UsedMemorySegments"),
+        "nettyShuffleMemorySegmentsTotal": metric("Status.Shuffle.Netty.TotalMemorySegments"),
+        "nettyShuffleMemoryAvailable": 0,
         "nettyShuffleMemoryUsed": 0, "nettyShuffleMemoryTotal": 0,
         "garbageCollectors": [],
     });
@@ -419,8 +427,15 @@ fn api(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/config", web::get, config))
         .service(resource("/overview", web::get, overview))
         .service(resource("/taskmanagers", web::get, task_managers))
-        .service(resource("/taskmanagers/{taskmanagerid}", web::get, task_manager))
         .service(resource("/jobmanager/config", web::get, jobmanager_config))
+        .service(resource("/jobmanager/metrics", web::get, cluster_metrics::jobmanager_metrics_handler))
+        .service(resource("/taskmanagers/metrics", web::get, cluster_metrics::taskmanagers_metrics_handler))
+        .service(resource(
+            "/taskmanagers/{taskmanagerid}/metrics",
+            web::get,
+            cluster_metrics::taskmanager_metrics_handler,
+        ))
+        .service(resource("/taskmanagers/{taskmanagerid}", web::get, task_manager))
         .service(resource("/jobmanager/environment", web::get, jobmanager_environment))
         .service(resource("/jobmanager/logs", web::get, jobmanager_logs))
         .service(resource("/jobmanager/logs/{name}", web::get, jobmanager_named_log))

@@ -96,6 +96,11 @@ fn job_metrics(s: &JobSnapshot, now: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The job metrics that are numbers (`lastCheckpointExternalPath` is a text).
+pub(crate) fn numeric_job_metrics(s: &JobSnapshot, now: u64) -> Vec<(&'static str, f64)> {
+    job_metrics(s, now).into_iter().filter_map(|(id, v)| Some((id, v.parse::<f64>().ok()?))).collect()
+}
+
 /// The metrics of one job: ids, or the values asked for with `get`.
 fn metrics_json(s: &JobSnapshot, query: &MetricsQuery, now: u64) -> Value {
     if s.graph.status.is_globally_terminal() {
@@ -134,12 +139,7 @@ pub async fn jobs_metrics(state: web::Data<RestState>, query: web::Query<Aggrega
         .iter()
         .filter(|s| !s.graph.status.is_globally_terminal())
         .filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.graph.job_id.to_string().as_str())))
-        .map(|s| {
-            job_metrics(s, now)
-                .into_iter()
-                .filter_map(|(id, v)| Some((id.to_string(), v.parse::<f64>().ok()?)))
-                .collect()
-        })
+        .map(|s| numeric_job_metrics(s, now).into_iter().map(|(id, v)| (id.to_string(), v)).collect())
         .collect();
     let components: Vec<&BTreeMap<String, f64>> = per_job.iter().collect();
     Ok(HttpResponse::Ok().json(query.metrics_query().answer_aggregated(&components)?))

@@ -60,6 +60,8 @@ struct WorkerRegistration {
     failed_rpcs: i32,
     heartbeat_in_flight: bool,
     process_memory: u64,
+    /// The taskmanager's metrics of its last heartbeat answer.
+    metrics: Vec<(String, f64)>,
 }
 
 /// The ResourceManager actor.
@@ -310,6 +312,7 @@ impl ResourceManager {
             memory: r.memory.clone(),
             allocated_slots,
             process_memory: worker.process_memory,
+            metrics: worker.metrics.clone(),
         }
     }
 }
@@ -368,6 +371,7 @@ impl Handler<HeartbeatAnswer> for ResourceManager {
                 worker.last_heartbeat_ms = epoch_ms();
                 worker.failed_rpcs = 0;
                 worker.process_memory = payload.process_memory;
+                worker.metrics = payload.metrics;
                 let actions =
                     self.slot_manager.report_slot_status(&msg.resource_id, &payload.slot_report, Instant::now());
                 self.perform(actions);
@@ -439,6 +443,7 @@ impl Handler<RegisterTaskExecutor> for ResourceManager {
                 failed_rpcs: 0,
                 heartbeat_in_flight: false,
                 process_memory: 0,
+                metrics: Vec::new(),
             },
         );
         self.perform(actions);

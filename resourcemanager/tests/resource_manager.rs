@@ -55,6 +55,7 @@ impl FakeTaskExecutor {
                             resource_id: id,
                             slot_report: r.lock().unwrap().clone(),
                             process_memory: 1,
+                            metrics: Vec::new(),
                         }
                     }
                 })

@@ -19,6 +19,7 @@ pub mod state;
 pub mod task;
 pub mod task_executor;
 pub mod task_metrics;
+pub mod tm_metrics;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
@@ -234,13 +235,27 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
         data_client: data_client.clone(),
         gate_config: network::GateConfig::default(),
         max_queued_buffers: network::GateConfig::default().initial_credit as usize,
+        metrics: Arc::new(tm_metrics::TaskManagerMetrics::new(
+            tm.host.clone(),
+            resource_id.to_string(),
+            tm.managed_memory,
+        )),
     });
+    let tm_metrics = env.metrics.clone();
 
     let fatal = FatalErrorHandler::new(shutdown.clone());
     let system = actix::System::new();
     system.block_on(async {
         let te = actix::Actor::start(TaskExecutor::new(rpc.clone(), tm.clone(), description, env, fatal.clone()));
         task_executor::register_endpoint(&rpc, te.clone());
+        flint_common::metric_reporter::start_prometheus_reporters(
+            &config,
+            &tm.bind_host,
+            Arc::new(move || {
+                let metrics = tm_metrics.clone();
+                Box::pin(async move { metrics.points() })
+            }),
+        );
         let retrieval = match ha.leader_retrieval(RESOURCE_MANAGER) {
             Ok(retrieval) => {
                 let addr = te.clone();

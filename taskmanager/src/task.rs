@@ -57,6 +57,8 @@ pub struct TaskEnvironment {
     pub data_client: DataClient,
     pub gate_config: GateConfig,
     pub max_queued_buffers: usize,
+    /// The taskmanager's metrics and its tasks' latest ones.
+    pub metrics: Arc<crate::tm_metrics::TaskManagerMetrics>,
 }
 
 /// What a task tells its TaskExecutor (which forwards it to the JobMaster).

@@ -427,6 +427,7 @@ impl Handler<HeartbeatFromResourceManager> for TaskExecutor {
             resource_id: self.description.resource_id.clone(),
             slot_report: self.slots.report(),
             process_memory: resident_memory_bytes(),
+            metrics: self.env.metrics.taskmanager_metrics(),
         })
     }
 }
@@ -695,12 +696,16 @@ impl Handler<SubmitTask> for TaskExecutor {
         info!(%job_id, attempt = %attempt_id, task = %tdd.vertex.name, subtask = tdd.subtask, "deploying task");
         let addr = ctx.address();
         let reporter: Reporter = Box::new(move |event| addr.do_send(TaskEventFor { attempt_id, event }));
+        self.env.metrics.task_started(&tdd);
         match task::spawn(tdd, self.env.clone(), reporter) {
             Ok(handle) => {
                 self.tasks.insert(attempt_id, RunningTask { handle, allocation_id, job_master });
                 MessageResult(Ok(()))
             }
-            Err(e) => MessageResult(Err(SubmitTaskError::TaskStartFailed { reason: e.to_string() })),
+            Err(e) => {
+                self.env.metrics.task_ended(attempt_id);
+                MessageResult(Err(SubmitTaskError::TaskStartFailed { reason: e.to_string() }))
+            }
         }
     }
 }
@@ -723,6 +728,9 @@ impl Handler<TaskEventFor> for TaskExecutor {
             TaskEvent::State { state, failure, metrics, accumulators, commits } => {
                 if matches!(state, TaskState::Finished | TaskState::Canceled | TaskState::Failed) {
                     self.tasks.remove(&attempt_id);
+                    self.env.metrics.task_ended(attempt_id);
+                } else if !metrics.dump.task.is_empty() {
+                    self.env.metrics.task_reported(attempt_id, &metrics.dump);
                 }
                 let update = UpdateTaskExecutionState { attempt_id, state, failure, metrics, accumulators, commits };
                 actix::spawn(async move {

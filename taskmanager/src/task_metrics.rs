@@ -378,6 +378,8 @@ impl TaskMeter {
             task.push(("currentInputWatermark", self.io.input_watermark.load(Ordering::Relaxed) as f64));
         }
         metrics.dump.task = task.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        metrics.dump.buffers_queued = (queued + input.queued) as u64;
+        metrics.dump.buffers_capacity = (capacity + input.capacity) as u64;
         for ((name, io), rates) in self.operators.iter().zip(&mut self.operator_rates) {
             let records_in = io.records_in.load(Ordering::Relaxed);
             let records_out = io.records_out.load(Ordering::Relaxed);

@@ -144,3 +144,129 @@ fn an_event_time_job_shows_advancing_watermarks() {
     let reply = h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap();
     assert_eq!(reply.status, 202);
 }
+
+/// The value of the only series a PromQL query returns, if it returns exactly one.
+fn single(series: &[Value]) -> Option<f64> {
+    match series {
+        [one] => one["value"][1].as_str()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Waits for a PromQL query's single value to pass `accept`; on timeout prints Prometheus's
+/// targets and log and the processes' logs.
+fn wait_query(
+    h: &Harness,
+    prometheus: &flint_tests::prometheus::PrometheusServer,
+    promql: &str,
+    accept: impl Fn(f64) -> bool,
+) -> f64 {
+    let until = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = prometheus.query(promql).ok().as_deref().and_then(single).filter(|v| accept(*v)) {
+            return v;
+        }
+        if std::time::Instant::now() > until {
+            eprintln!("targets: {}\n{}", prometheus.targets(), prometheus.log_tail());
+            h.dump_logs();
+            panic!("timed out after {DEADLINE:?} waiting for {promql}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_every_process_with_flinks_names() {
+    let mut h = Harness::new("metrics-prometheus");
+    // Two ports for two processes: the jobmanager takes the first, the taskmanager finds it
+    // taken and takes the next, as with Flink's `9250-9260`.
+    let ports = flint_tests::free_ports(2);
+    h.set("metrics.reporter.prom.factory.class", "org.apache.flink.metrics.prometheus.PrometheusReporterFactory");
+    h.set("metrics.reporter.prom.port", format!("{},{}", ports[0], ports[1]));
+    h.set("heartbeat.interval", "1000");
+    h.start_jobmanager("jobmanager");
+    h.wait_for_overview("the jobmanager", DEADLINE, |o| o["taskmanagers"] == 0);
+    h.start_taskmanager("taskmanager-1", &["taskmanager.numberOfTaskSlots=2".into()]);
+    h.wait_for_overview("the task manager", DEADLINE, |o| o["slots-total"] == 2);
+    let targets: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let prometheus = flint_tests::prometheus::PrometheusServer::start("metrics", &targets).unwrap_or_else(|e| {
+        h.dump_logs();
+        panic!("{e}")
+    });
+    let job = json!({
+        "flint": 1, "name": "prom job", "parallelism": 2,
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0, "rate": 20000 },
+            { "id": "out", "op": "sink.blackhole", "inputs": ["numbers"], "ship": "rebalance" }
+        ]
+    });
+    let id = h.submit("", &job);
+    let vertices = vertex_ids(&h, &id);
+    let source = &vertices[0];
+    let rest_count = || -> f64 {
+        let agg = h.get_ok(&format!("/jobs/{id}/vertices/{source}/subtasks/metrics?get=numRecordsOut&agg=sum"));
+        agg[0]["sum"].as_f64().unwrap_or(0.0)
+    };
+    // The job's record counts: per source subtask with Flink's labels, summed by PromQL. The
+    // jobmanager's copy (REST) and the taskmanager's (Prometheus) come from the same task
+    // reports, so the scraped sum lies between two REST readings taken around it.
+    let promql =
+        "sum(flink_taskmanager_job_task_operator_numRecordsOut{job_name=\"prom_job\",operator_name=\"numbers\"})";
+    let before = h.wait_for("records counted over REST", DEADLINE, || Some(rest_count()).filter(|c| *c > 0.0));
+    let scraped = wait_query(&h, &prometheus, promql, |v| v >= before);
+    let after =
+        h.wait_for("REST to catch up with the scrape", DEADLINE, || Some(rest_count()).filter(|c| *c >= scraped));
+    eprintln!("records out: REST {before} <= Prometheus {scraped} <= REST {after}");
+    let series = prometheus
+        .query(&format!(
+            "flink_taskmanager_job_task_operator_numRecordsOut{{job_id=\"{id}\",operator_name=\"numbers\"}}"
+        ))
+        .unwrap();
+    assert_eq!(series.len(), 2, "one series per subtask: {series:?}");
+    let labels = &series[0]["metric"];
+    for label in ["host", "tm_id", "job_id", "job_name", "task_name", "task_id", "subtask_index", "task_attempt_num"] {
+        assert!(labels[label].is_string(), "label {label} in {labels}");
+    }
+    assert_eq!(labels["job_name"], "prom_job", "label values filtered as Flink does: {labels}");
+    let mut subtasks: Vec<&str> = series.iter().map(|s| s["metric"]["subtask_index"].as_str().unwrap()).collect();
+    subtasks.sort();
+    assert_eq!(subtasks, ["0", "1"]);
+    // Task metrics, jobmanager, job and process metrics, from both processes.
+    let one = |q: &str| -> f64 { wait_query(&h, &prometheus, q, |_| true) };
+    assert!(one("sum(flink_taskmanager_job_task_numRecordsInPerSecond{job_name=\"prom_job\"})") >= 0.0);
+    assert_eq!(one("flink_jobmanager_numRegisteredTaskManagers"), 1.0);
+    assert_eq!(one("flink_jobmanager_taskSlotsTotal"), 2.0);
+    assert_eq!(one("flink_jobmanager_numRunningJobs"), 1.0);
+    assert_eq!(one(&format!("flink_jobmanager_job_numRestarts{{job_id=\"{id}\"}}")), 0.0);
+    assert!(one(&format!("flink_jobmanager_job_uptime{{job_id=\"{id}\"}}")) >= 0.0);
+    for scope in ["jobmanager", "taskmanager"] {
+        let heap = one(&format!("flink_{scope}_Status_JVM_Memory_Heap_Used"));
+        let resident = one(&format!("flink_{scope}_Status_Process_Memory_Resident"));
+        assert!(heap > 1e5 && resident > 1e6, "{scope}: heap {heap}, resident {resident}");
+        assert!(one(&format!("flink_{scope}_Status_JVM_Threads_Count")) >= 2.0);
+    }
+    assert!(one("flink_taskmanager_Status_Shuffle_Netty_TotalMemorySegments") > 0.0, "the running tasks' queues");
+
+    // The same taskmanager figures over REST, as Flink's MetricFetcher would show them.
+    let tm = h.get_ok("/taskmanagers")["taskmanagers"][0]["id"].as_str().unwrap().to_string();
+    let tm_metrics = h.wait_for("taskmanager metrics over REST", DEADLINE, || {
+        let m = h.get_ok(&format!(
+            "/taskmanagers/{tm}/metrics?get=Status.JVM.Memory.Heap.Used,Status.Shuffle.Netty.TotalMemorySegments"
+        ));
+        (value(&m, "Status.Shuffle.Netty.TotalMemorySegments")? > 0.0).then_some(m)
+    });
+    assert!(value(&tm_metrics, "Status.JVM.Memory.Heap.Used").unwrap() > 1e5, "{tm_metrics}");
+    let agg = h.get_ok("/taskmanagers/metrics?get=Status.JVM.Memory.Heap.Used&agg=min,max,avg,sum");
+    assert_eq!(agg[0]["id"], "Status.JVM.Memory.Heap.Used", "{agg}");
+    assert_eq!(agg[0]["min"], agg[0]["max"], "one taskmanager: {agg}");
+    let jm = h.get_ok("/jobmanager/metrics?get=Status.JVM.Memory.Heap.Used,Status.JVM.CPU.Load,numRegisteredTaskManagers,taskSlotsAvailable,taskSlotsTotal,numRunningJobs");
+    assert_eq!(jm.as_array().unwrap().len(), 6, "{jm}");
+    assert_eq!(value(&jm, "taskSlotsTotal"), Some(2.0), "{jm}");
+    assert_eq!(h.get_ok("/taskmanagers/nosuchtm/metrics"), json!([]), "an unknown taskmanager has no metrics");
+    let detail = h.get_ok(&format!("/taskmanagers/{tm}"));
+    assert!(detail["metrics"]["heapUsed"].as_i64().unwrap() > 100_000, "{detail}");
+
+    let reply = h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap();
+    assert_eq!(reply.status, 202);
+    h.wait_job_state(&id, "CANCELED", DEADLINE);
+}

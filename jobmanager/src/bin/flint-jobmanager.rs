@@ -5,6 +5,11 @@ use clap::Parser;
 use flint_common::process::{init_logging, DaemonArgs};
 use tokio_util::sync::CancellationToken;
 
+/// The same allocator as the taskmanager's; its committed memory is the process metrics'
+/// heap figure.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = DaemonArgs::parse();
     init_logging();
