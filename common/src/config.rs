@@ -996,6 +996,22 @@ pub mod options {
         ConfigOption::new("web.refresh-interval", Some("3000"), &[], "Web UI refresh interval in milliseconds.");
     pub const REST_FLAMEGRAPH_ENABLED: ConfigOption<bool> =
         ConfigOption::new("rest.flamegraph.enabled", Some("false"), &[], "Whether the web UI offers flame graphs.");
+    pub const REST_FLAMEGRAPH_REFRESH_INTERVAL: ConfigOption<Duration> = ConfigOption::new(
+        "rest.flamegraph.refresh-interval",
+        Some("1 min"),
+        &[],
+        "How long a vertex's flame graph is served before it is sampled again.",
+    );
+    pub const REST_FLAMEGRAPH_NUM_SAMPLES: ConfigOption<u32> =
+        ConfigOption::new("rest.flamegraph.num-samples", Some("100"), &[], "Samples per flame graph and thread.");
+    pub const REST_FLAMEGRAPH_DELAY_BETWEEN_SAMPLES: ConfigOption<Duration> = ConfigOption::new(
+        "rest.flamegraph.delay-between-samples",
+        Some("50 ms"),
+        &[],
+        "Time between two samples of a flame graph.",
+    );
+    pub const REST_FLAMEGRAPH_STACK_DEPTH: ConfigOption<u32> =
+        ConfigOption::new("rest.flamegraph.stack-depth", Some("100"), &[], "Frames kept per sampled stack.");
 
     // --- Bounds (hardening) ---
 
@@ -1071,6 +1087,10 @@ pub mod options {
         &PARALLELISM_DEFAULT,
         &WEB_REFRESH_INTERVAL,
         &REST_FLAMEGRAPH_ENABLED,
+        &REST_FLAMEGRAPH_REFRESH_INTERVAL,
+        &REST_FLAMEGRAPH_NUM_SAMPLES,
+        &REST_FLAMEGRAPH_DELAY_BETWEEN_SAMPLES,
+        &REST_FLAMEGRAPH_STACK_DEPTH,
         &REST_SERVER_MAX_CONTENT_LENGTH,
         &REST_IDLENESS_TIMEOUT,
         &TASK_MANAGER_REGISTRATION_TIMEOUT,
@@ -1603,7 +1623,7 @@ mod tests {
         assert!(keys.contains(&"akka.framesize"));
         assert!(keys.contains(&"heartbeat.timeout"));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(ALL_OPTIONS.len(), 39);
+        assert_eq!(ALL_OPTIONS.len(), 43);
     }
 
     #[test]

@@ -581,6 +581,41 @@ pub struct RequestLogList {}
 
 rpc_message!(unfenced RequestLogList => Vec<LogFileInfo>);
 
+/// Samples the on-CPU stacks of these tasks' threads for `duration_ms` at `frequency_hz`
+/// (the flame graphs of `/jobs/:id/vertices/:v/flamegraph`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestThreadSamples {
+    pub attempts: Vec<ExecutionAttemptId>,
+    pub duration_ms: u64,
+    pub frequency_hz: u32,
+    /// At most this many frames per stack (the innermost ones).
+    pub max_depth: u32,
+}
+
+/// Sampled stacks (frame names, outermost first) and how often each was seen.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadSamples {
+    pub stacks: Vec<(Vec<String>, u64)>,
+}
+
+/// Why a TaskExecutor could not sample its task threads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ThreadSamplingError {
+    #[error("another flame graph is being sampled on this taskmanager")]
+    Busy,
+    #[error("the stack sampler could not run: {reason}")]
+    SamplerFailed { reason: String },
+}
+
+impl ThreadSamplingError {
+    /// A busy sampler is free again after its sampling period.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ThreadSamplingError::Busy)
+    }
+}
+
+rpc_message!(unfenced RequestThreadSamples => Result<ThreadSamples, ThreadSamplingError>);
+
 /// The last `max_bytes` of one log file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestLogFile {
@@ -811,6 +846,10 @@ impl TaskExecutorGateway {
 
     pub fn log_list(&self) -> Reply<Vec<LogFileInfo>> {
         Box::pin(self.0.ask(&RequestLogList {}))
+    }
+
+    pub fn thread_samples(&self, request: &RequestThreadSamples) -> Reply<Result<ThreadSamples, ThreadSamplingError>> {
+        Box::pin(self.0.ask(request))
     }
 
     pub fn log_file(&self, file: LogFile, max_bytes: u64) -> Reply<Result<String, LogFileError>> {

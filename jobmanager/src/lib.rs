@@ -20,6 +20,7 @@ pub mod execution_graph;
 pub mod job_master;
 pub mod rest;
 pub mod rest_checkpoints;
+pub mod rest_flamegraph;
 pub mod rest_jobs;
 pub mod rest_metrics;
 pub mod restart;
@@ -145,6 +146,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
             dispatcher::JobStoreLimits::from_config(&config)?,
         );
 
+        let flame_graph_settings = rest_flamegraph::FlameGraphSettings::from_config(&config)?;
         let mut listener = None;
         let mut last_error = String::new();
         for port in &rest_ports {
@@ -188,6 +190,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
             shutdown: shutdown.clone(),
             refresh_interval_ms,
             leadership,
+            flame_graphs: Arc::new(rest_flamegraph::FlameGraphs::new(flame_graph_settings)),
             process_metrics: Arc::new(flint_common::process_metrics::ProcessMetrics::new(
                 flint_common::process_metrics::mimalloc_committed,
             )),

@@ -39,6 +39,8 @@ pub struct RestState {
     pub leadership: Arc<RestLeadership>,
     /// This process's memory, CPU and threads (`/jobmanager/metrics`, the reporter).
     pub process_metrics: Arc<flint_common::process_metrics::ProcessMetrics>,
+    /// The vertex flame graphs sampled or being sampled.
+    pub flame_graphs: Arc<crate::rest_flamegraph::FlameGraphs>,
 }
 
 /// The REST endpoint's leadership (component `rest_server`). Only the leading jobmanager
@@ -497,6 +499,7 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/metrics", web::get, rest_metrics::vertex_metrics))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/backpressure", web::get, rest_metrics::backpressure))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/watermarks", web::get, rest_metrics::watermarks))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/flamegraph", web::get, crate::rest_flamegraph::flamegraph))
         .service(resource(
             "/jobs/{jobid}/vertices/{vertexid}/subtasks/metrics",
             web::get,

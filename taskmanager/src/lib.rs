@@ -15,6 +15,7 @@
 
 pub mod network;
 pub mod runtime;
+pub mod stack_sampler;
 pub mod state;
 pub mod task;
 pub mod task_executor;

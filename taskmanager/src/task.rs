@@ -182,6 +182,8 @@ fn run(
     report: Reporter,
 ) {
     let io = Arc::new(TaskIo::default());
+    // The flame graph sampler tells this thread's samples apart by its pthread id.
+    env.metrics.task_thread(tdd.attempt_id, nix::sys::pthread::pthread_self() as u64);
     report(state_event(TaskState::Initializing, None, TaskMetrics::default()));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -782,6 +782,27 @@ impl Handler<RequestLogList> for TaskExecutor {
     }
 }
 
+impl Handler<RequestThreadSamples> for TaskExecutor {
+    type Result = ResponseFuture<Result<ThreadSamples, ThreadSamplingError>>;
+    fn handle(&mut self, msg: RequestThreadSamples, _ctx: &mut Context<Self>) -> Self::Result {
+        let threads = self.env.metrics.task_threads(&msg.attempts);
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            // The sampler sleeps through its period: on a thread of its own.
+            let spawned = std::thread::Builder::new().name("stack-sampler".into()).spawn(move || {
+                let duration = std::time::Duration::from_millis(msg.duration_ms);
+                let _ =
+                    tx.send(crate::stack_sampler::sample(&threads, duration, msg.frequency_hz, msg.max_depth as usize));
+            });
+            if let Err(e) = spawned {
+                return Err(ThreadSamplingError::SamplerFailed { reason: e.to_string() });
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(ThreadSamplingError::SamplerFailed { reason: "the sampler stopped".into() }))
+        })
+    }
+}
+
 impl Handler<RequestLogFile> for TaskExecutor {
     type Result = MessageResult<RequestLogFile>;
     fn handle(&mut self, msg: RequestLogFile, _ctx: &mut Context<Self>) -> Self::Result {
@@ -860,6 +881,7 @@ pub fn register_endpoint(rpc: &RpcService, addr: Addr<TaskExecutor>) {
             .on_actor::<TriggerCheckpoint, _>(addr.clone())
             .on_actor::<NotifyCheckpoint, _>(addr.clone())
             .on_actor::<RequestLogList, _>(addr.clone())
+            .on_actor::<RequestThreadSamples, _>(addr.clone())
             .on_actor::<HeartbeatFromJobManager, _>(addr.clone())
             .on_actor::<RequestLogFile, _>(addr),
     );

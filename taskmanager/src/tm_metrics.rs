@@ -31,6 +31,8 @@ struct TaskEntry {
     subtask: u32,
     attempt_number: u32,
     dump: MetricDump,
+    /// The task thread's pthread id, once it runs.
+    thread: Option<u64>,
 }
 
 /// The taskmanager's metrics and its tasks' latest ones.
@@ -69,6 +71,7 @@ impl TaskManagerMetrics {
                 subtask: tdd.subtask,
                 attempt_number: tdd.attempt_number,
                 dump: MetricDump::default(),
+                thread: None,
             },
         );
     }
@@ -78,6 +81,19 @@ impl TaskManagerMetrics {
         if let Some(entry) = self.tasks().get_mut(&attempt) {
             entry.dump = dump.clone();
         }
+    }
+
+    /// A task's thread started.
+    pub fn task_thread(&self, attempt: ExecutionAttemptId, thread: u64) {
+        if let Some(entry) = self.tasks().get_mut(&attempt) {
+            entry.thread = Some(thread);
+        }
+    }
+
+    /// The threads of these attempts that run here.
+    pub fn task_threads(&self, attempts: &[ExecutionAttemptId]) -> Vec<u64> {
+        let tasks = self.tasks();
+        attempts.iter().filter_map(|a| tasks.get(a)?.thread).collect()
     }
 
     /// A task reached a terminal state: its metrics are gone, as in Flink.

@@ -99,6 +99,9 @@ fn a_slow_sink_is_busy_and_the_fast_source_before_it_back_pressured() {
     assert_eq!(jobs, json!([{ "id": "numRestarts", "sum": 0.0 }]));
     assert!(h.get_ok("/jobs/metrics").as_array().unwrap().iter().any(|m| m["id"] == "uptime"));
 
+    // Flame graphs are off by default: Flink's "disabled".
+    assert_eq!(h.get_ok(&format!("/jobs/{id}/vertices/{source}/flamegraph")), json!({ "endTimestamp": -2 }));
+
     let reply = h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap();
     assert_eq!(reply.status, 202);
     h.wait_job_state(&id, "CANCELED", DEADLINE);
@@ -269,4 +272,68 @@ fn a_real_prometheus_scrapes_every_process_with_flinks_names() {
     let reply = h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap();
     assert_eq!(reply.status, 202);
     h.wait_job_state(&id, "CANCELED", DEADLINE);
+}
+
+#[test]
+fn a_flame_graph_samples_the_running_task_threads() {
+    let mut h = Harness::new("metrics-flamegraph");
+    h.set("rest.flamegraph.enabled", "true");
+    h.set("rest.flamegraph.num-samples", "20");
+    h.set("rest.flamegraph.delay-between-samples", "50 ms");
+    h.set("rest.flamegraph.refresh-interval", "2 s");
+    // The innermost 40 frames: the graph nests within serde_json's parsing depth (128).
+    h.set("rest.flamegraph.stack-depth", "40");
+    h.start_jobmanager("jobmanager");
+    h.start_taskmanager("taskmanager-1", &["taskmanager.numberOfTaskSlots=2".into()]);
+    h.wait_for_overview("the task manager", DEADLINE, |o| o["slots-total"] == 2);
+    // A source computing as fast as it can: its thread is on a CPU most of the time.
+    let job = json!({
+        "flint": 1, "name": "busy", "parallelism": 1,
+        "operators": [
+            { "id": "numbers", "op": "source.sequence", "from": 0 },
+            { "id": "squares", "op": "map", "inputs": ["numbers"], "fields": { "s": "(n % 1000) * (n % 7)" } },
+            { "id": "out", "op": "sink.blackhole", "inputs": ["squares"], "ship": "rebalance" }
+        ]
+    });
+    let id = h.submit("", &job);
+    let vertices = vertex_ids(&h, &id);
+    let source = &vertices[0];
+    h.wait_for("the job running", DEADLINE, || flint_tests::all_running(&h.job(&id)).then_some(()));
+    let first = h.get_ok(&format!("/jobs/{id}/vertices/{source}/flamegraph?type=on_cpu"));
+    assert!(first["endTimestamp"] == -3 || first["data"].is_object(), "waiting for the samples: {first}");
+    let graph = h.wait_for("a sampled flame graph", DEADLINE, || {
+        let g = h.get_ok(&format!("/jobs/{id}/vertices/{source}/flamegraph?type=on_cpu"));
+        (g["endTimestamp"].as_i64()? > 0).then_some(g)
+    });
+    let root = &graph["data"];
+    assert_eq!(root["name"], "root", "{graph}");
+    let total = root["value"].as_u64().unwrap();
+    assert!(total > 0, "on-CPU samples of the source thread: {graph}");
+    let children_sum: u64 = root["children"].as_array().unwrap().iter().map(|c| c["value"].as_u64().unwrap()).sum();
+    assert_eq!(children_sum, total, "a node's value is the sum of its children's at the root: {graph}");
+    let text = graph.to_string();
+    assert!(text.contains("flint_taskmanager"), "Flint's own functions are on the stacks: {text:.2000}");
+    fn depth(node: &Value) -> usize {
+        1 + node["children"].as_array().map_or(0, |c| c.iter().map(depth).max().unwrap_or(0))
+    }
+    assert!(depth(root) <= 41, "at most 40 frames under the root: {}", depth(root));
+    // One subtask, the off-CPU view (empty: only on-CPU time is sampled), bad parameters.
+    let one = h.wait_for("the subtask's graph", DEADLINE, || {
+        let g = h.get_ok(&format!("/jobs/{id}/vertices/{source}/flamegraph?type=full&subtaskindex=0"));
+        (g["endTimestamp"].as_i64()? > 0).then_some(g)
+    });
+    assert!(one["data"]["value"].as_u64().unwrap() > 0, "{one}");
+    let off = h.wait_for("the off-CPU graph", DEADLINE, || {
+        let g = h.get_ok(&format!("/jobs/{id}/vertices/{source}/flamegraph?type=off_cpu"));
+        (g["endTimestamp"].as_i64()? > 0).then_some(g)
+    });
+    assert_eq!(off["data"]["value"], 0, "{off}");
+    for bad in ["type=hot", "subtaskindex=7", "subtaskindex=x"] {
+        let reply = h.get(&format!("/jobs/{id}/vertices/{source}/flamegraph?{bad}")).unwrap();
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
+    let reply = h.patch(&format!("/jobs/{id}?mode=cancel")).unwrap();
+    assert_eq!(reply.status, 202);
+    h.wait_job_state(&id, "CANCELED", DEADLINE);
+    assert_eq!(h.get_ok(&format!("/jobs/{id}/vertices/{source}/flamegraph")), json!({ "endTimestamp": -1 }));
 }
