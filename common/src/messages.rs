@@ -581,6 +581,19 @@ pub struct RequestLogList {}
 
 rpc_message!(unfenced RequestLogList => Vec<LogFileInfo>);
 
+/// One thread of a thread dump (`/jobmanager/thread-dump`, `/taskmanagers/:id/thread-dump`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadDumpEntry {
+    pub thread_name: String,
+    pub stringified_thread_info: String,
+}
+
+/// The TaskExecutor's threads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestThreadDump {}
+
+rpc_message!(unfenced RequestThreadDump => Vec<ThreadDumpEntry>);
+
 /// Samples the on-CPU stacks of these tasks' threads for `duration_ms` at `frequency_hz`
 /// (the flame graphs of `/jobs/:id/vertices/:v/flamegraph`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -846,6 +859,10 @@ impl TaskExecutorGateway {
 
     pub fn log_list(&self) -> Reply<Vec<LogFileInfo>> {
         Box::pin(self.0.ask(&RequestLogList {}))
+    }
+
+    pub fn thread_dump(&self) -> Reply<Vec<ThreadDumpEntry>> {
+        Box::pin(self.0.ask(&RequestThreadDump {}))
     }
 
     pub fn thread_samples(&self, request: &RequestThreadSamples) -> Reply<Result<ThreadSamples, ThreadSamplingError>> {

@@ -205,6 +205,9 @@ impl MetricsQuery {
 pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".to_string()
+    } else if v == i64::MIN as f64 {
+        // "No watermark yet": Flink's Long.MIN_VALUE, exactly.
+        i64::MIN.to_string()
     } else if v.fract() == 0.0 && v.abs() < 9.0e15 {
         format!("{}", v as i64)
     } else {
@@ -280,5 +283,6 @@ mod tests {
         let bad = query(Some("numRecordsOut"), Some("median")).answer_aggregated(&[&a]);
         assert!(matches!(bad, Err(MetricsQueryError::UnknownAggregation { .. })));
         assert_eq!(format_value(0.25), "0.25");
+        assert_eq!(format_value(i64::MIN as f64), "-9223372036854775808");
     }
 }

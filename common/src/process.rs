@@ -188,6 +188,48 @@ pub fn machine_memory_bytes() -> (u64, u64) {
     )
 }
 
+/// The most threads a thread dump lists.
+pub const MAX_DUMPED_THREADS: usize = 4096;
+
+/// This process's threads as Flink's thread dumps list them: each thread's name and a text
+/// in the shape of Java's `ThreadInfo` (`"name" Id=<tid> <STATE>`), with what Linux knows
+/// of it: its state, CPU time and, when it sleeps, the kernel function it waits in. Flint
+/// cannot walk other threads' user-space stacks without stopping them, so no frames.
+pub fn thread_dump() -> Vec<crate::messages::ThreadDumpEntry> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let mut tids: Vec<u64> =
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).take(MAX_DUMPED_THREADS).collect();
+    tids.sort_unstable();
+    tids.into_iter()
+        .filter_map(|tid| {
+            let base = format!("/proc/self/task/{tid}");
+            let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let state = fields.first().copied().unwrap_or("?");
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            // utime and stime, in USER_HZ (100 per second on Linux).
+            let cpu_ms = (ticks(11) + ticks(12)) * 10;
+            let java_state = match state {
+                "R" => "RUNNABLE",
+                "S" | "I" => "TIMED_WAITING",
+                "D" => "WAITING",
+                "T" | "t" => "BLOCKED",
+                _ => "TERMINATED",
+            };
+            let wchan = std::fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
+            let waiting = match wchan.trim() {
+                "" | "0" => String::new(),
+                w => format!(", waiting in {w}"),
+            };
+            let text =
+                format!("\"{name}\" Id={tid} {java_state}\n\t(linux state {state}, cpu time {cpu_ms} ms{waiting})\n\n");
+            Some(crate::messages::ThreadDumpEntry { thread_name: name, stringified_thread_info: text })
+        })
+        .collect()
+}
+
 /// Number of CPU cores this process may use.
 pub fn cpu_cores() -> u32 {
     std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
@@ -196,6 +238,35 @@ pub fn cpu_cores() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_dump_lists_this_processs_threads_by_name() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("dump-me".into())
+            .spawn(move || {
+                started_tx.send(()).unwrap();
+                rx.recv()
+            })
+            .unwrap();
+        started_rx.recv().unwrap();
+        // Blocked on the channel by now (or about to be): wait until Linux says it sleeps.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut dump = thread_dump();
+        while std::time::Instant::now() < until
+            && !dump.iter().any(|e| e.thread_name == "dump-me" && e.stringified_thread_info.contains("WAITING"))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            dump = thread_dump();
+        }
+        assert!(dump.len() >= 2, "{dump:?}");
+        let me = dump.iter().find(|e| e.thread_name == "dump-me").expect("the named thread");
+        assert!(me.stringified_thread_info.starts_with("\"dump-me\" Id="), "{me:?}");
+        assert!(me.stringified_thread_info.contains("WAITING"), "a thread blocked on a channel waits: {me:?}");
+        tx.send(()).unwrap();
+        t.join().unwrap().unwrap();
+    }
 
     #[test]
     fn reads_own_resource_usage() {

@@ -295,6 +295,11 @@ pub struct CheckpointStatistics {
     pub latest: LatestCheckpoints,
     /// The last [`HISTORY_SIZE`] triggered checkpoints, newest first.
     pub history: Vec<CheckpointStats>,
+    /// The [`HISTORY_SIZE`] checkpoints that left the history last, newest first: their
+    /// details stay readable for a while (a dashboard that listed the history asks for
+    /// them), as Flink's checkpoint statistics cache keeps them.
+    #[serde(skip)]
+    pub evicted: Vec<CheckpointStats>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -524,6 +529,7 @@ pub struct CheckpointCoordinator {
     // statistics
     counts: CheckpointCounts,
     history: VecDeque<CheckpointStats>,
+    evicted: VecDeque<CheckpointStats>,
     latest: LatestCheckpoints,
     size_summary: SummaryAccumulator,
     duration_summary: SummaryAccumulator,
@@ -550,6 +556,7 @@ impl CheckpointCoordinator {
             shut_down: false,
             counts: CheckpointCounts::default(),
             history: VecDeque::new(),
+            evicted: VecDeque::new(),
             latest: LatestCheckpoints::default(),
             size_summary: SummaryAccumulator::default(),
             duration_summary: SummaryAccumulator::default(),
@@ -904,6 +911,7 @@ impl CheckpointCoordinator {
             },
             latest: self.latest.clone(),
             history,
+            evicted: self.evicted.iter().cloned().collect(),
         }
     }
 
@@ -914,7 +922,12 @@ impl CheckpointCoordinator {
             return Some(self.stats_of(checkpoint_id, p));
         }
         let latest = [&self.latest.completed, &self.latest.savepoint, &self.latest.failed];
-        self.history.iter().chain(latest.into_iter().flatten()).find(|s| s.id == checkpoint_id).cloned()
+        self.history
+            .iter()
+            .chain(latest.into_iter().flatten())
+            .chain(self.evicted.iter())
+            .find(|s| s.id == checkpoint_id)
+            .cloned()
     }
 
     // -- internals ------------------------------------------------------------------------
@@ -948,7 +961,12 @@ impl CheckpointCoordinator {
         self.counts.total += 1;
         let stats = self.stats_of(checkpoint_id, &pending);
         self.history.push_front(stats);
-        self.history.truncate(HISTORY_SIZE);
+        while self.history.len() > HISTORY_SIZE {
+            if let Some(old) = self.history.pop_back() {
+                self.evicted.push_front(old);
+                self.evicted.truncate(HISTORY_SIZE);
+            }
+        }
         self.pending.insert(checkpoint_id, pending);
         CheckpointAction::Trigger { checkpoint_id, timestamp_ms: self.epoch_ms(now), kind, tasks: sources.to_vec() }
     }
@@ -1055,7 +1073,7 @@ impl CheckpointCoordinator {
     }
 
     fn replace_history(&mut self, stats: CheckpointStats) {
-        if let Some(entry) = self.history.iter_mut().find(|s| s.id == stats.id) {
+        if let Some(entry) = self.history.iter_mut().chain(self.evicted.iter_mut()).find(|s| s.id == stats.id) {
             *entry = stats;
         }
     }
@@ -1769,7 +1787,9 @@ mod tests {
         assert_eq!(failed.status, CheckpointStatus::Failed);
         assert!(failed.failure_message.as_deref().unwrap().contains("task failed"));
         assert_eq!(f.c.checkpoint_details(6).map(|s| s.status), Some(CheckpointStatus::Failed));
-        assert_eq!(f.c.checkpoint_details(1), None, "out of the history");
+        // Just out of the history: still readable (a dashboard listed it a moment ago).
+        assert_eq!(f.c.checkpoint_details(1).map(|s| s.id), Some(1));
+        assert_eq!(stats.evicted.iter().map(|s| s.id).collect::<Vec<_>>(), [2, 1]);
 
         let json = serde_json::to_value(&stats).unwrap();
         assert_eq!(json["history"][0]["status"], "IN_PROGRESS");

@@ -23,6 +23,7 @@ pub mod rest_checkpoints;
 pub mod rest_flamegraph;
 pub mod rest_jobs;
 pub mod rest_metrics;
+pub mod rest_misc;
 pub mod restart;
 
 use std::collections::BTreeMap;
@@ -191,6 +192,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
             refresh_interval_ms,
             leadership,
             flame_graphs: Arc::new(rest_flamegraph::FlameGraphs::new(flame_graph_settings)),
+            operations: Arc::default(),
             process_metrics: Arc::new(flint_common::process_metrics::ProcessMetrics::new(
                 flint_common::process_metrics::mimalloc_committed,
             )),

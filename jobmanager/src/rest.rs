@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use flint_common::config::Configuration;
 use flint_common::ids::{JobId, LeaderSessionId, ResourceId};
 
-use crate::{cluster_metrics, rest_checkpoints, rest_jobs, rest_metrics};
+use crate::{cluster_metrics, rest_checkpoints, rest_jobs, rest_metrics, rest_misc};
 use flint_common::messages::{
     DispatcherGateway, LogFile, LogFileError, RemoteEndpoint, ResourceManagerError, ResourceManagerGateway,
     TaskExecutorGateway, TaskManagerInfo,
@@ -41,6 +41,8 @@ pub struct RestState {
     pub process_metrics: Arc<flint_common::process_metrics::ProcessMetrics>,
     /// The vertex flame graphs sampled or being sampled.
     pub flame_graphs: Arc<crate::rest_flamegraph::FlameGraphs>,
+    /// Savepoint disposals and data set deletions.
+    pub operations: Arc<rest_misc::Operations>,
 }
 
 /// The REST endpoint's leadership (component `rest_server`). Only the leading jobmanager
@@ -228,7 +230,8 @@ async fn config(state: web::Data<RestState>) -> Rest {
         "flink-revision": REVISION,
         "features": {
             "web-submit": false,
-            "web-cancel": false,
+            // Flink's `web.cancel.enable` (default true): the dashboards show "Cancel Job".
+            "web-cancel": !state.config.get_raw("web.cancel.enable").is_some_and(|v| v.trim().eq_ignore_ascii_case("false")),
             "web-rescale": false,
             "web-history": false,
         },
@@ -291,12 +294,12 @@ async fn task_manager(state: web::Data<RestState>, path: web::Path<String>) -> R
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn jobmanager_config(state: web::Data<RestState>) -> Rest {
+pub(crate) async fn jobmanager_config(state: web::Data<RestState>) -> Rest {
     let entries: Vec<Value> = state.config.entries().map(|(k, v)| json!({ "key": k, "value": v })).collect();
     Ok(HttpResponse::Ok().json(entries))
 }
 
-async fn jobmanager_environment() -> Rest {
+pub(crate) async fn jobmanager_environment() -> Rest {
     Ok(HttpResponse::Ok().json(json!({
         "jvm": {
             "version": format!("Flint {} (native, no JVM)", flint_common::FLINT_VERSION),
@@ -344,7 +347,7 @@ async fn jobmanager_named_log(path: web::Path<String>) -> Rest {
 }
 
 /// The gateway of a registered TaskExecutor (404 for an unknown id).
-async fn task_executor(state: &RestState, id: String) -> Result<TaskExecutorGateway, RestError> {
+pub(crate) async fn task_executor(state: &RestState, id: String) -> Result<TaskExecutorGateway, RestError> {
     let tm = state.resource_manager.task_manager(ResourceId::new(id)).await??;
     Ok(TaskExecutorGateway(RemoteEndpoint::new(
         state.resource_manager.0.rpc.clone(),
@@ -430,6 +433,25 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource("/overview", web::get, overview))
         .service(resource("/taskmanagers", web::get, task_managers))
         .service(resource("/jobmanager/config", web::get, jobmanager_config))
+        .service(resource("/jobmanager/thread-dump", web::get, rest_misc::jobmanager_thread_dump))
+        .service(resource("/taskmanagers/{taskmanagerid}/thread-dump", web::get, rest_misc::taskmanager_thread_dump))
+        .service(resource("/datasets", web::get, rest_misc::datasets))
+        .service(resource("/datasets/delete/{triggerid}", web::get, rest_misc::delete_dataset_status))
+        .service(resource("/datasets/{datasetid}", web::delete, rest_misc::delete_dataset))
+        .service(resource("/savepoint-disposal", web::post, rest_misc::dispose_savepoint))
+        .service(resource("/savepoint-disposal/{triggerid}", web::get, rest_misc::disposal_status))
+        .service(resource("/jobs/{jobid}/jobmanager/config", web::get, rest_misc::job_jobmanager_config))
+        .service(resource("/jobs/{jobid}/jobmanager/environment", web::get, rest_misc::job_jobmanager_environment))
+        .service(resource("/jobs/{jobid}/jobmanager/log-url", web::get, rest_misc::jobmanager_log_url))
+        .service(resource(
+            "/jobs/{jobid}/taskmanagers/{taskmanagerid}/log-url",
+            web::get,
+            rest_misc::taskmanager_log_url,
+        ))
+        .service(resource("/jobs/{jobid}/clientHeartbeat", web::patch, rest_misc::client_heartbeat))
+        .service(resource("/jobs/{jobid}/coordinators/{operatorid}", web::post, rest_misc::coordination_request))
+        .service(resource("/jobs/{jobid}/rescaling", web::patch, rest_misc::rescaling))
+        .service(resource("/jobs/{jobid}/rescaling/{triggerid}", web::get, rest_misc::rescaling))
         .service(resource("/jobmanager/metrics", web::get, cluster_metrics::jobmanager_metrics_handler))
         .service(resource("/taskmanagers/metrics", web::get, cluster_metrics::taskmanagers_metrics_handler))
         .service(resource(
@@ -494,7 +516,13 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource(
             "/jobs/{jobid}/vertices/{vertexid}/subtasks/accumulators",
             web::get,
-            rest_jobs::subtasks_accumulators,
+            rest_misc::subtasks_accumulators,
+        ))
+        .service(resource("/jobs/{jobid}/vertices/{vertexid}/accumulators", web::get, rest_misc::vertex_accumulators))
+        .service(resource(
+            "/jobs/{jobid}/vertices/{vertexid}/subtasks/{subtaskindex}/attempts/{attempt}/accumulators",
+            web::get,
+            rest_misc::attempt_accumulators,
         ))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/metrics", web::get, rest_metrics::vertex_metrics))
         .service(resource("/jobs/{jobid}/vertices/{vertexid}/backpressure", web::get, rest_metrics::backpressure))

@@ -338,7 +338,7 @@ pub fn task_details_json(s: &CheckpointStats, vertex: &VertexLayout) -> Value {
 /// A checkpoint still in the statistics (history or latest), by id.
 pub fn find_checkpoint(stats: &CheckpointStatistics, id: u64) -> Option<&CheckpointStats> {
     let latest = [&stats.latest.completed, &stats.latest.savepoint, &stats.latest.failed];
-    stats.history.iter().chain(latest.into_iter().flatten()).find(|s| s.id == id)
+    stats.history.iter().chain(latest.into_iter().flatten()).chain(stats.evicted.iter()).find(|s| s.id == id)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -581,10 +581,33 @@ async fn trigger(
     Ok(HttpResponse::Accepted().json(json!({ "request-id": trigger_id })))
 }
 
+/// Flink's 400 for a savepoint without a target when the job has no default directory
+/// (`state.savepoints.dir` of the cluster or the job).
+async fn require_directory(
+    state: &RestState,
+    job_id: JobId,
+    given: &Option<String>,
+    field: &str,
+) -> Result<(), RestError> {
+    if given.is_some() {
+        return Ok(());
+    }
+    let s = snapshot(state, job_id).await?;
+    if s.checkpoint_settings.savepoints_dir.is_some() {
+        return Ok(());
+    }
+    Err(RestError::new(
+        StatusCode::BAD_REQUEST,
+        format!("Config key [state.savepoints.dir] is not set. Property [{field}] must be provided."),
+    ))
+}
+
 /// `POST /jobs/:jobid/savepoints`.
 pub async fn trigger_savepoint(state: web::Data<RestState>, path: web::Path<String>, body: web::Bytes) -> Rest {
     let job_id = parse_job_id(&path)?;
     let body: SavepointTriggerRequestBody = parse_body(&body, "SavepointTriggerRequestBody")?;
+    let target_directory = directory(body.target_directory.clone());
+    require_directory(&state, job_id, &target_directory, "target-directory").await?;
     let operation = SavepointOperation::Savepoint {
         target_directory: directory(body.target_directory),
         cancel_job: body.cancel_job.unwrap_or(false),
@@ -596,6 +619,8 @@ pub async fn trigger_savepoint(state: web::Data<RestState>, path: web::Path<Stri
 pub async fn stop(state: web::Data<RestState>, path: web::Path<String>, body: web::Bytes) -> Rest {
     let job_id = parse_job_id(&path)?;
     let body: StopWithSavepointRequestBody = parse_body(&body, "StopWithSavepointRequestBody")?;
+    let target_directory = directory(body.target_directory.clone());
+    require_directory(&state, job_id, &target_directory, "targetDirectory").await?;
     let operation = SavepointOperation::Stop {
         target_directory: directory(body.target_directory),
         drain: body.drain.unwrap_or(false),
@@ -790,6 +815,7 @@ mod tests {
             },
             latest,
             history,
+            evicted: Vec::new(),
         }
     }
 

@@ -669,25 +669,6 @@ pub async fn subtask_attempt(state: web::Data<RestState>, path: web::Path<(Strin
     Ok(HttpResponse::Ok().json(subtask_json(v, st, execution, epoch_ms())))
 }
 
-pub async fn subtasks_accumulators(state: web::Data<RestState>, path: web::Path<(String, String)>) -> Rest {
-    let (job, vertex) = path.into_inner();
-    let s = snapshot(&state, parse_job_id(&job)?).await?;
-    let v = find_vertex(&s, &vertex)?;
-    let subtasks: Vec<Value> = v
-        .subtasks
-        .iter()
-        .map(|st| {
-            json!({
-                "subtask": st.subtask,
-                "attempt": st.current.attempt_number,
-                "endpoint": st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str()),
-                "user-accumulators": [],
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "id": v.id, "parallelism": v.parallelism, "subtasks": subtasks })))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -356,6 +356,7 @@ mod tests {
                 retention: crate::job_master::Retention::NoExternalized,
             },
             accumulators: Vec::new(),
+            subtask_accumulators: Vec::new(),
         };
         let query = MetricsQuery { get: Some("numRestarts,lastCheckpointDuration,nope".into()), agg: None };
         let values = metrics_json(&snapshot, &query, 10);

@@ -782,6 +782,13 @@ impl Handler<RequestLogList> for TaskExecutor {
     }
 }
 
+impl Handler<RequestThreadDump> for TaskExecutor {
+    type Result = MessageResult<RequestThreadDump>;
+    fn handle(&mut self, _: RequestThreadDump, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(flint_common::process::thread_dump())
+    }
+}
+
 impl Handler<RequestThreadSamples> for TaskExecutor {
     type Result = ResponseFuture<Result<ThreadSamples, ThreadSamplingError>>;
     fn handle(&mut self, msg: RequestThreadSamples, _ctx: &mut Context<Self>) -> Self::Result {
@@ -882,6 +889,7 @@ pub fn register_endpoint(rpc: &RpcService, addr: Addr<TaskExecutor>) {
             .on_actor::<NotifyCheckpoint, _>(addr.clone())
             .on_actor::<RequestLogList, _>(addr.clone())
             .on_actor::<RequestThreadSamples, _>(addr.clone())
+            .on_actor::<RequestThreadDump, _>(addr.clone())
             .on_actor::<HeartbeatFromJobManager, _>(addr.clone())
             .on_actor::<RequestLogFile, _>(addr),
     );

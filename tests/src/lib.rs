@@ -361,6 +361,10 @@ impl Harness {
         Self::reply(self.agent.patch(&self.url(path)).send_empty())
     }
 
+    pub fn patch_json(&self, path: &str, body: &Value) -> Result<Reply, String> {
+        Self::reply(self.agent.patch(&self.url(path)).send_json(body))
+    }
+
     /// `GET` that must answer 200 with JSON.
     pub fn get_ok(&self, path: &str) -> Value {
         match self.get(path) {

@@ -327,6 +327,9 @@ pub struct JobCore {
     checkpointing: Result<Checkpointing, String>,
     /// Output finished tasks left for the end of the job.
     final_commits: Vec<FileCommit>,
+    /// Every task finished while the savepoint of a stop was still being completed: the
+    /// job's end waits for that savepoint (or its failure, at the latest its timeout).
+    finish_after_stop: bool,
     /// Accumulators of each subtask's current attempt, by vertex and subtask.
     accumulators: BTreeMap<(usize, usize), Vec<(String, u64)>>,
     /// Actions of the call in progress.
@@ -373,6 +376,7 @@ impl JobCore {
             restart_description,
             checkpointing,
             final_commits: Vec::new(),
+            finish_after_stop: false,
             accumulators: BTreeMap::new(),
             out: Vec::new(),
         }
@@ -428,6 +432,7 @@ impl JobCore {
                 },
             },
             accumulators: self.accumulator_totals(),
+            subtask_accumulators: self.accumulators.iter().map(|(k, v)| (*k, v.clone())).collect(),
         }
     }
 
@@ -1096,7 +1101,29 @@ impl JobCore {
 
     /// The job finished: output that finished tasks left uncommitted becomes visible, then
     /// the job is FINISHED.
+    /// Whether a stop-with-savepoint's savepoint is still being completed.
+    fn stop_savepoint_pending(&self) -> bool {
+        self.checkpointing
+            .as_ref()
+            .is_ok_and(|c| c.operations.values().any(|(_, op)| matches!(op, SavepointOperation::Stop { .. })))
+    }
+
+    /// The job's end after a stop waited for the stop's savepoint: it is decided now.
+    fn finish_after_stop_savepoint(&mut self) {
+        if self.finish_after_stop && !self.stop_savepoint_pending() {
+            self.finish_after_stop = false;
+            self.commit_final_output();
+        }
+    }
+
     fn commit_final_output(&mut self) {
+        // The sources of a stop end once they took the savepoint, possibly before its
+        // metadata is written: the job ends when the savepoint is complete (or failed).
+        if self.stop_savepoint_pending() {
+            info!(job_id = %self.job_id, "every task finished; waiting for the stop's savepoint to complete");
+            self.finish_after_stop = true;
+            return;
+        }
         let commits = std::mem::take(&mut self.final_commits);
         if commits.is_empty() {
             self.finished();
@@ -1560,6 +1587,7 @@ impl JobCore {
         if let SavepointOperation::Savepoint { cancel_job: true, .. } = operation {
             let _ = self.cancel_job();
         }
+        self.finish_after_stop_savepoint();
     }
 
     fn checkpoint_aborted(&mut self, checkpoint_id: u64, reason: String) {
@@ -1575,6 +1603,7 @@ impl JobCore {
         } else if reason != JOB_RESTARTING {
             info!(job_id = %self.job_id, checkpoint_id, reason, "checkpoint aborted");
         }
+        self.finish_after_stop_savepoint();
     }
 
     fn notify_tasks(&mut self, checkpoint_id: u64, tasks: Vec<ExecutionAttemptId>, completed: bool) {

@@ -586,6 +586,35 @@ fn a_stop_with_savepoint_during_a_checkpoint_finishes_the_job() {
     assert_eq!(f.terminated.as_ref().map(|s| s.graph.status), Some(JobStatus::Finished));
 }
 
+/// The sources of a stop end as soon as they took the savepoint; the job must not end (and
+/// shut its coordinator down) while the savepoint's metadata is still being written.
+#[test]
+fn a_stop_whose_tasks_finish_before_its_savepoint_is_written_completes_the_savepoint() {
+    let dir = tempdir();
+    let mut f = Fixture::running(1, &checkpointed(&dir));
+    let operation = SavepointOperation::Stop { target_directory: Some(dir.clone()), drain: false };
+    let (result, actions) = f.core.start_operation(operation);
+    let number = result.unwrap();
+    let Some(Action::CreateDirectory { checkpoint_id: savepoint, .. }) = f.ids(actions).pop() else { panic!() };
+    f.core.directory_created(savepoint, Ok(PathBuf::from("/sp/savepoint-2")));
+    for a in f.attempts() {
+        let state = AckState { handle: String::new(), size_bytes: 1, alignment_ms: 0, duration_ms: 1 };
+        f.core.checkpoint_acknowledged(savepoint, a, state);
+    }
+    for a in f.attempts() {
+        f.update(a, ExecutionState::Finished, None);
+    }
+    assert!(f.terminated.is_none(), "the job waits for its stop's savepoint");
+    let actions = f.core.metadata_written(savepoint, true, Ok("/sp/savepoint-2".into()));
+    let done = actions.iter().find_map(|a| match a {
+        Action::OperationDone { operation, result } if *operation == number => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(done, Some(Ok(OperationResult::Savepoint { location: "/sp/savepoint-2".into() })));
+    f.see(actions);
+    assert_eq!(f.terminated.as_ref().map(|s| s.graph.status), Some(JobStatus::Finished));
+}
+
 #[test]
 fn an_operation_whose_checkpoint_is_aborted_by_a_failover_fails() {
     let dir = tempdir();

@@ -47,7 +47,13 @@ pub struct JobSnapshot {
     pub checkpoint_settings: CheckpointSettings,
     /// Accumulators summed over the subtasks' current attempts.
     pub accumulators: Vec<(String, u64)>,
+    /// Each subtask's current attempt's accumulators, by (vertex index, subtask index).
+    #[serde(default)]
+    pub subtask_accumulators: Vec<((usize, usize), Accumulators)>,
 }
+
+/// Named counters by name.
+pub type Accumulators = Vec<(String, u64)>;
 
 /// The checkpointing configuration of a job, as `/jobs/:id/checkpoints/config` shows it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
