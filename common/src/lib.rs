@@ -18,6 +18,7 @@ pub mod checkpoint_storage;
 pub mod config;
 pub mod ha;
 pub mod ids;
+pub mod java_serialized_throwable;
 pub mod job;
 pub mod keygroups;
 pub mod messages;
