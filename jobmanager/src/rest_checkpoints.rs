@@ -364,8 +364,8 @@ impl OperationKind {
 }
 
 /// A failure cause as Flink serializes a throwable. The class is the cause's leading
-/// `java.like.ClassName:` when it has one, else a `CheckpointException`; Flint has no Java
-/// serialization to offer, so `serialized-throwable` is empty.
+/// `java.like.ClassName:` when it has one, else a `CheckpointException`; `serialized-throwable`
+/// is a Java-serialized `SerializedThrowable` of it (`flint_common::java_serialized_throwable`).
 pub fn failure_cause_json(cause: &str) -> Value {
     let named = cause.split_once(": ").map(|(head, _)| head).filter(|head| {
         head.contains('.')
@@ -377,7 +377,9 @@ pub fn failure_cause_json(cause: &str) -> Value {
         Some(class) => (class.to_string(), cause.to_string()),
         None => (CHECKPOINT_EXCEPTION.to_string(), format!("{CHECKPOINT_EXCEPTION}: {cause}")),
     };
-    json!({ "class": class, "stack-trace": stack_trace, "serialized-throwable": "" })
+    let message = stack_trace.strip_prefix(&format!("{class}: ")).unwrap_or(&stack_trace).lines().next().unwrap_or("");
+    let serialized = flint_common::java_serialized_throwable::serialize_base64(&class, Some(message), &stack_trace);
+    json!({ "class": class, "stack-trace": stack_trace, "serialized-throwable": serialized })
 }
 
 /// The answer of a status route, `None` when `status` belongs to the other kind.

@@ -492,7 +492,7 @@ pub async fn execution_result(state: web::Data<RestState>, path: web::Path<Strin
         "net-runtime": duration,
     });
     if let Some(cause) = &g.failure_cause {
-        result["failure-cause"] = json!({ "class": "org.apache.flink.runtime.JobException", "stack-trace": cause, "serialized-throwable": "" });
+        result["failure-cause"] = json!({ "class": "org.apache.flink.runtime.JobException", "stack-trace": cause, "serialized-throwable": flint_common::java_serialized_throwable::serialize_base64("org.apache.flink.runtime.JobException", cause.lines().next(), cause) });
     }
     Ok(HttpResponse::Ok().json(json!({ "status": { "id": "COMPLETED" }, "job-execution-result": result })))
 }
