@@ -478,7 +478,7 @@ fn directory(raw: Option<String>) -> Option<String> {
 // Handlers
 // ---------------------------------------------------------------------------------------
 
-fn bad_path_parameter(name: &str, raw: &str) -> RestError {
+pub(crate) fn bad_path_parameter(name: &str, raw: &str) -> RestError {
     RestError::new(
         StatusCode::BAD_REQUEST,
         format!(
@@ -491,7 +491,7 @@ fn parse_checkpoint_id(raw: &str) -> Result<u64, RestError> {
     raw.parse().map_err(|_| bad_path_parameter("checkpointid", raw))
 }
 
-fn parse_trigger_id(raw: &str) -> Result<TriggerId, RestError> {
+pub(crate) fn parse_trigger_id(raw: &str) -> Result<TriggerId, RestError> {
     raw.parse().map_err(|_| bad_path_parameter("triggerid", raw))
 }
 

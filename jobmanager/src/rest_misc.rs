@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::rest::{parse_job_id, task_executor, Rest, RestError, RestState};
-use crate::rest_checkpoints::{failure_cause_json, parse_body};
+use crate::rest_checkpoints::{bad_path_parameter, failure_cause_json, parse_body, parse_trigger_id};
 use crate::rest_jobs::{find_subtask, find_vertex, snapshot};
 
 /// The most asynchronous operations remembered.
@@ -87,15 +87,6 @@ impl Operations {
 
 fn bad_request(message: impl Into<String>) -> RestError {
     RestError::new(StatusCode::BAD_REQUEST, message)
-}
-
-fn parse_trigger(raw: &str) -> Result<TriggerId, RestError> {
-    raw.parse().map_err(|_| {
-        bad_request(format!(
-            "Bad request, could not parse parameters: Cannot resolve path parameter (triggerid) from value \"{}\".",
-            raw.chars().take(64).collect::<String>()
-        ))
-    })
 }
 
 fn unknown_operation(id: TriggerId) -> RestError {
@@ -240,12 +231,7 @@ pub async fn attempt_accumulators(
     let s = snapshot(&state, parse_job_id(&job)?).await?;
     let v = find_vertex(&s, &vertex)?;
     let st = find_subtask(v, &subtask)?;
-    let attempt: u32 = attempt.parse().map_err(|_| {
-        bad_request(format!(
-            "Bad request, could not parse parameters: Cannot resolve path parameter (attempt) from value \"{}\".",
-            attempt.chars().take(32).collect::<String>()
-        ))
-    })?;
+    let attempt: u32 = attempt.parse().map_err(|_| bad_path_parameter("attempt", &attempt))?;
     let execution = std::iter::once(&st.current).chain(st.prior.iter()).find(|e| e.attempt_number == attempt);
     let Some(execution) = execution else {
         return Err(RestError::new(
@@ -291,12 +277,7 @@ pub async fn client_heartbeat(state: web::Data<RestState>, path: web::Path<Strin
 pub async fn coordination_request(state: web::Data<RestState>, path: web::Path<(String, String)>) -> Rest {
     let (job, operator) = path.into_inner();
     let job = parse_job_id(&job)?;
-    let operator: JobVertexId = operator.parse().map_err(|_| {
-        bad_request(format!(
-            "Bad request, could not parse parameters: Cannot resolve path parameter (operatorid) from value \"{}\".",
-            operator.chars().take(64).collect::<String>()
-        ))
-    })?;
+    let operator: JobVertexId = operator.parse().map_err(|_| bad_path_parameter("operatorid", &operator))?;
     snapshot(&state, job).await?;
     Err(RestError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -324,10 +305,7 @@ pub async fn datasets() -> Rest {
 pub async fn delete_dataset(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
     let raw = path.into_inner();
     if raw.len() != 32 || !raw.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(bad_request(format!(
-            "Bad request, could not parse parameters: Cannot resolve path parameter (datasetid) from value \"{}\".",
-            raw.chars().take(64).collect::<String>()
-        )));
+        return Err(bad_path_parameter("datasetid", &raw));
     }
     let id = state.operations.start(Kind::DataSetDelete, Some(json!({ "failure-cause": null })));
     Ok(HttpResponse::Accepted().json(json!({ "request-id": id })))
@@ -335,7 +313,7 @@ pub async fn delete_dataset(state: web::Data<RestState>, path: web::Path<String>
 
 /// `GET /datasets/delete/:triggerid`.
 pub async fn delete_dataset_status(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
-    let id = parse_trigger(&path)?;
+    let id = parse_trigger_id(&path)?;
     let status = state.operations.status(id, Kind::DataSetDelete).ok_or_else(|| unknown_operation(id))?;
     Ok(HttpResponse::Ok().json(status))
 }
@@ -352,11 +330,13 @@ struct DisposalRequest {
 
 /// Deletes the savepoint at `path` (a directory with Flint's `_metadata`, or that file).
 fn dispose(path: &str) -> Result<(), String> {
-    use flint_common::checkpoint_storage::{discard, read_metadata};
-    let location = path.trim().strip_prefix("file://").unwrap_or(path.trim());
-    let location = std::path::PathBuf::from(location.strip_prefix("file:").unwrap_or(location));
-    read_metadata(&location).map_err(|e| format!("Could not dispose the savepoint '{path}': {e}"))?;
-    discard(&location).map_err(|e| format!("Could not dispose the savepoint '{path}': {e}"))
+    use flint_common::checkpoint_storage::{discard, read_metadata, CheckpointStorage};
+    let failed =
+        |e: flint_common::checkpoint_storage::StorageError| format!("Could not dispose the savepoint '{path}': {e}");
+    // The same locations as `state.savepoints.dir` takes: plain paths and local file URIs.
+    let location = CheckpointStorage::new(path).map_err(failed)?.base().to_path_buf();
+    read_metadata(&location).map_err(failed)?;
+    discard(&location).map_err(failed)
 }
 
 /// `POST /savepoint-disposal`.
@@ -380,7 +360,7 @@ pub async fn dispose_savepoint(state: web::Data<RestState>, body: web::Bytes) ->
 
 /// `GET /savepoint-disposal/:triggerid`.
 pub async fn disposal_status(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
-    let id = parse_trigger(&path)?;
+    let id = parse_trigger_id(&path)?;
     let status = state.operations.status(id, Kind::SavepointDisposal).ok_or_else(|| unknown_operation(id))?;
     Ok(HttpResponse::Ok().json(status))
 }

@@ -73,6 +73,18 @@ pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
+/// The JSON type of a value, for comparing the shapes of REST answers with Flink's.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn is_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

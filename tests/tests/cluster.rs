@@ -107,22 +107,14 @@ fn invalid_configuration_fails_startup_naming_key_and_value() {
     assert!(out.contains("taskmanager.numberOfTaskSlots") && out.contains("zero"), "{out}");
 }
 
-/// The JSON type of a value, for shape comparisons.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// Asserts `ours` has every field of `reference`, with the same JSON types, recursively
 /// (arrays: element shapes compared against the reference's first element).
 fn assert_same_shape(path: &str, reference: &Value, ours: &Value) {
-    assert_eq!(kind(reference), kind(ours), "{path}: type differs (reference {reference}, ours {ours})");
+    assert_eq!(
+        flint_tests::json_kind(reference),
+        flint_tests::json_kind(ours),
+        "{path}: type differs (reference {reference}, ours {ours})"
+    );
     match (reference, ours) {
         (Value::Object(r), Value::Object(o)) => {
             for (key, rv) in r {

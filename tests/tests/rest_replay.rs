@@ -105,17 +105,6 @@ fn captures() -> BTreeMap<(String, String), Value> {
     out
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// An object whose keys are ids or numbers (its entries all share one shape).
 fn keyed_by_ids(map: &serde_json::Map<String, Value>) -> bool {
     !map.is_empty()
@@ -150,8 +139,8 @@ fn differences(flink: &Value, ours: &Value, path: &str, out: &mut Vec<String>) {
                 differences(fv, ov, &format!("{path}[0]"), out);
             }
         }
-        (f, o) if type_name(f) == type_name(o) => {}
-        (f, o) => out.push(format!("{path} is {} (Flink: {})", type_name(o), type_name(f))),
+        (f, o) if flint_tests::json_kind(f) == flint_tests::json_kind(o) => {}
+        (f, o) => out.push(format!("{path} is {} (Flink: {})", flint_tests::json_kind(o), flint_tests::json_kind(f))),
     }
 }
 
