@@ -1,37 +1,81 @@
-//! Job files on the client side: reading them, merging `-D key=value` options into
-//! their `config`, and validating them locally with the same code the cluster runs
+//! Job files and job packages on the client side: reading them, filling a job file's
+//! `${name}` parameters from the program arguments, merging `-D key=value` options into
+//! the job's `config`, and validating them locally with the same code the cluster runs
 //! (`flint_common::job`), so that an invalid job is reported before anything is sent.
+//! A package (a zip, see `flint_common::job::package`) is sent whole, with its arguments
+//! and options beside it, and the cluster fills and merges them as it does for `/jars`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use flint_common::ids::JobId;
+use flint_common::job::package::{
+    looks_like_zip, parse_program_args, read_package, substitute_parameters, JobPackage, PackageLimits,
+};
 use flint_common::job::spec::parse_doc;
-use flint_common::job::{compile_job, load_job, DocValue, JobError};
+use flint_common::job::{compile_job, load_job, DocValue, JobError, JobGraph};
 
 /// A job file read from disk, with the `-D` options applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobDocument {
     /// What to validate and submit: the file's text unchanged without `-D` options,
-    /// else the merged document as JSON (key order preserved).
+    /// else the merged document as JSON (key order preserved). For a package: its job
+    /// file as it is.
     pub text: String,
     /// Whether `text` is JSON (else YAML).
     pub is_json: bool,
+    /// Set when the file is a job package.
+    pub package: Option<Packaged>,
+}
+
+/// A job package with what the cluster applies to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packaged {
+    /// The archive as read from disk, sent as it is.
+    pub bytes: Vec<u8>,
+    pub package: JobPackage,
+    /// The program arguments (the job file's parameters).
+    pub args: Vec<String>,
+    pub params: BTreeMap<String, String>,
+    /// The `-D` options.
+    pub config: BTreeMap<String, String>,
 }
 
 impl JobDocument {
-    /// Reads `path` and applies `properties` (see [`apply_properties`]). A document that
-    /// cannot be parsed is kept as it is, for validation to report.
-    pub fn read(path: &Path, properties: &[(String, String)]) -> Result<JobDocument> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("Could not read the job file {}", path.display()))?;
+    /// Reads `path`: a job package (a zip) or a job file, whose `${name}` parameters are
+    /// filled from `args` and to which `properties` are applied (see [`apply_properties`]).
+    /// A document that cannot be parsed is kept as it is, for validation to report.
+    pub fn read(path: &Path, properties: &[(String, String)], args: &[String]) -> Result<JobDocument> {
+        let bytes = std::fs::read(path).with_context(|| format!("Could not read the job file {}", path.display()))?;
+        let params = parse_program_args(args).map_err(anyhow::Error::new)?;
+        if looks_like_zip(&bytes) {
+            let package = read_package(std::io::Cursor::new(&bytes), PackageLimits::default())
+                .with_context(|| format!("The job package {} is invalid", path.display()))?;
+            let text = package.job_text.clone();
+            let is_json = package.job_file.ends_with(".json");
+            let config = properties.iter().cloned().collect();
+            let packaged = Packaged { bytes, package, args: args.to_vec(), params, config };
+            return Ok(JobDocument { text, is_json, package: Some(packaged) });
+        }
+        let Ok(text) = String::from_utf8(bytes) else {
+            bail!("The job file {} is neither a job package (zip) nor UTF-8 text", path.display());
+        };
+        let text = substitute_parameters(&text, &params).map_err(anyhow::Error::new)?;
         Ok(JobDocument::from_text(text, properties))
     }
 
     pub fn from_text(text: String, properties: &[(String, String)]) -> JobDocument {
         let text = apply_properties(&text, properties).unwrap_or(text);
         let is_json = text.trim_start_matches('\u{feff}').trim_start().starts_with('{');
-        JobDocument { text, is_json }
+        JobDocument { text, is_json, package: None }
+    }
+
+    fn compile(&self, default_parallelism: u32) -> Result<JobGraph, JobError> {
+        match &self.package {
+            Some(p) => p.package.compile(&p.params, &p.config, default_parallelism),
+            None => compile_job(&self.text, default_parallelism),
+        }
     }
 
     /// The HTTP content type of [`JobDocument::text`].
@@ -46,13 +90,16 @@ impl JobDocument {
     /// Validates the job as the cluster will, with `default_parallelism` for operators
     /// that set none.
     pub fn validate(&self, default_parallelism: u32) -> Result<(), JobError> {
-        load_job(&self.text, default_parallelism).map(|_| ())
+        match &self.package {
+            Some(_) => self.compile(default_parallelism).map(|_| ()),
+            None => load_job(&self.text, default_parallelism).map(|_| ()),
+        }
     }
 
     /// The plan in Flink's REST format (`GET /jobs/:id/plan` without the wrapper), with
     /// an all-zero job id.
     pub fn plan(&self, default_parallelism: u32) -> Result<serde_json::Value, JobError> {
-        compile_job(&self.text, default_parallelism).map(|graph| graph.plan_json(JobId::from_u128(0)))
+        self.compile(default_parallelism).map(|graph| graph.plan_json(JobId::from_u128(0)))
     }
 }
 

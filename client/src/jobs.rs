@@ -133,7 +133,15 @@ pub fn run(
         }
     }
     let path = if query.is_empty() { "/jobs".to_string() } else { format!("/jobs?{}", query.join("&")) };
-    let submitted: Submitted = match client.post_json(&path, request.document.content_type(), &request.document.text) {
+    let sent = match &request.document.package {
+        Some(p) => {
+            let fields = serde_json::json!({ "programArgsList": p.args, "flinkConfiguration": p.config });
+            let fields = serde_json::to_vec(&fields)?;
+            client.post_multipart(&path, &[("package", "package.zip", &p.bytes), ("request", "request.json", &fields)])
+        }
+        None => client.post_json(&path, request.document.content_type(), &request.document.text),
+    };
+    let submitted: Submitted = match sent {
         Ok(answer) => answer,
         Err(RestError::Status { status: 400, errors, .. }) => {
             match &request.savepoint_path {

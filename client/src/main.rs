@@ -110,9 +110,13 @@ struct ProgramOptions {
 
 #[derive(Debug, Args)]
 struct InfoArgs {
-    /// A job file (JSON or YAML) to validate and show the plan of.
+    /// A job file (JSON or YAML) or job package (zip) to validate and show the plan of.
     #[arg(value_name = "job-file")]
     file: Option<PathBuf>,
+
+    /// Program arguments: the job file's `${name}` parameters as `--name value`.
+    #[arg(value_name = "arguments", trailing_var_arg = true, allow_hyphen_values = true, requires = "file")]
+    args: Vec<String>,
 
     #[command(flatten)]
     program: ProgramOptions,
@@ -140,9 +144,14 @@ struct RunArgs {
     #[command(flatten)]
     program: ProgramOptions,
 
-    /// The job file (JSON or YAML; see docs/jobs.md).
+    /// The job file (JSON or YAML; see docs/jobs.md) or job package (a zip with the job
+    /// file and the artifacts it reads; see docs/packages.md).
     #[arg(value_name = "job-file")]
     file: PathBuf,
+
+    /// Program arguments: the job file's `${name}` parameters as `--name value`.
+    #[arg(value_name = "arguments", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -282,9 +291,9 @@ fn execute(cli: &Cli, io: &mut Io<'_>) -> Result<u8> {
             info(&client, io)?;
             Ok(0)
         }
-        Command::Info(InfoArgs { file: Some(file), program }) => {
+        Command::Info(InfoArgs { file: Some(file), program, args }) => {
             let config = load_config(cli)?;
-            let document = JobDocument::read(file, &program.properties)?;
+            let document = JobDocument::read(file, &program.properties, args)?;
             let parallelism = match program.parallelism {
                 Some(p) => p,
                 None => default_parallelism(&config)?,
@@ -314,7 +323,7 @@ fn execute(cli: &Cli, io: &mut Io<'_>) -> Result<u8> {
             };
             let request = RunRequest {
                 file: args.file.clone(),
-                document: JobDocument::read(&args.file, &args.program.properties)?,
+                document: JobDocument::read(&args.file, &args.program.properties, &args.args)?,
                 parallelism: args.program.parallelism,
                 local_parallelism,
                 job_id,
@@ -547,10 +556,16 @@ mod tests {
             &["flint", "run", "-p", "0", "j"],
             &["flint", "run", "-p", "x", "j"],
             &["flint", "run", "-D", "novalue", "j"],
-            &["flint", "run", "a", "b"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} should be rejected");
         }
+        // As with Flink's CLI: options before the job, program arguments after it.
+        let Command::Run(args) = parse(&["flint", "run", "-p", "2", "job.zip", "--input", "x", "-p", "3"]).command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(args.program.parallelism, Some(2));
+        assert_eq!(args.args, ["--input", "x", "-p", "3"]);
     }
 
     #[test]

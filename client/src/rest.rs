@@ -95,6 +95,22 @@ impl RestClient {
         })
     }
 
+    /// `POST path` with a multipart form of `(name, file name, bytes)` parts and decodes the
+    /// JSON answer.
+    pub fn post_multipart<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        parts: &[(&str, &str, &[u8])],
+    ) -> Result<T, RestError> {
+        use ureq::unversioned::multipart::{Form, Part};
+        self.call("POST", path, |url| {
+            let form = parts
+                .iter()
+                .fold(Form::new(), |form, (name, file, bytes)| form.part(name, Part::bytes(bytes).file_name(file)));
+            self.agent.post(url).header("Accept", "application/json").send(form)
+        })
+    }
+
     /// `PATCH path` without a body and decodes the JSON answer (an empty answer is `null`).
     pub fn patch_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
         self.call("PATCH", path, |url| self.agent.patch(url).header("Accept", "application/json").send_empty())

@@ -1052,6 +1052,41 @@ pub mod options {
         "Seconds a finished job is kept for the REST API.",
     );
 
+    // --- Job packages and artifacts ---
+
+    pub const WEB_SUBMIT_ENABLE: ConfigOption<bool> = ConfigOption::new(
+        "web.submit.enable",
+        Some("true"),
+        &[],
+        "Whether jobs can be uploaded and run through /jars.",
+    );
+    pub const WEB_TMP_DIR: ConfigOption<String> = ConfigOption::new(
+        "web.tmpdir",
+        None,
+        &[],
+        "Directory of the REST server's temporary files (default: the system's temp directory).",
+    );
+    pub const WEB_UPLOAD_DIR: ConfigOption<String> = ConfigOption::new(
+        "web.upload.dir",
+        None,
+        &[],
+        "Directory of packages uploaded through /jars/upload; when set it persists and its packages are listed \
+         again after a restart (default: a fresh directory under web.tmpdir, removed at shutdown).",
+    );
+    pub const BLOB_STORAGE_DIRECTORY: ConfigOption<String> = ConfigOption::new(
+        "blob.storage.directory",
+        None,
+        &[],
+        "Directory under which a taskmanager keeps its jobs' artifacts (default: the system's temp directory); \
+         each process uses a fresh subdirectory removed at shutdown.",
+    );
+    pub const BLOB_OFFLOAD_MINSIZE: ConfigOption<MemorySize> = ConfigOption::new(
+        "blob.offload.minsize",
+        Some("1 mb"),
+        &["jobmanager.tdd.offload.minsize"],
+        "The largest artifacts of a job that travel inline with its tasks.",
+    );
+
     /// Every option above, type-erased, for validation and the known-key list.
     pub const ALL_OPTIONS: &[&dyn AnyConfigOption] = &[
         &JOB_MANAGER_RPC_ADDRESS,
@@ -1097,6 +1132,11 @@ pub mod options {
         &WEB_EXCEPTION_HISTORY_SIZE,
         &JOBSTORE_MAX_CAPACITY,
         &JOBSTORE_EXPIRATION_TIME,
+        &WEB_SUBMIT_ENABLE,
+        &WEB_TMP_DIR,
+        &WEB_UPLOAD_DIR,
+        &BLOB_STORAGE_DIRECTORY,
+        &BLOB_OFFLOAD_MINSIZE,
     ];
 
     /// Keys Flint does not read as options but that belong in a Flink configuration
@@ -1623,7 +1663,7 @@ mod tests {
         assert!(keys.contains(&"akka.framesize"));
         assert!(keys.contains(&"heartbeat.timeout"));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(ALL_OPTIONS.len(), 43);
+        assert_eq!(ALL_OPTIONS.len(), 48);
     }
 
     #[test]

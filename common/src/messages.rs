@@ -309,6 +309,11 @@ pub struct TaskDeploymentDescriptor {
     /// (`None`: start from scratch).
     #[serde(default)]
     pub restore: Option<RestoreSpec>,
+    /// The files of the job's package this vertex's operators read, by package path
+    /// ([`crate::job::JobGraph::artifacts_of`]); the taskmanager writes them to its artifact
+    /// directory and points the operators there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, crate::job::package::Artifact>,
 }
 
 /// Where a task finds the state it restores.

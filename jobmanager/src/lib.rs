@@ -21,6 +21,7 @@ pub mod job_master;
 pub mod rest;
 pub mod rest_checkpoints;
 pub mod rest_flamegraph;
+pub mod rest_jars;
 pub mod rest_jobs;
 pub mod rest_metrics;
 pub mod rest_misc;
@@ -172,7 +173,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         rest_election.start(Arc::new(RestContender {
             leadership: leadership.clone(),
             election: Arc::downgrade(&rest_election),
-            url: rest_url,
+            url: rest_url.clone(),
         }));
         let rest_retrieval = ha.leader_retrieval(REST_SERVER).ok();
         if let Some(retrieval) = &rest_retrieval {
@@ -181,7 +182,10 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                 leadership.set_leader_address(leader.map(|(_, url)| url));
             }));
         }
+        let jars = Arc::new(rest_jars::JarStore::open(&config)?);
         let state = actix_web::web::Data::new(rest::RestState {
+            rest_url,
+            jars: jars.clone(),
             dispatcher_addr: dispatcher.clone(),
             default_parallelism,
             resource_manager: rm_gateway,
@@ -235,6 +239,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         server_handle.stop(true).await;
         let _ = server_task.await;
         let _ = dispatcher.send(dispatcher::Stop).await;
+        jars.close();
         Ok(())
     });
     resource_manager.stop();

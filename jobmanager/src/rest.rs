@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use flint_common::config::Configuration;
 use flint_common::ids::{JobId, LeaderSessionId, ResourceId};
 
-use crate::{cluster_metrics, rest_checkpoints, rest_jobs, rest_metrics, rest_misc};
+use crate::{cluster_metrics, rest_checkpoints, rest_jars, rest_jobs, rest_metrics, rest_misc};
 use flint_common::messages::{
     DispatcherGateway, LogFile, LogFileError, RemoteEndpoint, ResourceManagerError, ResourceManagerGateway,
     TaskExecutorGateway, TaskManagerInfo,
@@ -43,6 +43,10 @@ pub struct RestState {
     pub flame_graphs: Arc<crate::rest_flamegraph::FlameGraphs>,
     /// Savepoint disposals and data set deletions.
     pub operations: Arc<rest_misc::Operations>,
+    /// This REST endpoint's URL (`http://<rest.address>:<port>`).
+    pub rest_url: String,
+    /// Packages uploaded through `/jars/upload`.
+    pub jars: Arc<crate::rest_jars::JarStore>,
 }
 
 /// The REST endpoint's leadership (component `rest_server`). Only the leading jobmanager
@@ -229,7 +233,7 @@ async fn config(state: web::Data<RestState>) -> Rest {
         "flink-version": flint_common::FLINT_VERSION,
         "flink-revision": REVISION,
         "features": {
-            "web-submit": false,
+            "web-submit": state.jars.enabled,
             // Flink's `web.cancel.enable` (default true): the dashboards show "Cancel Job".
             "web-cancel": !state.config.get_raw("web.cancel.enable").is_some_and(|v| v.trim().eq_ignore_ascii_case("false")),
             "web-rescale": false,
@@ -435,6 +439,16 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource("/jobmanager/config", web::get, jobmanager_config))
         .service(resource("/jobmanager/thread-dump", web::get, rest_misc::jobmanager_thread_dump))
         .service(resource("/taskmanagers/{taskmanagerid}/thread-dump", web::get, rest_misc::taskmanager_thread_dump))
+        .service(resource("/jars", web::get, rest_jars::list))
+        .service(resource("/jars/upload", web::post, rest_jars::upload))
+        .service(resource("/jars/{jarid}", web::delete, rest_jars::delete))
+        .service(
+            web::resource("/jars/{jarid}/plan")
+                .route(web::get().to(rest_jars::plan))
+                .route(web::post().to(rest_jars::plan))
+                .default_service(web::to(not_found)),
+        )
+        .service(resource("/jars/{jarid}/run", web::post, rest_jars::run))
         .service(resource("/datasets", web::get, rest_misc::datasets))
         .service(resource("/datasets/delete/{triggerid}", web::get, rest_misc::delete_dataset_status))
         .service(resource("/datasets/{datasetid}", web::delete, rest_misc::delete_dataset))
@@ -471,7 +485,6 @@ fn api(cfg: &mut web::ServiceConfig) {
         .service(resource("/taskmanagers/{taskmanagerid}/stdout", web::get, task_manager_stdout))
         .service(
             web::resource("/jobs")
-                .app_data(web::PayloadConfig::new(MAX_JOB_DOCUMENT_BYTES))
                 .route(web::get().to(jobs))
                 .route(web::post().to(rest_jobs::submit))
                 .default_service(web::to(not_found)),
@@ -551,7 +564,18 @@ fn api(cfg: &mut web::ServiceConfig) {
 fn is_api_path(path: &str) -> bool {
     let path = path.strip_prefix("/v1").unwrap_or(path);
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    matches!(first, "config" | "overview" | "taskmanagers" | "jobmanager" | "jobs" | "cluster")
+    matches!(
+        first,
+        "config"
+            | "overview"
+            | "taskmanagers"
+            | "jobmanager"
+            | "jobs"
+            | "cluster"
+            | "jars"
+            | "datasets"
+            | "savepoint-disposal"
+    )
 }
 
 /// Middleware: a standby jobmanager answers every API request with 503 naming the leader.
@@ -635,6 +659,11 @@ async fn read_body(
         .map_err(|_| RequestRefused::Timeout(limits.body_timeout.as_millis()))?
 }
 
+/// Ends the connection once `response` is written (the request body was not read whole).
+pub fn close_after(response: &mut HttpResponse) {
+    response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+}
+
 /// Middleware around everything: request targets and bodies are bounded (a body that does
 /// not arrive in time gets 408, one too large 413), and every error of the API is JSON
 /// `{"errors": [...]}` — also those actix-web produces itself (bad query strings, paths or
@@ -646,7 +675,12 @@ pub async fn guard_requests(
     use actix_web::HttpMessage;
     let refuse = |req: actix_web::dev::ServiceRequest, e: RequestRefused| {
         let error = RestError::new(e.status(), e.to_string());
-        Ok(req.into_response(error.error_response()))
+        let mut response = error.error_response();
+        if matches!(e, RequestRefused::TooLarge(_)) {
+            // The rest of the body is never read: the connection ends with the answer.
+            close_after(&mut response);
+        }
+        Ok(req.into_response(response))
     };
     if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI_LENGTH {
         return refuse(req, RequestRefused::UriTooLong);
@@ -661,7 +695,9 @@ pub async fn guard_requests(
         if declared.is_some_and(|n| n > limits.max_content_length as u64) {
             return refuse(req, RequestRefused::TooLarge(limits.max_content_length));
         }
-        if declared.is_some_and(|n| n > 0) || chunked {
+        // Uploads stream to disk in their handler, under the same bounds.
+        let streamed = req.path().ends_with("/jars/upload");
+        if !streamed && (declared.is_some_and(|n| n > 0) || chunked) {
             match read_body(req.take_payload(), limits).await {
                 Ok(body) => req.set_payload(actix_web::dev::Payload::from(body)),
                 Err(e) => return refuse(req, e),

@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use flint_common::ids::{JobId, JobVertexId};
 use flint_common::job::load_job;
+use flint_common::job::package::looks_like_zip;
 use flint_common::process::epoch_ms;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -293,30 +294,101 @@ pub struct SubmitQuery {
     allow_non_restored_state: Option<bool>,
 }
 
-pub async fn submit(state: web::Data<RestState>, query: web::Query<SubmitQuery>, body: web::Bytes) -> Rest {
+pub async fn submit(
+    state: web::Data<RestState>,
+    req: actix_web::HttpRequest,
+    query: web::Query<SubmitQuery>,
+    payload: web::Payload,
+) -> Rest {
     let job_id = match &query.job_id {
         Some(raw) => Some(parse_job_id(raw)?),
         None => None,
     };
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| RestError::new(StatusCode::BAD_REQUEST, "The job document is not valid UTF-8."))?;
     let parallelism = query.parallelism.unwrap_or(state.default_parallelism);
     if parallelism == 0 {
         return Err(RestError::new(StatusCode::BAD_REQUEST, "parallelism must be positive"));
     }
-    let job = load_job(text, parallelism).map_err(|e| RestError {
-        status: StatusCode::BAD_REQUEST,
-        errors: e.problems.iter().map(ToString::to_string).collect(),
-    })?;
-    let graph = job.job_graph();
-    let job_id = state
-        .dispatcher_addr
-        .send(SubmitJob {
-            job_id,
+    let savepoint = query.savepoint_path.clone().filter(|p| !p.trim().is_empty());
+    let allow_non_restored = query.allow_non_restored_state.unwrap_or(false);
+    let multipart = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    let submission = if multipart {
+        let mut pairs = vec![("parallelism".to_string(), parallelism.to_string())];
+        pairs.extend(job_id.map(|id| ("jobId".to_string(), id.to_string())));
+        pairs.extend(savepoint.map(|p| ("savepointPath".to_string(), p)));
+        pairs.push(("allowNonRestoredState".to_string(), allow_non_restored.to_string()));
+        let form = actix_multipart::Multipart::new(req.headers(), payload);
+        crate::rest_jars::multipart_submission(&state, form, &pairs).await?
+    } else {
+        // The guard read the body already (bounded by rest.server.max-content-length).
+        let body = payload.to_bytes().await.map_err(|e| RestError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        // A zip body is a job package, anything else a job document.
+        let graph = if looks_like_zip(&body) {
+            let package = state.jars.read_package_bytes(body).await?;
+            package.compile(&BTreeMap::new(), &BTreeMap::new(), parallelism).map_err(job_error)?
+        } else {
+            if body.len() > crate::rest::MAX_JOB_DOCUMENT_BYTES {
+                return Err(RestError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "A job document may have at most {} bytes; send larger jobs as a job package.",
+                        crate::rest::MAX_JOB_DOCUMENT_BYTES
+                    ),
+                ));
+            }
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| RestError::new(StatusCode::BAD_REQUEST, "The job document is not valid UTF-8."))?;
+            load_job(text, parallelism).map_err(job_error)?.job_graph()
+        };
+        crate::rest_jars::Submission {
             graph,
-            savepoint_path: query.savepoint_path.clone().filter(|p| !p.trim().is_empty()),
-            allow_non_restored_state: query.allow_non_restored_state.unwrap_or(false),
-        })
+            job_id,
+            savepoint_path: savepoint,
+            allow_non_restored_state: allow_non_restored,
+        }
+    };
+    let job_id = submit_graph(
+        &state,
+        submission.job_id,
+        submission.graph,
+        submission.savepoint_path,
+        submission.allow_non_restored_state,
+    )
+    .await?;
+    Ok(HttpResponse::Accepted().json(json!({ "jobUrl": format!("/jobs/{job_id}") })))
+}
+
+/// A job file's problems as Flink's `{"errors": [...]}` (400).
+pub(crate) fn job_error(e: flint_common::job::JobError) -> RestError {
+    RestError { status: StatusCode::BAD_REQUEST, errors: e.lines() }
+}
+
+/// Hands a compiled job to the Dispatcher. Artifacts travel inline with the tasks, so
+/// together they may not pass `blob.offload.minsize`.
+pub(crate) async fn submit_graph(
+    state: &RestState,
+    job_id: Option<JobId>,
+    graph: flint_common::job::JobGraph,
+    savepoint_path: Option<String>,
+    allow_non_restored_state: bool,
+) -> Result<JobId, RestError> {
+    let inline: u64 = graph.artifacts.values().map(|a| a.bytes.len() as u64).sum();
+    let limit = state.config.get(&flint_common::config::options::BLOB_OFFLOAD_MINSIZE).map_or(1 << 20, |m| m.bytes());
+    if inline > limit {
+        return Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "The job reads {inline} bytes of package artifacts; at most blob.offload.minsize ({limit} bytes) \
+                 travel inline with its tasks, and this Flint has no BlobServer for larger ones yet."
+            ),
+        ));
+    }
+    state
+        .dispatcher_addr
+        .send(SubmitJob { job_id, graph, savepoint_path, allow_non_restored_state })
         .await
         .map_err(|_| dispatcher_gone())?
         .map_err(|e| match e {
@@ -325,8 +397,7 @@ pub async fn submit(state: web::Data<RestState>, query: web::Query<SubmitQuery>,
             SubmitError::NotLeader | SubmitError::Store(_) => {
                 RestError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-        })?;
-    Ok(HttpResponse::Accepted().json(json!({ "jobUrl": format!("/jobs/{job_id}") })))
+        })
 }
 
 #[derive(Deserialize)]

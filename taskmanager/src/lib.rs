@@ -13,6 +13,7 @@
 //! - [`network`]: the data plane: result partitions, input gates, the data server and client.
 //! - [`state`]: state backends: the in-memory keyed `hashmap` backend and operator state, with snapshots.
 
+pub mod artifacts;
 pub mod network;
 pub mod runtime;
 pub mod stack_sampler;
@@ -241,8 +242,10 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
             resource_id.to_string(),
             tm.managed_memory,
         )),
+        artifacts: artifacts::ArtifactStore::open(&config)?,
     });
     let tm_metrics = env.metrics.clone();
+    let task_env = env.clone();
 
     let fatal = FatalErrorHandler::new(shutdown.clone());
     let system = actix::System::new();
@@ -288,6 +291,7 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     rpc.stop();
     data_server.stop();
     data_client.stop();
+    task_env.artifacts.close();
     if let Some(cause) = fatal.cause() {
         return Err(TaskManagerError::Fatal(cause));
     }

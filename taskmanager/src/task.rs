@@ -59,6 +59,8 @@ pub struct TaskEnvironment {
     pub max_queued_buffers: usize,
     /// The taskmanager's metrics and its tasks' latest ones.
     pub metrics: Arc<crate::tm_metrics::TaskManagerMetrics>,
+    /// Where the tasks' job artifacts are written.
+    pub artifacts: crate::artifacts::ArtifactStore,
 }
 
 /// What a task tells its TaskExecutor (which forwards it to the JobMaster).
@@ -175,7 +177,7 @@ fn state_event(state: TaskState, failure: Option<TaskFailure>, metrics: TaskMetr
 }
 
 fn run(
-    tdd: TaskDeploymentDescriptor,
+    mut tdd: TaskDeploymentDescriptor,
     env: Arc<TaskEnvironment>,
     cancel: CancellationToken,
     commands: mpsc::UnboundedReceiver<TaskCommand>,
@@ -185,6 +187,12 @@ fn run(
     // The flame graph sampler tells this thread's samples apart by its pthread id.
     env.metrics.task_thread(tdd.attempt_id, nix::sys::pthread::pthread_self() as u64);
     report(state_event(TaskState::Initializing, None, TaskMetrics::default()));
+    if let Err(e) = env.artifacts.materialize(&mut tdd) {
+        let failure =
+            TaskFailure { message: format!("could not provide the job's artifacts: {e}"), retryable: e.is_retryable() };
+        report(state_event(TaskState::Failed, Some(failure), TaskMetrics::default()));
+        return;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -599,6 +599,7 @@ impl TaskExecutor {
             if !self.slots.report().slots.iter().any(|s| s.job_id == Some(job_id)) {
                 // The job's last slot here: its partitions go too.
                 self.env.partitions.release(job_id);
+                self.env.artifacts.release_job(job_id);
                 self.job_masters.remove(&job_id);
             }
         }

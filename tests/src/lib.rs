@@ -369,6 +369,20 @@ impl Harness {
         Self::reply(self.agent.post(&self.url(path)).content_type("application/json").send(body))
     }
 
+    /// `POST` a multipart form of `(field, file name, bytes)` parts.
+    pub fn post_multipart(&self, path: &str, parts: &[(&str, &str, &[u8])]) -> Result<Reply, String> {
+        use ureq::unversioned::multipart::{Form, Part};
+        let form = parts
+            .iter()
+            .fold(Form::new(), |form, (name, file, bytes)| form.part(name, Part::bytes(bytes).file_name(file)));
+        Self::reply(self.agent.post(&self.url(path)).send(form))
+    }
+
+    /// `POST /jars/upload` of `bytes` named `file_name` (Flink's field `jarfile`).
+    pub fn upload(&self, file_name: &str, bytes: &[u8]) -> Result<Reply, String> {
+        self.post_multipart("/jars/upload", &[("jarfile", file_name, bytes)])
+    }
+
     pub fn patch(&self, path: &str) -> Result<Reply, String> {
         Self::reply(self.agent.patch(&self.url(path)).send_empty())
     }
@@ -504,6 +518,23 @@ pub fn all_running(job: &Value) -> bool {
     let tasks: u64 =
         job["vertices"].as_array().map_or(0, |v| v.iter().map(|v| v["parallelism"].as_u64().unwrap_or(0)).sum());
     tasks > 0 && job["state"] == "RUNNING" && job["status-counts"]["RUNNING"] == tasks
+}
+
+/// A zip archive of `(name, bytes)` entries, stored uncompressed (a name ending in `/` is a
+/// directory).
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in entries {
+        if name.ends_with('/') {
+            w.add_directory(name.to_string(), options).expect("zip directory");
+        } else {
+            w.start_file(name.to_string(), options).expect("zip entry");
+            w.write_all(bytes).expect("zip write");
+        }
+    }
+    w.finish().expect("zip finish").into_inner()
 }
 
 /// The committed output of a `sink.file` directory: the lines of every visible part file

@@ -13,6 +13,7 @@
 //! - [`expr`]: `map`/`filter` expressions, parsed by `evalexpr` and typed ([`CompiledExpr`]).
 //! - [`catalog`]: the operator types, their parameters and output schemas.
 //! - [`mod@validate`]: every check, collecting all problems into one [`JobError`].
+//! - [`package`]: job packages (a zip with the job file and the artifacts it reads).
 //! - [`plan`]: chaining into vertices, ship strategies, Flink's plan JSON ([`JobGraph`]).
 //!
 //! [`load_job`] does parse and validate in one go and reports the problems of both.
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod catalog;
 pub mod expr;
+pub mod package;
 pub mod plan;
 pub mod schema;
 pub mod spec;
@@ -111,6 +113,17 @@ impl std::error::Error for JobError {}
 /// (a field of the wrong type is reported once, not again as missing).
 pub fn load_job(text: &str, default_parallelism: u32) -> Result<ValidatedJob, JobError> {
     let parsed = spec::parse_document(text)?;
+    validate::validate_parsed(&parsed, default_parallelism)
+}
+
+/// [`load_job`] with `config` entries added to (or replacing) the file's `config`.
+pub fn load_job_with_config(
+    text: &str,
+    config: &std::collections::BTreeMap<String, String>,
+    default_parallelism: u32,
+) -> Result<ValidatedJob, JobError> {
+    let mut parsed = spec::parse_document(text)?;
+    parsed.spec.config.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
     validate::validate_parsed(&parsed, default_parallelism)
 }
 

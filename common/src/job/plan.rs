@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::catalog::{OperatorSpec, Role};
+use super::catalog::{OperatorKind, OperatorSpec, Role};
+use super::package::Artifact;
 use super::schema::Schema;
 use super::validate::ValidatedJob;
 use crate::ids::{JobId, JobVertexId};
@@ -63,6 +64,10 @@ pub struct JobGraph {
     pub edges: Vec<JobEdge>,
     pub config: BTreeMap<String, String>,
     pub max_parallelism: u32,
+    /// The files of the job's package that its `source.file` operators read, by their
+    /// path in the package (see [`super::package`]); shipped inline with the tasks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, Artifact>,
 }
 
 /// A chain of operators run in one task per subtask.
@@ -184,7 +189,24 @@ impl JobGraph {
             edges,
             config: job.config.clone(),
             max_parallelism: job.max_parallelism,
+            artifacts: BTreeMap::new(),
         }
+    }
+
+    /// The artifacts the operators of `vertex` read: those its package-relative
+    /// `source.file` paths name, as files or as directories.
+    pub fn artifacts_of(&self, vertex: &JobVertex) -> BTreeMap<String, Artifact> {
+        let mut out = BTreeMap::new();
+        for op in &vertex.operators {
+            let OperatorKind::FileSource { path, .. } = &op.kind else { continue };
+            let prefix = path.trim_end_matches('/');
+            for (name, artifact) in &self.artifacts {
+                if name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')) {
+                    out.insert(name.clone(), artifact.clone());
+                }
+            }
+        }
+        out
     }
 
     pub fn vertex(&self, id: JobVertexId) -> Option<&JobVertex> {

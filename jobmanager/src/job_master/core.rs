@@ -638,6 +638,7 @@ impl JobCore {
                     ship: e.ship.clone(),
                 })
                 .collect();
+            let artifacts = graph.artifacts_of(vertex);
             for subtask in 0..vertex.parallelism {
                 let slot = self.slots[subtask as usize].clone().expect("all slots are held");
                 let execution = &self.graph.vertices[vi].subtasks[subtask as usize].current;
@@ -657,6 +658,7 @@ impl JobCore {
                     job_master: self.address.clone(),
                     job_master_session: self.session,
                     restore: restore.clone(),
+                    artifacts: artifacts.clone(),
                 };
                 let assignment = SlotAssignment {
                     allocation_id: slot.allocation_id,

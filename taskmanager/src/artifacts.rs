@@ -1,0 +1,232 @@
+//! The job artifacts of this taskmanager's tasks: the files of a job package that its
+//! `source.file` operators read, shipped inline in the TaskDeploymentDescriptor.
+//!
+//! ```text
+//! <blob.storage.directory>/flint-artifacts-<uuid>/     (fresh per process, removed at shutdown)
+//! └── job_<job id>/data/lines.txt                      (removed when the job's last slot here is freed)
+//! ```
+//!
+//! [`ArtifactStore::materialize`] checks each artifact (a safe relative name, bytes that
+//! hash to the key), writes it once per taskmanager (a temporary file renamed into place,
+//! so concurrent subtasks never read a half-written file) and points the operators'
+//! package-relative paths at the job's directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flint_common::config::{options, Configuration};
+use flint_common::ids::JobId;
+use flint_common::job::package::{is_package_relative, sha256_hex};
+use flint_common::job::OperatorKind;
+use flint_common::messages::TaskDeploymentDescriptor;
+use tracing::{debug, warn};
+
+/// Why a task's artifacts could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// A name that would leave the job's directory: the deployment is bad, not the disk.
+    #[error("the artifact name '{name}' is not a plain relative path")]
+    UnsafeName { name: String },
+    /// Bytes that do not hash to their key: corrupted on the way, a redeployment may help.
+    #[error("the artifact '{name}' does not match its sha256 {sha256}")]
+    Corrupt { name: String, sha256: String },
+    #[error("could not write the artifact '{name}': {source}")]
+    Io { name: String, source: std::io::Error },
+}
+
+impl ArtifactError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ArtifactError::UnsafeName { .. })
+    }
+}
+
+/// This process's artifact directory.
+#[derive(Debug)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+impl ArtifactStore {
+    /// A fresh directory under `blob.storage.directory` (default: the system's temp directory).
+    pub fn open(config: &Configuration) -> std::io::Result<Self> {
+        let base = config
+            .get(&options::BLOB_STORAGE_DIRECTORY)
+            .ok()
+            .filter(|d| !d.trim().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        Self::at(base.join(format!("flint-artifacts-{}", uuid::Uuid::new_v4().simple())))
+    }
+
+    /// The store in `root` (created).
+    pub fn at(root: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    pub fn job_dir(&self, job_id: JobId) -> PathBuf {
+        self.root.join(format!("job_{job_id}"))
+    }
+
+    /// Writes the task's artifacts (unless present) and points its operators at them; the
+    /// descriptor keeps no artifact bytes afterwards.
+    pub fn materialize(&self, tdd: &mut TaskDeploymentDescriptor) -> Result<(), ArtifactError> {
+        if tdd.artifacts.is_empty() {
+            return Ok(());
+        }
+        let dir = self.job_dir(tdd.job_id);
+        for (name, artifact) in std::mem::take(&mut tdd.artifacts) {
+            let safe = !name.is_empty()
+                && !name.starts_with('/')
+                && !name.contains('\\')
+                && name.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+            if !safe {
+                return Err(ArtifactError::UnsafeName { name });
+            }
+            if !artifact.is_intact() {
+                return Err(ArtifactError::Corrupt { name, sha256: artifact.sha256 });
+            }
+            let dest = dir.join(&name);
+            if present(&dest, &artifact.sha256) {
+                continue;
+            }
+            write_atomically(&dest, &artifact.bytes)
+                .map_err(|source| ArtifactError::Io { name: name.clone(), source })?;
+            debug!(job_id = %tdd.job_id, artifact = %name, bytes = artifact.bytes.len(), "artifact written");
+        }
+        for op in &mut tdd.vertex.operators {
+            if let OperatorKind::FileSource { path, .. } = &mut op.kind {
+                if is_package_relative(path) {
+                    *path = dir.join(path.as_str()).to_string_lossy().into_owned();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a job's artifacts (its last slot here was freed).
+    pub fn release_job(&self, job_id: JobId) {
+        let dir = self.job_dir(job_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => debug!(%job_id, "job artifacts removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(%job_id, error = %e, "could not remove the job's artifacts"),
+        }
+    }
+
+    /// Removes the whole directory (at shutdown).
+    pub fn close(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(error = %e, "could not remove the artifact directory");
+            }
+        }
+    }
+}
+
+/// Whether `path` holds bytes with this hash already.
+fn present(path: &Path, sha256: &str) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| sha256_hex(&bytes) == sha256)
+}
+
+fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    match written.and_then(|()| std::fs::rename(&tmp, dest)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use flint_common::job::package::Artifact;
+
+    use super::*;
+
+    fn tdd(artifacts: &[(&str, &[u8])], path: &str) -> TaskDeploymentDescriptor {
+        let text = format!(
+            "flint: 1\nname: t\noperators:\n  - {{id: src, op: source.file, path: '{path}'}}\n  - {{id: out, op: sink.print, inputs: [src]}}\n"
+        );
+        let mut graph = flint_common::job::compile_job(&text, 1).unwrap();
+        graph.artifacts = artifacts.iter().map(|(n, b)| (n.to_string(), Artifact::new(b.to_vec()))).collect();
+        let vertex = graph.vertices[0].clone();
+        let artifacts: BTreeMap<String, Artifact> = graph.artifacts_of(&vertex);
+        TaskDeploymentDescriptor {
+            job_id: JobId::generate(),
+            job_name: "t".into(),
+            attempt_id: flint_common::ids::ExecutionAttemptId::generate(),
+            attempt_number: 0,
+            subtask: 0,
+            vertex,
+            max_parallelism: 128,
+            job_config: BTreeMap::new(),
+            allocation_id: flint_common::ids::AllocationId::generate(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            job_master: "flint://127.0.0.1:1/jobmaster".parse().unwrap(),
+            job_master_session: flint_common::ids::LeaderSessionId::generate(),
+            restore: None,
+            artifacts,
+        }
+    }
+
+    fn scratch() -> PathBuf {
+        std::env::temp_dir().join(format!("flint-artifact-test-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    fn source_path(tdd: &TaskDeploymentDescriptor) -> String {
+        match &tdd.vertex.operators[0].kind {
+            OperatorKind::FileSource { path, .. } => path.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn artifacts_are_written_once_and_the_paths_point_at_them() {
+        let root = scratch();
+        let store = ArtifactStore::at(root.clone()).unwrap();
+        let mut a = tdd(&[("data/a.txt", b"one\n"), ("data/b.txt", b"two\n"), ("x.txt", b"no")], "data");
+        let job = a.job_id;
+        assert_eq!(a.artifacts.len(), 2);
+        store.materialize(&mut a).unwrap();
+        assert!(a.artifacts.is_empty());
+        let dir = store.job_dir(job);
+        assert_eq!(source_path(&a), dir.join("data").to_string_lossy());
+        assert_eq!(std::fs::read(dir.join("data/a.txt")).unwrap(), b"one\n");
+        assert!(!dir.join("x.txt").exists());
+        // A second subtask of the job finds them in place.
+        let mut b = tdd(&[("data/a.txt", b"one\n")], "data/a.txt");
+        b.job_id = job;
+        store.materialize(&mut b).unwrap();
+        assert_eq!(source_path(&b), dir.join("data/a.txt").to_string_lossy());
+        store.release_job(job);
+        assert!(!dir.exists());
+        store.close();
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn corrupt_or_escaping_artifacts_are_refused() {
+        let root = scratch();
+        let store = ArtifactStore::at(root.join("store")).unwrap();
+        let mut bad = tdd(&[("data/a.txt", b"one\n")], "data/a.txt");
+        bad.artifacts.get_mut("data/a.txt").unwrap().bytes[0] = b'X';
+        let err = store.materialize(&mut bad).unwrap_err();
+        assert!(matches!(err, ArtifactError::Corrupt { .. }) && err.is_retryable(), "{err}");
+        let mut escaping = tdd(&[("data/a.txt", b"one\n")], "data/a.txt");
+        let artifact = escaping.artifacts.remove("data/a.txt").unwrap();
+        escaping.artifacts.insert("../../evil".into(), artifact);
+        let err = store.materialize(&mut escaping).unwrap_err();
+        assert!(matches!(err, ArtifactError::UnsafeName { .. }) && !err.is_retryable(), "{err}");
+        assert!(!root.join("evil").exists());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
