@@ -1077,14 +1077,40 @@ pub mod options {
         "blob.storage.directory",
         None,
         &[],
-        "Directory under which a taskmanager keeps its jobs' artifacts (default: the system's temp directory); \
-         each process uses a fresh subdirectory removed at shutdown.",
+        "Directory of the jobmanager's BlobServer files and of a taskmanager's blob cache and job artifacts \
+         (default: the system's temp directory); each process uses fresh subdirectories removed at shutdown.",
     );
     pub const BLOB_OFFLOAD_MINSIZE: ConfigOption<MemorySize> = ConfigOption::new(
         "blob.offload.minsize",
         Some("1 mb"),
         &["jobmanager.tdd.offload.minsize"],
-        "The largest artifacts of a job that travel inline with its tasks.",
+        "A job's artifacts up to this size travel inline with its tasks; larger ones go through the BlobServer.",
+    );
+    pub const BLOB_SERVER_PORT: ConfigOption<PortRange> = ConfigOption::new(
+        "blob.server.port",
+        Some("0"),
+        &[],
+        "Port (or range) of the jobmanager's BlobServer; 0 lets the system choose.",
+    );
+    pub const BLOB_FETCH_RETRIES: ConfigOption<u32> = ConfigOption::new(
+        "blob.fetch.retries",
+        Some("5"),
+        &[],
+        "Retries of a blob download that failed or was corrupt.",
+    );
+    pub const BLOB_FETCH_NUM_CONCURRENT: ConfigOption<u32> =
+        ConfigOption::new("blob.fetch.num-concurrent", Some("50"), &[], "Blob requests the BlobServer serves at once.");
+    pub const BLOB_CLIENT_SOCKET_TIMEOUT: ConfigOption<Duration> = ConfigOption::new(
+        "blob.client.socket.timeout",
+        Some("300000"),
+        &[],
+        "Bound on every read and write of a blob transfer (plain numbers are ms).",
+    );
+    pub const BLOB_SERVICE_CLEANUP_INTERVAL: ConfigOption<u64> = ConfigOption::new(
+        "blob.service.cleanup.interval",
+        Some("3600"),
+        &[],
+        "Seconds a taskmanager keeps a job's cached blobs after the job's last task there ended.",
     );
 
     /// Every option above, type-erased, for validation and the known-key list.
@@ -1137,6 +1163,11 @@ pub mod options {
         &WEB_UPLOAD_DIR,
         &BLOB_STORAGE_DIRECTORY,
         &BLOB_OFFLOAD_MINSIZE,
+        &BLOB_SERVER_PORT,
+        &BLOB_FETCH_RETRIES,
+        &BLOB_FETCH_NUM_CONCURRENT,
+        &BLOB_CLIENT_SOCKET_TIMEOUT,
+        &BLOB_SERVICE_CLEANUP_INTERVAL,
     ];
 
     /// Keys Flint does not read as options but that belong in a Flink configuration
@@ -1663,7 +1694,7 @@ mod tests {
         assert!(keys.contains(&"akka.framesize"));
         assert!(keys.contains(&"heartbeat.timeout"));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(ALL_OPTIONS.len(), 48);
+        assert_eq!(ALL_OPTIONS.len(), 53);
     }
 
     #[test]

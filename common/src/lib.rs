@@ -14,6 +14,7 @@
 //! - [`metric_reporter`]: Flink's Prometheus reporter: every process serves its metrics on `/metrics`.
 //! - [`checkpoint_storage`]: checkpoint and savepoint directories on a filesystem path.
 
+pub mod blob;
 pub mod checkpoint_storage;
 pub mod config;
 pub mod ha;

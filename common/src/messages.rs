@@ -314,6 +314,9 @@ pub struct TaskDeploymentDescriptor {
     /// directory and points the operators there.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub artifacts: BTreeMap<String, crate::job::package::Artifact>,
+    /// The BlobServer (`host:port`) the offloaded artifacts are fetched from.
+    #[serde(default)]
+    pub blob_server: Option<String>,
 }
 
 /// Where a task finds the state it restores.

@@ -484,6 +484,7 @@ impl Handler<JobTerminated> for Dispatcher {
         // The result first (a new leader must not run the job again), then the cleanup.
         let result = serde_json::to_value(&*msg.snapshot).unwrap_or(serde_json::Value::Null);
         let ha = self.config.ha.clone();
+        let blobs = self.config.blobs.clone();
         actix::spawn(async move {
             let store = ha.clone();
             let recorded = tokio::task::spawn_blocking(move || store.job_result_store().create_dirty(job_id, result))
@@ -491,7 +492,16 @@ impl Handler<JobTerminated> for Dispatcher {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
             match recorded {
-                Ok(()) => cleanup_job(&ha, job_id).await,
+                Ok(()) => {
+                    if let Some((store, _)) = blobs {
+                        let _ = off_thread(move || {
+                            store.delete_job(job_id);
+                            Ok(())
+                        })
+                        .await;
+                    }
+                    cleanup_job(&ha, job_id).await
+                }
                 Err(e) => warn!(%job_id, error = %e, "could not record the job result"),
             }
         });

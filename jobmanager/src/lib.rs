@@ -52,6 +52,8 @@ pub enum JobManagerError {
     Io(#[from] std::io::Error),
     #[error("high availability: {0}")]
     Ha(String),
+    #[error("blob server: {0}")]
+    Blob(String),
 }
 
 /// The REST endpoint as a leader contender (`rest_server`).
@@ -76,6 +78,32 @@ impl LeaderContender for RestContender {
 
 /// Concurrent REST connections the server keeps; more wait in the listen backlog.
 const MAX_REST_CONNECTIONS: usize = 512;
+
+/// The BlobServer on `blob.server.port` (the first free port of the range), storing under
+/// a fresh `blobStore-<uuid>` in `blob.storage.directory`.
+fn start_blob_server(
+    config: &Configuration,
+    bind_host: &str,
+    ha_dir: Option<std::path::PathBuf>,
+) -> Result<flint_common::blob::BlobServer, JobManagerError> {
+    use flint_common::blob::{BlobServer, BlobSettings, BlobStore};
+    let settings = BlobSettings::from_config(config)?;
+    let ports = config.get(&options::BLOB_SERVER_PORT)?;
+    let mut last = String::from("no port to try");
+    let listener = ports.iter().find_map(|port| match std::net::TcpListener::bind((bind_host, port)) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            last = e.to_string();
+            None
+        }
+    });
+    let Some(listener) = listener else {
+        return Err(JobManagerError::Blob(format!("could not bind blob.server.port '{ports}' on {bind_host}: {last}")));
+    };
+    let dir = BlobSettings::storage_base(config).join(format!("blobStore-{}", uuid::Uuid::new_v4()));
+    let store = std::sync::Arc::new(BlobStore::new(dir, ha_dir)?);
+    Ok(BlobServer::start(listener, store, settings)?)
+}
 
 /// Runs a JobManager until `shutdown` is cancelled.
 pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(), JobManagerError> {
@@ -108,7 +136,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     let rpc_ports =
         if zookeeper { config.get(&options::HIGH_AVAILABILITY_JOB_MANAGER_PORT)?.ports() } else { vec![rpc_port] };
     let rpc = RpcService::start(RpcServiceConfig {
-        bind_host,
+        bind_host: bind_host.clone(),
         ports: rpc_ports,
         advertised_host: rpc_address.clone(),
         max_frame_size: config.get(&options::PEKKO_FRAMESIZE)?.bytes() as usize,
@@ -126,6 +154,9 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     let dispatcher_gateway =
         DispatcherGateway(RemoteEndpoint::new(rpc.clone(), rpc.address_of(endpoints::DISPATCHER), ask_timeout));
     let log_dir = flint_common::process::log_dir(&config);
+    let mut blob_server = start_blob_server(&config, &bind_host, ha.blob_storage_dir())?;
+    config.set(options::BLOB_SERVER_PORT.key, blob_server.port().to_string());
+    let blobs = (blob_server.store().clone(), format!("{rpc_address}:{}", blob_server.port()));
 
     let system = actix::System::new();
     let result = system.block_on(async {
@@ -144,6 +175,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                 },
                 cluster: config.clone(),
                 ha: ha.clone(),
+                blobs: Some(blobs.clone()),
             },
             dispatcher::JobStoreLimits::from_config(&config)?,
         );
@@ -186,6 +218,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         let state = actix_web::web::Data::new(rest::RestState {
             rest_url,
             jars: jars.clone(),
+            blobs: blobs.0.clone(),
             dispatcher_addr: dispatcher.clone(),
             default_parallelism,
             resource_manager: rm_gateway,
@@ -243,6 +276,8 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         Ok(())
     });
     resource_manager.stop();
+    blob_server.stop();
+    blob_server.store().close();
     ha.close();
     rpc.stop();
     info!("job manager stopped");

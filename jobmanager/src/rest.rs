@@ -45,6 +45,8 @@ pub struct RestState {
     pub operations: Arc<rest_misc::Operations>,
     /// This REST endpoint's URL (`http://<rest.address>:<port>`).
     pub rest_url: String,
+    /// The BlobServer's store: artifacts over `blob.offload.minsize` go there.
+    pub blobs: Arc<flint_common::blob::BlobStore>,
     /// Packages uploaded through `/jars/upload`.
     pub jars: Arc<crate::rest_jars::JarStore>,
 }

@@ -435,17 +435,17 @@ async fn compile(
     submit_enabled(state)?;
     let request = parse_request(body, query)?;
     let package = state.jars.load(id).await?;
-    let graph = compile_package(state, &package, &request)?;
+    let graph = compile_package(state, package, &request)?;
     Ok((request, graph))
 }
 
 fn compile_package(
     state: &RestState,
-    package: &JobPackage,
+    package: JobPackage,
     request: &JarRequest,
 ) -> Result<flint_common::job::JobGraph, RestError> {
     let parallelism = request.parallelism.unwrap_or(state.default_parallelism);
-    package.compile(&request.params, &request.config, parallelism).map_err(job_error)
+    package.into_graph(&request.params, &request.config, parallelism).map_err(job_error)
 }
 
 /// A multipart `POST /jobs`: part `request` (JSON, the fields of `/jars/:id/run`) and either
@@ -495,7 +495,7 @@ pub(crate) async fn multipart_submission(
         _ => return Err(bad_request("Send either a part 'package' (a zip) or a part 'job' with 'artifact' parts.")),
     };
     let request = parse_request(&request, query)?;
-    let graph = compile_package(state, &package, &request)?;
+    let graph = compile_package(state, package, &request)?;
     Ok(Submission {
         graph,
         job_id: request.job_id,

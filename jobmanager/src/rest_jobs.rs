@@ -328,7 +328,7 @@ pub async fn submit(
         // A zip body is a job package, anything else a job document.
         let graph = if looks_like_zip(&body) {
             let package = state.jars.read_package_bytes(body).await?;
-            package.compile(&BTreeMap::new(), &BTreeMap::new(), parallelism).map_err(job_error)?
+            package.into_graph(&BTreeMap::new(), &BTreeMap::new(), parallelism).map_err(job_error)?
         } else {
             if body.len() > crate::rest::MAX_JOB_DOCUMENT_BYTES {
                 return Err(RestError::new(
@@ -366,27 +366,33 @@ pub(crate) fn job_error(e: flint_common::job::JobError) -> RestError {
     RestError { status: StatusCode::BAD_REQUEST, errors: e.lines() }
 }
 
-/// Hands a compiled job to the Dispatcher. Artifacts travel inline with the tasks, so
-/// together they may not pass `blob.offload.minsize`.
+/// Hands a compiled job to the Dispatcher. Artifacts that together pass
+/// `blob.offload.minsize` are stored as permanent blobs of the job first (mirrored to the
+/// HA storage) and the job graph keeps only their keys; smaller ones travel inline.
 pub(crate) async fn submit_graph(
     state: &RestState,
     job_id: Option<JobId>,
-    graph: flint_common::job::JobGraph,
+    mut graph: flint_common::job::JobGraph,
     savepoint_path: Option<String>,
     allow_non_restored_state: bool,
 ) -> Result<JobId, RestError> {
-    let inline: u64 = graph.artifacts.values().map(|a| a.bytes.len() as u64).sum();
+    let inline: u64 = graph.artifacts.values().map(|a| a.size).sum();
     let limit = state.config.get(&flint_common::config::options::BLOB_OFFLOAD_MINSIZE).map_or(1 << 20, |m| m.bytes());
-    if inline > limit {
-        return Err(RestError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "The job reads {inline} bytes of package artifacts; at most blob.offload.minsize ({limit} bytes) \
-                 travel inline with its tasks, and this Flint has no BlobServer for larger ones yet."
-            ),
-        ));
-    }
-    state
+    let fresh_id = job_id.is_none();
+    let job_id = if inline > limit {
+        let id = job_id.unwrap_or_else(JobId::generate);
+        let store = state.blobs.clone();
+        let artifacts = std::mem::take(&mut graph.artifacts);
+        let started = std::time::Instant::now();
+        graph.artifacts = tokio::task::spawn_blocking(move || offload(&store, id, artifacts))
+            .await
+            .map_err(|e| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("offloading failed: {e}")))??;
+        tracing::info!(job_id = %id, bytes = inline, ms = started.elapsed().as_millis() as u64, "artifacts offloaded to the blob server");
+        Some(id)
+    } else {
+        job_id
+    };
+    let submitted = state
         .dispatcher_addr
         .send(SubmitJob { job_id, graph, savepoint_path, allow_non_restored_state })
         .await
@@ -397,7 +403,32 @@ pub(crate) async fn submit_graph(
             SubmitError::NotLeader | SubmitError::Store(_) => {
                 RestError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-        })
+        });
+    if let (Err(_), Some(id), true) = (&submitted, job_id, fresh_id) {
+        // Nothing runs under the id this submission made up: its blobs go.
+        let store = state.blobs.clone();
+        let _ = tokio::task::spawn_blocking(move || store.delete_job(id)).await;
+    }
+    submitted
+}
+
+/// Stores every artifact as a permanent blob of `job_id`; the returned artifacts keep only
+/// their hashes and sizes.
+fn offload(
+    store: &flint_common::blob::BlobStore,
+    job_id: JobId,
+    artifacts: BTreeMap<String, flint_common::job::package::Artifact>,
+) -> Result<BTreeMap<String, flint_common::job::package::Artifact>, RestError> {
+    let mut out = BTreeMap::new();
+    for (name, mut artifact) in artifacts {
+        store.put_bytes(Some(job_id), flint_common::blob::BlobKind::Permanent, &artifact.bytes).map_err(|e| {
+            RestError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Could not store the artifact {name}: {e}"))
+        })?;
+        artifact.bytes = Vec::new();
+        artifact.offloaded = true;
+        out.insert(name, artifact);
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]

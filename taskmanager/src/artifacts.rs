@@ -9,17 +9,25 @@
 //! [`ArtifactStore::materialize`] checks each artifact (a safe relative name, bytes that
 //! hash to the key), writes it once per taskmanager (a temporary file renamed into place,
 //! so concurrent subtasks never read a half-written file) and points the operators'
-//! package-relative paths at the job's directory.
+//! package-relative paths at the job's directory. Artifacts the JobMaster offloaded
+//! (larger together than `blob.offload.minsize`) come from the BlobServer through the
+//! [`BlobCache`] (downloaded once per taskmanager) and are linked into the job's directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use std::sync::Arc;
+
+use flint_common::blob::BlobSettings;
 use flint_common::config::{options, Configuration};
 use flint_common::ids::JobId;
 use flint_common::job::package::{is_package_relative, sha256_hex};
 use flint_common::job::OperatorKind;
 use flint_common::messages::TaskDeploymentDescriptor;
 use tracing::{debug, warn};
+
+use crate::blob_cache::BlobCache;
 
 /// Why a task's artifacts could not be provided.
 #[derive(Debug, thiserror::Error)]
@@ -32,11 +40,19 @@ pub enum ArtifactError {
     Corrupt { name: String, sha256: String },
     #[error("could not write the artifact '{name}': {source}")]
     Io { name: String, source: std::io::Error },
+    #[error("could not fetch the artifact '{name}': {source}")]
+    Blob { name: String, source: flint_common::blob::BlobError },
+    #[error("the artifact '{name}' was offloaded but the deployment names no blob server")]
+    NoBlobServer { name: String },
 }
 
 impl ArtifactError {
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ArtifactError::UnsafeName { .. })
+        match self {
+            ArtifactError::UnsafeName { .. } | ArtifactError::NoBlobServer { .. } => false,
+            ArtifactError::Blob { source, .. } => source.is_retryable(),
+            ArtifactError::Corrupt { .. } | ArtifactError::Io { .. } => true,
+        }
     }
 }
 
@@ -44,24 +60,32 @@ impl ArtifactError {
 #[derive(Debug)]
 pub struct ArtifactStore {
     root: PathBuf,
+    /// Offloaded artifacts (absent in tests without a BlobServer).
+    cache: Option<Arc<BlobCache>>,
 }
 
 impl ArtifactStore {
-    /// A fresh directory under `blob.storage.directory` (default: the system's temp directory).
-    pub fn open(config: &Configuration) -> std::io::Result<Self> {
-        let base = config
-            .get(&options::BLOB_STORAGE_DIRECTORY)
-            .ok()
-            .filter(|d| !d.trim().is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        Self::at(base.join(format!("flint-artifacts-{}", uuid::Uuid::new_v4().simple())))
+    /// Fresh directories under `blob.storage.directory` (default: the system's temp
+    /// directory) for the artifacts and the blob cache.
+    pub fn open(config: &Configuration) -> Result<Self, crate::TaskManagerError> {
+        let base = BlobSettings::storage_base(config);
+        let id = uuid::Uuid::new_v4().simple();
+        let cleanup = Duration::from_secs(config.get(&options::BLOB_SERVICE_CLEANUP_INTERVAL)?);
+        let cache = BlobCache::new(base.join(format!("blobCache-{id}")), BlobSettings::from_config(config)?, cleanup)?;
+        cache.start_cleanup()?;
+        let mut store = Self::at(base.join(format!("flint-artifacts-{id}")))?;
+        store.cache = Some(cache);
+        Ok(store)
     }
 
-    /// The store in `root` (created).
+    /// The store in `root` (created), without a blob cache.
     pub fn at(root: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
-        Ok(Self { root })
+        Ok(Self { root, cache: None })
+    }
+
+    pub fn cache(&self) -> Option<&Arc<BlobCache>> {
+        self.cache.as_ref()
     }
 
     pub fn job_dir(&self, job_id: JobId) -> PathBuf {
@@ -75,6 +99,11 @@ impl ArtifactStore {
             return Ok(());
         }
         let dir = self.job_dir(tdd.job_id);
+        if let Some(cache) = &self.cache {
+            if tdd.artifacts.values().any(|a| a.offloaded) {
+                cache.register_job(tdd.job_id);
+            }
+        }
         for (name, artifact) in std::mem::take(&mut tdd.artifacts) {
             let safe = !name.is_empty()
                 && !name.starts_with('/')
@@ -83,10 +112,14 @@ impl ArtifactStore {
             if !safe {
                 return Err(ArtifactError::UnsafeName { name });
             }
+            let dest = dir.join(&name);
+            if artifact.offloaded {
+                self.link_offloaded(tdd, &name, &artifact, &dest)?;
+                continue;
+            }
             if !artifact.is_intact() {
                 return Err(ArtifactError::Corrupt { name, sha256: artifact.sha256 });
             }
-            let dest = dir.join(&name);
             if present(&dest, &artifact.sha256) {
                 continue;
             }
@@ -104,8 +137,45 @@ impl ArtifactStore {
         Ok(())
     }
 
-    /// Removes a job's artifacts (its last slot here was freed).
+    /// Puts an offloaded artifact at `dest`: the cached blob, hard-linked (copied across
+    /// file systems).
+    fn link_offloaded(
+        &self,
+        tdd: &TaskDeploymentDescriptor,
+        name: &str,
+        artifact: &flint_common::job::package::Artifact,
+        dest: &Path,
+    ) -> Result<(), ArtifactError> {
+        if dest.exists() {
+            return Ok(());
+        }
+        let server =
+            tdd.blob_server.as_deref().ok_or_else(|| ArtifactError::NoBlobServer { name: name.to_string() })?;
+        let key = artifact.blob_key().ok_or_else(|| ArtifactError::UnsafeName { name: name.to_string() })?;
+        let cache = self.cache.as_ref().ok_or_else(|| ArtifactError::NoBlobServer { name: name.to_string() })?;
+        let cached = cache
+            .get(server, tdd.job_id, key)
+            .map_err(|source| ArtifactError::Blob { name: name.to_string(), source })?;
+        let io = |source| ArtifactError::Io { name: name.to_string(), source };
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io)?;
+        let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let placed = std::fs::hard_link(&cached, &tmp).or_else(|_| std::fs::copy(&cached, &tmp).map(|_| ()));
+        match placed.and_then(|()| std::fs::rename(&tmp, dest)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(io(e))
+            }
+        }
+    }
+
+    /// Removes a job's artifacts (its last slot here was freed); its cached blobs go after
+    /// `blob.service.cleanup.interval`.
     pub fn release_job(&self, job_id: JobId) {
+        if let Some(cache) = &self.cache {
+            cache.release_job(job_id);
+        }
         let dir = self.job_dir(job_id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => debug!(%job_id, "job artifacts removed"),
@@ -114,8 +184,11 @@ impl ArtifactStore {
         }
     }
 
-    /// Removes the whole directory (at shutdown).
+    /// Removes the whole directory and the cache (at shutdown).
     pub fn close(&self) {
+        if let Some(cache) = &self.cache {
+            cache.close();
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.root) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!(error = %e, "could not remove the artifact directory");
@@ -175,6 +248,7 @@ mod tests {
             job_master_session: flint_common::ids::LeaderSessionId::generate(),
             restore: None,
             artifacts,
+            blob_server: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! - [`state`]: state backends: the in-memory keyed `hashmap` backend and operator state, with snapshots.
 
 pub mod artifacts;
+pub mod blob_cache;
 pub mod network;
 pub mod runtime;
 pub mod stack_sampler;

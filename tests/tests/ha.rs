@@ -363,3 +363,87 @@ fn start_cluster_starts_every_master_in_zookeeper_mode() {
         pids.iter().all(|p| !flint_tests::is_alive(*p)).then_some(())
     });
 }
+
+/// Issue 12's HA case: a job whose 2 MiB package artifact went to the BlobServer (over
+/// `blob.offload.minsize`) survives `kill -9` of the leading jobmanager and of every
+/// taskmanager: the new leader serves the artifact from the HA storage to fresh
+/// taskmanagers, and the output is exactly once (without checkpoints the job starts over;
+/// the file sink commits only what a finished run wrote).
+#[test]
+fn a_job_with_offloaded_artifacts_recovers_on_a_new_leader() {
+    const RECORDS: u64 = 40_000;
+    let mut c = ha_cluster("ha-blobs", "2 s", 2);
+    let (leader_index, _) = c.leader(4);
+    let lines: Vec<String> = (0..40_000).map(|i| format!("file-{i:06}-{}", "x".repeat(40))).collect();
+    let data = lines.join("\n") + "\n";
+    assert!(data.len() > 2 << 20);
+    let out = c.h.home.join("out");
+    let job = json!({
+        "flint": 1, "name": "blobs-failover", "parallelism": 2,
+        "operators": [
+            { "id": "file", "op": "source.file", "path": "data/lines.txt" },
+            { "id": "numbers", "op": "source.sequence", "from": 0, "to": RECORDS - 1, "rate": 5_000 },
+            { "id": "numbered", "op": "map", "inputs": ["numbers"], "fields": { "line": "\"seq-\" + str::from(n)" } },
+            { "id": "all", "op": "union", "inputs": ["file", "numbered"] },
+            { "id": "out", "op": "sink.file", "inputs": ["all"], "path": out }
+        ]
+    });
+    let zip = flint_tests::zip_of(&[("job.json", job.to_string().as_bytes()), ("data/lines.txt", data.as_bytes())]);
+    let reply = c.h.post_multipart("/jobs", &[("package", "p.zip", &zip)]).unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let id = reply.body["jobUrl"].as_str().unwrap().trim_start_matches("/jobs/").to_string();
+    // The file is read (its source finished) while the slow sequence keeps the job running.
+    c.h.wait_for("the file source FINISHED, the job RUNNING", DEADLINE, || {
+        let job = c.h.job(&id);
+        (job["state"] == "RUNNING" && job["status-counts"]["FINISHED"] == 2).then_some(())
+    });
+    let blob_dir = c.h.home.join("ha");
+    let mirrored = walk(&blob_dir).into_iter().filter(|p| p.to_string_lossy().contains("/blob/job_")).count();
+    assert_eq!(mirrored, 1, "the artifact is in the HA storage");
+    c.h.process(leader_index).kill9();
+    for index in c.taskmanagers.clone() {
+        c.h.process(index).kill9();
+    }
+    for i in 1..=2 {
+        let index = c.h.start_taskmanager(&format!("taskmanager-{i}-new"), &["taskmanager.numberOfTaskSlots=2".into()]);
+        c.taskmanagers.push(index);
+    }
+    c.leader(4);
+    c.h.wait_for("the job FINISHED under the new leader", DEADLINE, || {
+        (c.h.job(&id)["state"] == "FINISHED").then_some(())
+    });
+    let logs = |prefix: &str, what: &str| {
+        std::fs::read_dir(&c.h.log_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().matches(what).count())
+            .sum::<usize>()
+    };
+    assert!(logs("jobmanager", "blob recovered from the HA storage") >= 1, "the new leader read the HA copy");
+    assert!(logs("taskmanager-1-new", "blob downloaded") + logs("taskmanager-2-new", "blob downloaded") >= 1);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for line in read_output_lines(&out) {
+        *seen.entry(line).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> =
+        lines.iter().cloned().chain((0..RECORDS).map(|n| format!("seq-{n}"))).map(|l| (l, 1)).collect();
+    assert_eq!(seen.len(), expected.len(), "every line");
+    assert!(seen == expected, "exactly once: {:?}", seen.iter().find(|(_, n)| **n != 1));
+    // The job's blobs leave the HA storage with the job.
+    c.h.wait_for("the job's blobs removed from the HA storage", DEADLINE, || {
+        walk(&blob_dir).iter().all(|p| !p.to_string_lossy().contains("/blob/job_")).then_some(())
+    });
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}

@@ -265,3 +265,125 @@ fn web_submit_disabled_hides_the_jar_handlers() {
     assert_eq!(h.get("/jars").unwrap().status, 404);
     assert_eq!(h.upload("job.yaml", JOB.as_bytes()).unwrap().status, 404);
 }
+
+/// Lines of `taskmanager-*.log` saying a blob was downloaded.
+fn downloads(h: &Harness, tm: usize) -> usize {
+    std::fs::read_to_string(h.log_dir.join(format!("taskmanager-{tm}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("blob downloaded"))
+        .count()
+}
+
+#[test]
+fn a_100_mib_artifact_goes_through_the_blob_server_once_per_taskmanager() {
+    let mut h = Harness::new("blob-100mib");
+    h.set("rest.server.max-content-length", 256 << 20).set("heartbeat.interval", "1 s");
+    let jm_blobs = h.home.join("jm-blobs");
+    let jm = h.start_jobmanager_with("jobmanager", &[format!("blob.storage.directory={}", jm_blobs.display())]);
+    for i in 1..=2 {
+        let blobs = h.home.join(format!("blobs-{i}"));
+        h.start_taskmanager(
+            &format!("taskmanager-{i}"),
+            &["taskmanager.numberOfTaskSlots=2".into(), format!("blob.storage.directory={}", blobs.display())],
+        );
+    }
+    h.wait_for_overview("2 task managers with 4 slots", DEADLINE, |o| o["taskmanagers"] == 2 && o["slots-total"] == 4);
+
+    // 100 MiB of incompressible 1 KiB lines, with 200 short marker lines among them.
+    let mut data = Vec::with_capacity(101 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut markers = BTreeSet::new();
+    for i in 0..102_400u32 {
+        if i % 512 == 0 {
+            let m = format!("m-{i}");
+            data.extend_from_slice(m.as_bytes());
+            data.push(b'\n');
+            markers.insert(m);
+        }
+        for _ in 0..(1023 / 16) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(format!("{x:016x}").as_bytes());
+        }
+        data.extend_from_slice(&b"0123456789abcdef"[..1023 % 16]);
+        data.push(b'\n');
+    }
+    assert!(data.len() >= 100 << 20);
+    let job = "flint: 1\nname: big-artifact\nparallelism: 4\noperators:\n  \
+               - { id: lines, op: source.file, path: data/big.txt }\n  \
+               - { id: short, op: filter, inputs: [lines], predicate: 'len(line) < 100' }\n  \
+               - { id: out, op: sink.file, inputs: [short], path: \"${out}\", format: json }\n";
+    let zip = zip_of(&[("job.yaml", job.as_bytes()), ("data/big.txt", &data)]);
+    drop(data);
+
+    let started = std::time::Instant::now();
+    let up = h.upload("big.zip", &zip).unwrap();
+    let upload = started.elapsed();
+    assert_eq!(up.status, 200, "{}", up.text);
+    eprintln!(
+        "upload of a {:.1} MiB package: {:.0} ms, {:.0} MiB/s",
+        zip.len() as f64 / 1048576.0,
+        upload.as_secs_f64() * 1000.0,
+        zip.len() as f64 / 1048576.0 / upload.as_secs_f64()
+    );
+    let id = up.body["filename"].as_str().unwrap().to_string();
+
+    // The jobmanager's resident memory while the job is deployed.
+    let pid = h.process(jm).pid();
+    let before = flint_tests::rss_kib(pid).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(flint_tests::rss_kib(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let out = h.home.join("out");
+    let started = std::time::Instant::now();
+    let run = h
+        .post_json(&format!("/jars/{id}/run"), &json!({ "programArgsList": ["--out", out.display().to_string()] }))
+        .unwrap();
+    assert_eq!(run.status, 200, "{}", run.text);
+    let job_id = run.body["jobid"].as_str().unwrap().to_string();
+    h.wait_for("every task deployed", DEADLINE, || {
+        let job = h.job(&job_id);
+        (flint_tests::all_running(&job) || job["state"] == "FINISHED").then_some(())
+    });
+    let deployed = started.elapsed();
+    h.wait_job_state(&job_id, "FINISHED", DEADLINE);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.join().unwrap();
+    eprintln!(
+        "p=4 on 2 taskmanagers: deployed (run request to every task running) in {} ms, finished after {} ms; \
+         jobmanager RSS {} MiB before, peak {} MiB (+{} MiB)",
+        deployed.as_millis(),
+        started.elapsed().as_millis(),
+        before / 1024,
+        peak / 1024,
+        peak.saturating_sub(before) / 1024
+    );
+    assert!(peak.saturating_sub(before) < 200 * 1024, "the jobmanager grew by {} KiB", peak - before);
+    assert_eq!(output(&out), markers, "every marker line, once");
+    assert_eq!((downloads(&h, 1), downloads(&h, 2)), (1, 1), "each taskmanager downloads the artifact once");
+
+    // The job's blobs leave the jobmanager's store and the artifact directories.
+    h.wait_for("the job's artifacts removed", DEADLINE, || {
+        artifact_files(&h).iter().all(|f| !f.to_string_lossy().contains("flint-artifacts-")).then_some(())
+    });
+    let job_blobs = || {
+        std::fs::read_dir(&jm_blobs)
+            .unwrap()
+            .flatten()
+            .filter(|store| store.path().join(format!("job_{job_id}")).exists())
+            .count()
+    };
+    assert_eq!(std::fs::read_dir(&jm_blobs).unwrap().count(), 1, "one blob store");
+    h.wait_for("the job's blobs removed from the blob server", DEADLINE, || (job_blobs() == 0).then_some(()));
+}

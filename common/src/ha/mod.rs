@@ -277,6 +277,12 @@ pub trait HaServices: Send + Sync {
     /// Deletes what the HA services hold for a globally terminated job: its checkpoints, its
     /// checkpoint counter and its leader node (not its job graph or job result).
     fn cleanup_job_data(&self, job_id: JobId) -> HaFuture<()>;
+
+    /// Where the BlobServer mirrors permanent blobs so a new leader can serve them
+    /// (`<storageDir>/<cluster-id>/blob`); `None` without high availability.
+    fn blob_storage_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Leaves all elections (revoking leadership held), stops retrievals and closes the
     /// connection. Blocks for a bounded time; idempotent.
     fn close(&self);

@@ -17,7 +17,7 @@
 //!
 //! A job file alone (not a zip) is a package without artifacts ([`JobPackage::from_job_file`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek};
 
 use serde::{Deserialize, Serialize};
@@ -86,24 +86,38 @@ impl PackageError {
 pub struct Artifact {
     /// Lowercase hex of the content's SHA-256.
     pub sha256: String,
+    /// The content, or nothing when it was offloaded to the BlobServer.
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
+    /// Whether the content is a permanent blob of the job (key: `sha256`) instead of inline.
+    #[serde(default)]
+    pub offloaded: bool,
+    /// The content's size.
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl Artifact {
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self { sha256: sha256_hex(&bytes), bytes }
+        Self { sha256: sha256_hex(&bytes), size: bytes.len() as u64, bytes, offloaded: false }
     }
 
     /// Whether the bytes still hash to `sha256`.
     pub fn is_intact(&self) -> bool {
         sha256_hex(&self.bytes) == self.sha256
     }
+
+    /// The blob key of an offloaded artifact.
+    pub fn blob_key(&self) -> Option<crate::blob::BlobKey> {
+        let hash: [u8; 32] = hex::decode(&self.sha256).ok()?.try_into().ok()?;
+        Some(crate::blob::BlobKey::new(crate::blob::BlobKind::Permanent, hash))
+    }
 }
 
 impl std::fmt::Debug for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Artifact({} bytes, sha256 {})", self.bytes.len(), self.sha256)
+        let place = if self.offloaded { "offloaded" } else { "inline" };
+        write!(f, "Artifact({} bytes {place}, sha256 {})", self.size, self.sha256)
     }
 }
 
@@ -195,7 +209,13 @@ fn read_archive<R: Read + Seek>(reader: R, limits: PackageLimits, mode: Mode) ->
         let room = limits.max_expanded_bytes - expanded;
         let cap = if job_file { room.min(limits.max_job_file_bytes) } else { room };
         let corrupt = |e: std::io::Error| PackageError::Corrupt { name: name.clone(), reason: e.to_string() };
-        let mut bytes = Vec::new();
+        // Reserved once (the claim is bounded by the cap): a growing buffer would hold
+        // up to twice the entry while it is copied.
+        let mut bytes = if mode == Mode::Check && !job_file {
+            Vec::new()
+        } else {
+            Vec::with_capacity(entry.size().min(cap) as usize)
+        };
         let size = if mode == Mode::Check && !job_file {
             std::io::copy(&mut entry.take(cap + 1), &mut std::io::sink()).map_err(corrupt)?
         } else {
@@ -380,39 +400,56 @@ impl JobPackage {
         config: &BTreeMap<String, String>,
         default_parallelism: u32,
     ) -> Result<JobGraph, JobError> {
+        self.clone().into_graph(params, config, default_parallelism)
+    }
+
+    /// [`JobPackage::compile`], moving the artifacts' bytes into the graph (no copy).
+    pub fn into_graph(
+        mut self,
+        params: &BTreeMap<String, String>,
+        config: &BTreeMap<String, String>,
+        default_parallelism: u32,
+    ) -> Result<JobGraph, JobError> {
         let text = substitute_parameters(&self.job_text, params).map_err(|e| JobError::single(e.to_string()))?;
         let job = load_job_with_config(&text, config, default_parallelism)?;
         let mut problems = Vec::new();
-        let mut used: BTreeMap<String, Artifact> = BTreeMap::new();
+        let mut used: BTreeSet<String> = BTreeSet::new();
         for op in &job.operators {
             let OperatorKind::FileSource { path, .. } = &op.spec.kind else { continue };
             if !is_package_relative(path) {
                 continue;
             }
             let Some(prefix) = safe_relative(path) else {
-                problems.push(super::JobProblem::operator(&op.spec.id, format!("'path' '{path}' must be a plain relative path inside the job package (no '.', '..' or empty segments)")));
+                problems.push(super::JobProblem::operator(
+                    &op.spec.id,
+                    format!(
+                        "'path' '{path}' must be a plain relative path inside the job package (no '.', '..' or empty segments)"
+                    ),
+                ));
                 continue;
             };
-            let named: Vec<(&String, &Vec<u8>)> = self
-                .artifacts
-                .iter()
-                .filter(|(name, _)| **name == prefix || name.strip_prefix(&prefix).is_some_and(|r| r.starts_with('/')))
-                .collect();
-            if named.is_empty() {
+            let mut named = false;
+            for name in self.artifacts.keys() {
+                if *name == prefix || name.strip_prefix(&prefix).is_some_and(|r| r.starts_with('/')) {
+                    named = true;
+                    used.insert(name.clone());
+                }
+            }
+            if !named {
                 problems.push(super::JobProblem::operator(
                     &op.spec.id,
                     format!("'path' '{path}' names no file of the job package"),
                 ));
-            }
-            for (name, bytes) in named {
-                used.entry(name.clone()).or_insert_with(|| Artifact::new(bytes.clone()));
             }
         }
         if !problems.is_empty() {
             return Err(JobError { problems });
         }
         let mut graph = job.job_graph();
-        graph.artifacts = used;
+        graph.artifacts = used
+            .into_iter()
+            .filter_map(|name| self.artifacts.remove(&name).map(|bytes| (name, Artifact::new(bytes))))
+            .collect();
         Ok(graph)
     }
 }

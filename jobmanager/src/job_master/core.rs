@@ -63,6 +63,8 @@ pub struct CoreConfig {
     pub cluster: Configuration,
     pub slot_request_timeout: Duration,
     pub heartbeat: HeartbeatSettings,
+    /// The BlobServer's `host:port`, given to the tasks for offloaded artifacts.
+    pub blob_server: Option<String>,
 }
 
 /// A timer the core asked for; it comes back through [`JobCore::timer_fired`]. Timers carry
@@ -308,6 +310,7 @@ pub struct JobCore {
     session: LeaderSessionId,
     slot_request_timeout: Duration,
     heartbeat: HeartbeatSettings,
+    blob_server: Option<String>,
     clock: Arc<dyn Clock>,
     /// One entry per parallel pipeline.
     slots: Vec<Option<HeldSlot>>,
@@ -362,6 +365,7 @@ impl JobCore {
             session,
             slot_request_timeout: config.slot_request_timeout,
             heartbeat: config.heartbeat,
+            blob_server: config.blob_server.clone(),
             clock,
             slots,
             pending: BTreeMap::new(),
@@ -659,6 +663,7 @@ impl JobCore {
                     job_master_session: self.session,
                     restore: restore.clone(),
                     artifacts: artifacts.clone(),
+                    blob_server: self.blob_server.clone(),
                 };
                 let assignment = SlotAssignment {
                     allocation_id: slot.allocation_id,

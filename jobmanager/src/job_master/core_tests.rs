@@ -71,8 +71,12 @@ fn checkpointed(dir: &str) -> String {
 impl Fixture {
     fn new(parallelism: u32, config: &str) -> Self {
         let clock = Arc::new(ManualClock::new());
-        let core_config =
-            CoreConfig { cluster: Configuration::new(), slot_request_timeout: SLOT_TIMEOUT, heartbeat: HEARTBEAT };
+        let core_config = CoreConfig {
+            cluster: Configuration::new(),
+            slot_request_timeout: SLOT_TIMEOUT,
+            heartbeat: HEARTBEAT,
+            blob_server: None,
+        };
         let job_id = JobId::generate();
         let core = JobCore::new(
             job_id,
@@ -897,7 +901,12 @@ fn an_operation_waits_for_its_id_and_fails_when_the_job_stopped_running_meanwhil
 #[test]
 fn a_job_resumed_from_a_savepoint_moves_the_id_counter_past_it_first() {
     let clock = Arc::new(ManualClock::new());
-    let config = CoreConfig { cluster: Configuration::new(), slot_request_timeout: SLOT_TIMEOUT, heartbeat: HEARTBEAT };
+    let config = CoreConfig {
+        cluster: Configuration::new(),
+        slot_request_timeout: SLOT_TIMEOUT,
+        heartbeat: HEARTBEAT,
+        blob_server: None,
+    };
     let job_id = JobId::generate();
     let restore = SavepointRestore { checkpoint_id: 41, location: "/sp/savepoint-41".into(), is_savepoint: true };
     let mut core = JobCore::new(

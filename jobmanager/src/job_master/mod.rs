@@ -66,6 +66,8 @@ pub struct JobMasterConfig {
     pub cluster: flint_common::config::Configuration,
     /// High availability: job graph, checkpoint and job result stores, checkpoint ids.
     pub ha: Arc<dyn HaServices>,
+    /// The BlobServer's store (jobs' blobs are deleted when they end) and `host:port`.
+    pub blobs: Option<(Arc<flint_common::blob::BlobStore>, String)>,
 }
 
 pub struct JobMaster {
@@ -104,6 +106,7 @@ impl JobMaster {
             cluster: config.cluster.clone(),
             slot_request_timeout: config.slot_request_timeout,
             heartbeat: config.heartbeat,
+            blob_server: config.blobs.as_ref().map(|(_, address)| address.clone()),
         };
         let core = JobCore::new(job_id, job_graph, address, session, &core_config, restore, Arc::new(SystemClock));
         let store = config.ha.completed_checkpoint_store(job_id, core.checkpoints_to_retain());

@@ -547,12 +547,20 @@ impl HaServices for ZooKeeperHaServices {
             shared.delete_recursively(&shared.path(&["jobs", &job_id.to_string()])).await?;
             shared.delete_recursively(&shared.path(&["leader", &job_component(job_id)])).await?;
             let dir = shared.config.cluster_storage_dir().join("checkpoints").join(job_id.to_string());
-            match tokio::fs::remove_dir_all(&dir).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(HaError::Io { path: dir, source: e }),
+            let blobs = shared.config.cluster_storage_dir().join("blob").join(format!("job_{job_id}"));
+            for dir in [dir, blobs] {
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(HaError::Io { path: dir, source: e }),
+                }
             }
+            Ok(())
         })
+    }
+
+    fn blob_storage_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.runtime.shared.config.cluster_storage_dir().join("blob"))
     }
 
     fn close(&self) {
