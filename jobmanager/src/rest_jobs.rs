@@ -377,7 +377,14 @@ pub(crate) async fn submit_graph(
     allow_non_restored_state: bool,
 ) -> Result<JobId, RestError> {
     let inline: u64 = graph.artifacts.values().map(|a| a.size).sum();
-    let limit = state.config.get(&flint_common::config::options::BLOB_OFFLOAD_MINSIZE).map_or(1 << 20, |m| m.bytes());
+    // Never above half an RPC frame, whatever blob.offload.minsize says: every deployment
+    // descriptor fits `pekko.framesize`.
+    let frame = state.config.get(&flint_common::config::options::PEKKO_FRAMESIZE).map_or(10 << 20, |m| m.bytes());
+    let limit = state
+        .config
+        .get(&flint_common::config::options::BLOB_OFFLOAD_MINSIZE)
+        .map_or(1 << 20, |m| m.bytes())
+        .min(frame / 2);
     let fresh_id = job_id.is_none();
     let job_id = if inline > limit {
         let id = job_id.unwrap_or_else(JobId::generate);

@@ -200,6 +200,10 @@ impl Harness {
             ("env.log.dir", log_dir.display().to_string()),
             ("env.pid.dir", pid_dir.display().to_string()),
             ("cluster.registration.max-timeout", "1 s".to_string()),
+            // Blob stores, caches and uploads stay inside the test's home, also when a
+            // process is killed before it removes them.
+            ("blob.storage.directory", home.join("blob-storage").display().to_string()),
+            ("web.tmpdir", home.join("web-tmp").display().to_string()),
         ] {
             config.insert(k.to_string(), v);
         }

@@ -285,7 +285,11 @@ fn a_100_mib_artifact_goes_through_the_blob_server_once_per_taskmanager() {
         let blobs = h.home.join(format!("blobs-{i}"));
         h.start_taskmanager(
             &format!("taskmanager-{i}"),
-            &["taskmanager.numberOfTaskSlots=2".into(), format!("blob.storage.directory={}", blobs.display())],
+            &[
+                "taskmanager.numberOfTaskSlots=2".into(),
+                format!("blob.storage.directory={}", blobs.display()),
+                "blob.service.cleanup.interval=1".into(),
+            ],
         );
     }
     h.wait_for_overview("2 task managers with 4 slots", DEADLINE, |o| o["taskmanagers"] == 2 && o["slots-total"] == 4);
@@ -373,9 +377,10 @@ fn a_100_mib_artifact_goes_through_the_blob_server_once_per_taskmanager() {
     assert_eq!(output(&out), markers, "every marker line, once");
     assert_eq!((downloads(&h, 1), downloads(&h, 2)), (1, 1), "each taskmanager downloads the artifact once");
 
-    // The job's blobs leave the jobmanager's store and the artifact directories.
-    h.wait_for("the job's artifacts removed", DEADLINE, || {
-        artifact_files(&h).iter().all(|f| !f.to_string_lossy().contains("flint-artifacts-")).then_some(())
+    // The job's blobs leave the jobmanager's store, the artifact directories and (after
+    // blob.service.cleanup.interval) the taskmanagers' caches: no file is left.
+    h.wait_for("the job's artifacts and cached blobs removed", DEADLINE, || {
+        artifact_files(&h).is_empty().then_some(())
     });
     let job_blobs = || {
         std::fs::read_dir(&jm_blobs)
