@@ -317,6 +317,10 @@ pub struct TaskDeploymentDescriptor {
     /// The BlobServer (`host:port`) the offloaded artifacts are fetched from.
     #[serde(default)]
     pub blob_server: Option<String>,
+    /// Set when the vertex's operators were offloaded (`vertex.operators` is then empty):
+    /// the sha256 of their MessagePack bytes, a permanent blob of the job.
+    #[serde(default)]
+    pub operators_blob: Option<String>,
 }
 
 /// Where a task finds the state it restores.

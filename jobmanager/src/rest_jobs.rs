@@ -386,15 +386,41 @@ pub(crate) async fn submit_graph(
         .map_or(1 << 20, |m| m.bytes())
         .min(frame / 2);
     let fresh_id = job_id.is_none();
-    let job_id = if inline > limit {
+    // Operator chains whose serialized form passes the limit go to the BlobServer too.
+    let large_vertices: Vec<(flint_common::ids::JobVertexId, Vec<u8>)> = graph
+        .vertices
+        .iter()
+        .filter_map(|v| rmp_serde::to_vec_named(&v.operators).ok().map(|bytes| (v.id, bytes)))
+        .filter(|(_, bytes)| bytes.len() as u64 > limit)
+        .collect();
+    let job_id = if inline > limit || !large_vertices.is_empty() {
         let id = job_id.unwrap_or_else(JobId::generate);
         let store = state.blobs.clone();
         let artifacts = std::mem::take(&mut graph.artifacts);
         let started = std::time::Instant::now();
-        graph.artifacts = tokio::task::spawn_blocking(move || offload(&store, id, artifacts))
-            .await
-            .map_err(|e| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("offloading failed: {e}")))??;
-        tracing::info!(job_id = %id, bytes = inline, ms = started.elapsed().as_millis() as u64, "artifacts offloaded to the blob server");
+        let offload_all = inline > limit;
+        let (artifacts, operators) = tokio::task::spawn_blocking(move || {
+            let artifacts = if offload_all { offload(&store, id, artifacts)? } else { artifacts };
+            let mut operators = BTreeMap::new();
+            for (vertex, bytes) in large_vertices {
+                let key = store.put_bytes(Some(id), flint_common::blob::BlobKind::Permanent, &bytes).map_err(|e| {
+                    RestError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Could not store a vertex: {e}"))
+                })?;
+                operators.insert(vertex, hex::encode(key.sha256));
+            }
+            Ok::<_, RestError>((artifacts, operators))
+        })
+        .await
+        .map_err(|e| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("offloading failed: {e}")))??;
+        graph.artifacts = artifacts;
+        graph.offloaded_operators = operators;
+        tracing::info!(
+            job_id = %id,
+            artifact_bytes = if offload_all { inline } else { 0 },
+            vertices = graph.offloaded_operators.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "deployment data offloaded to the blob server"
+        );
         Some(id)
     } else {
         job_id

@@ -44,17 +44,24 @@ pub enum ArtifactError {
     Blob { name: String, source: flint_common::blob::BlobError },
     #[error("the artifact '{name}' was offloaded but the deployment names no blob server")]
     NoBlobServer { name: String },
+    #[error("the offloaded operators do not decode: {reason}")]
+    Operators { reason: String },
 }
 
 impl ArtifactError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            ArtifactError::UnsafeName { .. } | ArtifactError::NoBlobServer { .. } => false,
+            ArtifactError::UnsafeName { .. } | ArtifactError::NoBlobServer { .. } | ArtifactError::Operators { .. } => {
+                false
+            }
             ArtifactError::Blob { source, .. } => source.is_retryable(),
             ArtifactError::Corrupt { .. } | ArtifactError::Io { .. } => true,
         }
     }
 }
+
+/// The largest offloaded operator chain read back (job files are at most 4 MiB).
+const MAX_OPERATORS_BLOB: u64 = 64 << 20;
 
 /// This process's artifact directory.
 #[derive(Debug)]
@@ -95,6 +102,9 @@ impl ArtifactStore {
     /// Writes the task's artifacts (unless present) and points its operators at them; the
     /// descriptor keeps no artifact bytes afterwards.
     pub fn materialize(&self, tdd: &mut TaskDeploymentDescriptor) -> Result<(), ArtifactError> {
+        if let Some(hash) = tdd.operators_blob.take() {
+            self.fetch_operators(tdd, &hash)?;
+        }
         if tdd.artifacts.is_empty() {
             return Ok(());
         }
@@ -134,6 +144,27 @@ impl ArtifactStore {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Reads the vertex's operators from the BlobServer (through the cache).
+    fn fetch_operators(&self, tdd: &mut TaskDeploymentDescriptor, hash: &str) -> Result<(), ArtifactError> {
+        let name = "operators";
+        let bad = |reason: String| ArtifactError::Operators { reason };
+        let key: flint_common::blob::BlobKey =
+            format!("p-{hash}").parse().map_err(|_| bad(format!("'{hash}' is not a sha256")))?;
+        let server = tdd.blob_server.as_deref().ok_or_else(|| ArtifactError::NoBlobServer { name: name.into() })?;
+        let cache = self.cache.as_ref().ok_or_else(|| ArtifactError::NoBlobServer { name: name.into() })?;
+        cache.register_job(tdd.job_id);
+        let path =
+            cache.get(server, tdd.job_id, key).map_err(|source| ArtifactError::Blob { name: name.into(), source })?;
+        // The blob hashed to its key; the bound keeps a wrong key from costing memory.
+        let len = std::fs::metadata(&path).map_err(|source| ArtifactError::Io { name: name.into(), source })?.len();
+        if len > MAX_OPERATORS_BLOB {
+            return Err(bad(format!("{len} bytes (at most {MAX_OPERATORS_BLOB})")));
+        }
+        let bytes = std::fs::read(&path).map_err(|source| ArtifactError::Io { name: name.into(), source })?;
+        tdd.vertex.operators = rmp_serde::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         Ok(())
     }
 
@@ -249,6 +280,7 @@ mod tests {
             restore: None,
             artifacts,
             blob_server: None,
+            operators_blob: None,
         }
     }
 

@@ -392,3 +392,35 @@ fn a_100_mib_artifact_goes_through_the_blob_server_once_per_taskmanager() {
     assert_eq!(std::fs::read_dir(&jm_blobs).unwrap().count(), 1, "one blob store");
     h.wait_for("the job's blobs removed from the blob server", DEADLINE, || (job_blobs() == 0).then_some(()));
 }
+
+/// With `blob.offload.minsize` low, the artifacts and every vertex's serialized operator
+/// chain go through the BlobServer: the descriptors carry only their keys, the
+/// taskmanagers fetch them, and the job's output is the same.
+#[test]
+fn operator_chains_over_the_offload_size_travel_as_blobs() {
+    let mut h = Harness::new("blob-operators");
+    h.set("heartbeat.interval", "1 s").set("blob.offload.minsize", "256b");
+    h.start_jobmanager("jobmanager");
+    for i in 1..=2 {
+        h.start_taskmanager(&format!("taskmanager-{i}"), &["taskmanager.numberOfTaskSlots=2".into()]);
+    }
+    h.wait_for_overview("2 task managers with 4 slots", DEADLINE, |o| o["taskmanagers"] == 2 && o["slots-total"] == 4);
+    let (zip, lines) = package();
+    let up = h.upload("lines.zip", &zip).unwrap();
+    assert_eq!(up.status, 200, "{}", up.text);
+    let id = up.body["filename"].as_str().unwrap();
+    let out = h.home.join("out");
+    let run = h.post_json(&format!("/jars/{id}/run"), &json!({ "programArgsList": args("data", &out) })).unwrap();
+    assert_eq!(run.status, 200, "{}", run.text);
+    let job_id = run.body["jobid"].as_str().unwrap().to_string();
+    h.wait_job_state(&job_id, "FINISHED", DEADLINE);
+    assert_eq!(output(&out), lines);
+    let jm_log = std::fs::read_to_string(h.log_dir.join("jobmanager.log")).unwrap();
+    assert!(jm_log.contains("deployment data offloaded") && jm_log.contains("vertices=1"), "the chain was offloaded");
+    // Per taskmanager that ran a subtask: the chain and both data files, once each.
+    let fetched: usize = (1..=2).map(|i| downloads(&h, i)).sum();
+    assert!((3..=6).contains(&fetched), "{fetched} downloads");
+    // The plan still shows the operators (the jobmanager keeps the whole graph).
+    let plan = h.get_ok(&format!("/jobs/{job_id}/plan"));
+    assert!(plan["plan"]["nodes"][0]["description"].as_str().unwrap().contains("lines"), "{plan}");
+}

@@ -68,6 +68,11 @@ pub struct JobGraph {
     /// path in the package (see [`super::package`]); shipped inline with the tasks.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub artifacts: BTreeMap<String, Artifact>,
+    /// Vertices whose operator chains were stored in the BlobServer (serialized over
+    /// `blob.offload.minsize`): the sha256 of the MessagePack bytes, a permanent blob of the
+    /// job. Their deployment descriptors carry this key instead of the operators.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub offloaded_operators: BTreeMap<JobVertexId, String>,
 }
 
 /// A chain of operators run in one task per subtask.
@@ -190,6 +195,7 @@ impl JobGraph {
             config: job.config.clone(),
             max_parallelism: job.max_parallelism,
             artifacts: BTreeMap::new(),
+            offloaded_operators: BTreeMap::new(),
         }
     }
 

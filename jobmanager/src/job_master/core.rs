@@ -643,6 +643,11 @@ impl JobCore {
                 })
                 .collect();
             let artifacts = graph.artifacts_of(vertex);
+            let operators_blob = graph.offloaded_operators.get(&vertex.id).cloned();
+            let mut deployed_vertex = vertex.clone();
+            if operators_blob.is_some() {
+                deployed_vertex.operators = Vec::new();
+            }
             for subtask in 0..vertex.parallelism {
                 let slot = self.slots[subtask as usize].clone().expect("all slots are held");
                 let execution = &self.graph.vertices[vi].subtasks[subtask as usize].current;
@@ -653,7 +658,7 @@ impl JobCore {
                     attempt_id,
                     attempt_number: execution.attempt_number,
                     subtask,
-                    vertex: vertex.clone(),
+                    vertex: deployed_vertex.clone(),
                     max_parallelism: graph.max_parallelism,
                     job_config: graph.config.clone(),
                     allocation_id: slot.allocation_id,
@@ -664,6 +669,7 @@ impl JobCore {
                     restore: restore.clone(),
                     artifacts: artifacts.clone(),
                     blob_server: self.blob_server.clone(),
+                    operators_blob: operators_blob.clone(),
                 };
                 let assignment = SlotAssignment {
                     allocation_id: slot.allocation_id,
