@@ -393,7 +393,8 @@ pub(crate) async fn submit_graph(
         .filter_map(|v| rmp_serde::to_vec_named(&v.operators).ok().map(|bytes| (v.id, bytes)))
         .filter(|(_, bytes)| bytes.len() as u64 > limit)
         .collect();
-    let job_id = if inline > limit || !large_vertices.is_empty() {
+    let offloaded = inline > limit || !large_vertices.is_empty();
+    let job_id = if offloaded {
         let id = job_id.unwrap_or_else(JobId::generate);
         let store = state.blobs.clone();
         let artifacts = std::mem::take(&mut graph.artifacts);
@@ -437,8 +438,10 @@ pub(crate) async fn submit_graph(
                 RestError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
         });
-    if let (Err(_), Some(id), true) = (&submitted, job_id, fresh_id) {
-        // Nothing runs under the id this submission made up: its blobs go.
+    // Nothing runs under this id because of this submission: the blobs it stored go, unless
+    // the id belongs to another submission of the job (409), whose blobs they may be.
+    let foreign = matches!(&submitted, Err(e) if e.status == StatusCode::CONFLICT && !fresh_id);
+    if let (Err(_), Some(id), true, false) = (&submitted, job_id, offloaded, foreign) {
         let store = state.blobs.clone();
         let _ = tokio::task::spawn_blocking(move || store.delete_job(id)).await;
     }
