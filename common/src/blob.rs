@@ -223,8 +223,8 @@ pub fn hash_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
 }
 
 /// Writes `content` of `size` bytes to `dest` through a temporary file in the same directory,
-/// renamed into place only when it hashed to `expected`.
-fn write_checked(dest: &Path, content: &mut impl Read, size: u64, expected: [u8; 32]) -> Result<(), BlobError> {
+/// renamed into place only when it hashed to `expected` (`Corrupt` otherwise, nothing left).
+pub fn write_checked(dest: &Path, content: &mut impl Read, size: u64, expected: [u8; 32]) -> Result<(), BlobError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".incoming-{}", uuid::Uuid::new_v4().simple()));

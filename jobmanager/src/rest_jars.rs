@@ -329,10 +329,10 @@ pub async fn delete(state: web::Data<RestState>, path: web::Path<String>) -> Res
 }
 
 /// The JSON body of plan and run (Flink's `JarRunRequestBody`; every field optional).
+/// (`entryClass` is accepted and ignored: a package has one job file.)
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JarRequestBody {
-    entry_class: Option<String>,
     parallelism: Option<i64>,
     program_args: Option<String>,
     program_args_list: Option<Vec<String>>,
@@ -392,7 +392,6 @@ fn parse_request(body: &[u8], query: &[(String, String)]) -> Result<JarRequest, 
         Some(p) if p >= 1 && p <= i64::from(u32::MAX) => Some(p as u32),
         Some(p) => return Err(bad_request(format!("The parallelism must be positive or -1 (the default), got {p}."))),
     };
-    let _ = body.entry_class.or_else(|| q(&["entry-class", "entryClass"]));
     if let Some(mode) = body.restore_mode.or_else(|| q(&["restoreMode"])) {
         if !matches!(mode.as_str(), "NO_CLAIM" | "LEGACY") {
             return Err(bad_request(format!(

@@ -13,16 +13,15 @@
 //! (larger together than `blob.offload.minsize`) come from the BlobServer through the
 //! [`BlobCache`] (downloaded once per taskmanager) and are linked into the job's directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::sync::Arc;
 
-use flint_common::blob::BlobSettings;
+use flint_common::blob::{write_checked, BlobError, BlobSettings};
 use flint_common::config::{options, Configuration};
 use flint_common::ids::JobId;
-use flint_common::job::package::{is_package_relative, sha256_hex};
+use flint_common::job::package::{is_package_relative, safe_relative, sha256_hex};
 use flint_common::job::OperatorKind;
 use flint_common::messages::TaskDeploymentDescriptor;
 use tracing::{debug, warn};
@@ -115,11 +114,7 @@ impl ArtifactStore {
             }
         }
         for (name, artifact) in std::mem::take(&mut tdd.artifacts) {
-            let safe = !name.is_empty()
-                && !name.starts_with('/')
-                && !name.contains('\\')
-                && name.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
-            if !safe {
+            if safe_relative(&name).as_deref() != Some(name.as_str()) {
                 return Err(ArtifactError::UnsafeName { name });
             }
             let dest = dir.join(&name);
@@ -127,14 +122,17 @@ impl ArtifactStore {
                 self.link_offloaded(tdd, &name, &artifact, &dest)?;
                 continue;
             }
-            if !artifact.is_intact() {
-                return Err(ArtifactError::Corrupt { name, sha256: artifact.sha256 });
-            }
             if present(&dest, &artifact.sha256) {
                 continue;
             }
-            write_atomically(&dest, &artifact.bytes)
-                .map_err(|source| ArtifactError::Io { name: name.clone(), source })?;
+            let corrupt = || ArtifactError::Corrupt { name: name.clone(), sha256: artifact.sha256.clone() };
+            let key = artifact.blob_key().ok_or_else(corrupt)?;
+            let size = artifact.bytes.len() as u64;
+            match write_checked(&dest, &mut artifact.bytes.as_slice(), size, key.sha256) {
+                Ok(()) => {}
+                Err(BlobError::Corrupt(_)) => return Err(corrupt()),
+                Err(e) => return Err(ArtifactError::Blob { name: name.clone(), source: e }),
+            }
             debug!(job_id = %tdd.job_id, artifact = %name, bytes = artifact.bytes.len(), "artifact written");
         }
         for op in &mut tdd.vertex.operators {
@@ -231,20 +229,6 @@ impl ArtifactStore {
 /// Whether `path` holds bytes with this hash already.
 fn present(path: &Path, sha256: &str) -> bool {
     std::fs::read(path).is_ok_and(|bytes| sha256_hex(&bytes) == sha256)
-}
-
-fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
-    match written.and_then(|()| std::fs::rename(&tmp, dest)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -541,6 +541,19 @@ pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     w.finish().expect("zip finish").into_inner()
 }
 
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
 /// The committed output of a `sink.file` directory: the lines of every visible part file
 /// (hidden files, i.e. in-progress output of a failed attempt, are not output).
 pub fn read_output_lines(dir: &std::path::Path) -> Vec<String> {

@@ -398,7 +398,8 @@ fn a_job_with_offloaded_artifacts_recovers_on_a_new_leader() {
         (job["state"] == "RUNNING" && job["status-counts"]["FINISHED"] == 2).then_some(())
     });
     let blob_dir = c.h.home.join("ha");
-    let mirrored = walk(&blob_dir).into_iter().filter(|p| p.to_string_lossy().contains("/blob/job_")).count();
+    let mirrored =
+        flint_tests::files_under(&blob_dir).into_iter().filter(|p| p.to_string_lossy().contains("/blob/job_")).count();
     assert_eq!(mirrored, 1, "the artifact is in the HA storage");
     c.h.process(leader_index).kill9();
     for index in c.taskmanagers.clone() {
@@ -432,18 +433,6 @@ fn a_job_with_offloaded_artifacts_recovers_on_a_new_leader() {
     assert!(seen == expected, "exactly once: {:?}", seen.iter().find(|(_, n)| **n != 1));
     // The job's blobs leave the HA storage with the job.
     c.h.wait_for("the job's blobs removed from the HA storage", DEADLINE, || {
-        walk(&blob_dir).iter().all(|p| !p.to_string_lossy().contains("/blob/job_")).then_some(())
+        flint_tests::files_under(&blob_dir).iter().all(|p| !p.to_string_lossy().contains("/blob/job_")).then_some(())
     });
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().is_dir() {
-            out.extend(walk(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
 }

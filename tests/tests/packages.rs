@@ -64,21 +64,7 @@ fn output(dir: &Path) -> BTreeSet<String> {
 
 /// Every file left under the taskmanagers' artifact directories.
 fn artifact_files(h: &Harness) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    for i in 1..=2 {
-        walk(&h.home.join(format!("blobs-{i}")), &mut files);
-    }
-    files
+    (1..=2).flat_map(|i| flint_tests::files_under(&h.home.join(format!("blobs-{i}")))).collect()
 }
 
 fn args(input: &str, out: &Path) -> Value {

@@ -139,8 +139,9 @@ pub fn looks_like_zip(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
 }
 
-/// A relative path made of plain segments (`data/lines.txt`), as artifacts are named.
-fn safe_relative(name: &str) -> Option<String> {
+/// A relative path made of plain segments (`data/lines.txt`), as artifacts are named; a
+/// trailing `/` is dropped. `None` for absolute paths, `.`/`..`/empty segments, backslashes.
+pub fn safe_relative(name: &str) -> Option<String> {
     let trimmed = name.strip_suffix('/').unwrap_or(name);
     if trimmed.is_empty() || trimmed.starts_with('/') || trimmed.contains('\\') || trimmed.contains('\0') {
         return None;
