@@ -1106,6 +1106,18 @@ pub mod options {
         &[],
         "Bound on every read and write of a blob transfer (plain numbers are ms).",
     );
+    pub const WASM_MEMORY_MAX: ConfigOption<MemorySize> = ConfigOption::new(
+        "wasm.memory.max",
+        Some("64 mb"),
+        &[],
+        "Linear memory of one WebAssembly operator instance; a guest growing past it fails its task (a job's config may set it per job).",
+    );
+    pub const WASM_CALL_TIMEOUT: ConfigOption<Duration> = ConfigOption::new(
+        "wasm.call.timeout",
+        Some("10 s"),
+        &[],
+        "The longest one call into a WebAssembly guest may run before it is interrupted and its task fails (a job's config may set it per job).",
+    );
     pub const BLOB_SERVICE_CLEANUP_INTERVAL: ConfigOption<u64> = ConfigOption::new(
         "blob.service.cleanup.interval",
         Some("3600"),
@@ -1168,6 +1180,8 @@ pub mod options {
         &BLOB_FETCH_NUM_CONCURRENT,
         &BLOB_CLIENT_SOCKET_TIMEOUT,
         &BLOB_SERVICE_CLEANUP_INTERVAL,
+        &WASM_MEMORY_MAX,
+        &WASM_CALL_TIMEOUT,
     ];
 
     /// Keys Flint does not read as options but that belong in a Flink configuration
@@ -1694,7 +1708,7 @@ mod tests {
         assert!(keys.contains(&"akka.framesize"));
         assert!(keys.contains(&"heartbeat.timeout"));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(ALL_OPTIONS.len(), 53);
+        assert_eq!(ALL_OPTIONS.len(), 55);
     }
 
     #[test]

@@ -361,6 +361,64 @@ pub async fn submit(
     Ok(HttpResponse::Accepted().json(json!({ "jobUrl": format!("/jobs/{job_id}") })))
 }
 
+/// Checks the job's WebAssembly operators before anything is stored or started: their
+/// modules compile, export what the operators call with the right signatures and import only
+/// what Flint provides, and the job's `wasm.*` settings parse. Every problem is a 400.
+async fn check_wasm(graph: flint_common::job::JobGraph) -> Result<flint_common::job::JobGraph, RestError> {
+    use flint_common::job::OperatorKind;
+    use flint_wasm::GuestRole;
+    let wasm_ops = graph.vertices.iter().flat_map(|v| &v.operators).any(|o| o.kind.wasm_call().is_some());
+    let wasm_config = graph.config.keys().any(|k| k.starts_with("wasm."));
+    if !wasm_ops && !wasm_config {
+        return Ok(graph);
+    }
+    let (graph, problems) = tokio::task::spawn_blocking(move || {
+        let mut problems = Vec::new();
+        let mut config = flint_common::config::Configuration::new();
+        for (k, v) in graph.config.iter().filter(|(k, _)| k.starts_with("wasm.")) {
+            config.set(k.clone(), v.clone());
+        }
+        if let Err(e) = config.get_optional(&flint_common::config::options::WASM_MEMORY_MAX) {
+            problems.push(format!("job config: {e}"));
+        }
+        if let Err(e) = config.get_optional(&flint_common::config::options::WASM_CALL_TIMEOUT) {
+            problems.push(format!("job config: {e}"));
+        }
+        for op in graph.vertices.iter().flat_map(|v| &v.operators) {
+            let role = match &op.kind {
+                OperatorKind::WasmMap { .. } => GuestRole::Map,
+                OperatorKind::WasmFlatMap { .. } => GuestRole::FlatMap,
+                OperatorKind::WasmProcess { .. } => GuestRole::Process,
+                _ => continue,
+            };
+            let call = op.kind.wasm_call().expect("a wasm operator");
+            let Some(artifact) = graph.artifacts.get(&call.module) else {
+                problems
+                    .push(format!("operator '{}': 'module' '{}' names no file of the job package", op.id, call.module));
+                continue;
+            };
+            let found = flint_wasm::validate::validate(
+                &call.module,
+                &artifact.bytes,
+                role,
+                &call.function,
+                call.timer_function.as_deref(),
+            );
+            problems.extend(found.into_iter().map(|p| format!("operator '{}': {p}", op.id)));
+        }
+        (graph, problems)
+    })
+    .await
+    .map_err(|e| {
+        RestError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("checking the WebAssembly modules failed: {e}"))
+    })?;
+    if problems.is_empty() {
+        Ok(graph)
+    } else {
+        Err(RestError { status: StatusCode::BAD_REQUEST, errors: problems })
+    }
+}
+
 /// A job file's problems as Flink's `{"errors": [...]}` (400).
 pub(crate) fn job_error(e: flint_common::job::JobError) -> RestError {
     RestError { status: StatusCode::BAD_REQUEST, errors: e.lines() }
@@ -376,6 +434,7 @@ pub(crate) async fn submit_graph(
     savepoint_path: Option<String>,
     allow_non_restored_state: bool,
 ) -> Result<JobId, RestError> {
+    graph = check_wasm(graph).await?;
     let inline: u64 = graph.artifacts.values().map(|a| a.size).sum();
     // Never above half an RPC frame, whatever blob.offload.minsize says: every deployment
     // descriptor fits `pekko.framesize`.

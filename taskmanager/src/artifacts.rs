@@ -22,7 +22,6 @@ use flint_common::blob::{write_checked, BlobError, BlobSettings};
 use flint_common::config::{options, Configuration};
 use flint_common::ids::JobId;
 use flint_common::job::package::{is_package_relative, safe_relative, sha256_hex};
-use flint_common::job::OperatorKind;
 use flint_common::messages::TaskDeploymentDescriptor;
 use tracing::{debug, warn};
 
@@ -136,7 +135,7 @@ impl ArtifactStore {
             debug!(job_id = %tdd.job_id, artifact = %name, bytes = artifact.bytes.len(), "artifact written");
         }
         for op in &mut tdd.vertex.operators {
-            if let OperatorKind::FileSource { path, .. } = &mut op.kind {
+            if let Some(path) = op.kind.artifact_path_mut() {
                 if is_package_relative(path) {
                     *path = dir.join(path.as_str()).to_string_lossy().into_owned();
                 }
@@ -233,6 +232,7 @@ fn present(path: &Path, sha256: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use flint_common::job::OperatorKind;
     use std::collections::BTreeMap;
 
     use flint_common::job::package::Artifact;

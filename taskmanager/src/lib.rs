@@ -244,6 +244,10 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
             tm.managed_memory,
         )),
         artifacts: artifacts::ArtifactStore::open(&config)?,
+        wasm_limits: flint_wasm::Limits {
+            memory_max: config.get(&options::WASM_MEMORY_MAX)?.bytes(),
+            call_timeout: config.get(&options::WASM_CALL_TIMEOUT)?,
+        },
     });
     let tm_metrics = env.metrics.clone();
     let task_env = env.clone();

@@ -61,6 +61,36 @@ pub struct TaskEnvironment {
     pub metrics: Arc<crate::tm_metrics::TaskManagerMetrics>,
     /// Where the tasks' job artifacts are written.
     pub artifacts: crate::artifacts::ArtifactStore,
+    /// The taskmanager's `wasm.memory.max` and `wasm.call.timeout`.
+    pub wasm_limits: flint_wasm::Limits,
+}
+
+impl TaskEnvironment {
+    /// The WebAssembly limits of a job: its own `wasm.*` keys over the taskmanager's. The
+    /// JobMaster refused jobs whose values do not parse, so a bad one falls back quietly.
+    pub fn wasm_limits_for(&self, job_config: &std::collections::BTreeMap<String, String>) -> flint_wasm::Limits {
+        wasm_limits(job_config.iter(), self.wasm_limits)
+    }
+}
+
+/// `wasm.memory.max` and `wasm.call.timeout` from `entries`, else from `base`.
+pub fn wasm_limits<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a String)>,
+    base: flint_wasm::Limits,
+) -> flint_wasm::Limits {
+    use flint_common::config::{options, Configuration};
+    let mut config = Configuration::new();
+    for (k, v) in entries.filter(|(k, _)| k.starts_with("wasm.")) {
+        config.set(k.clone(), v.clone());
+    }
+    flint_wasm::Limits {
+        memory_max: config
+            .get_optional(&options::WASM_MEMORY_MAX)
+            .ok()
+            .flatten()
+            .map_or(base.memory_max, |m| m.bytes()),
+        call_timeout: config.get_optional(&options::WASM_CALL_TIMEOUT).ok().flatten().unwrap_or(base.call_timeout),
+    }
 }
 
 /// What a task tells its TaskExecutor (which forwards it to the JobMaster).
@@ -543,6 +573,7 @@ impl TaskRun<'_> {
         for gate in &tdd.inputs {
             input_channels[gate.input] += gate.channels.len();
         }
+        let wasm_limits = env.wasm_limits_for(&tdd.job_config);
         let context = |operator_id: &str| OperatorContext {
             job_name: tdd.job_name.clone(),
             operator_id: operator_id.to_string(),
@@ -550,6 +581,7 @@ impl TaskRun<'_> {
             parallelism: vertex.parallelism,
             max_parallelism: tdd.max_parallelism,
             input_channels: if input_channels.is_empty() { vec![1] } else { input_channels.clone() },
+            wasm_limits,
         };
 
         // Outputs first, so consumers can find our partitions early.
@@ -734,7 +766,8 @@ impl TaskRun<'_> {
         let total_channels: usize = input_channels.iter().sum();
         let mut channel_watermarks: std::collections::BTreeMap<(usize, usize), i64> = Default::default();
         let mut current_watermark = i64::MIN;
-        let head_tracks_channels = matches!(vertex.head().kind, OperatorKind::Window { .. });
+        let head_tracks_channels =
+            matches!(vertex.head().kind, OperatorKind::Window { .. } | OperatorKind::WasmProcess { .. });
         let mut ended: HashSet<(usize, usize)> = HashSet::new();
         let mut alignment: Option<Alignment> = None;
         let mut replay: VecDeque<(usize, usize, BufferOrEvent)> = VecDeque::new();

@@ -461,6 +461,20 @@ impl Harness {
 
     /// Waits (up to `deadline`) for job `id` to reach `state`; a job that FAILED instead
     /// fails the test with its exceptions.
+    /// The job's user accumulators (`/jobs/:id/accumulators`) by name.
+    pub fn accumulators(&self, id: &str) -> std::collections::BTreeMap<String, u64> {
+        let body = self.get_ok(&format!("/jobs/{id}/accumulators"));
+        body["user-task-accumulators"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no user accumulators: {body}"))
+            .iter()
+            .map(|a| {
+                let value = a["value"].as_str().map_or_else(|| a["value"].as_u64().unwrap(), |v| v.parse().unwrap());
+                (a["name"].as_str().unwrap().to_string(), value)
+            })
+            .collect()
+    }
+
     pub fn wait_job_state(&self, id: &str, state: &str, deadline: Duration) -> Value {
         self.wait_for(&format!("job {id} to be {state}"), deadline, || {
             let job = self.job(id);

@@ -15,19 +15,6 @@ fn completed_checkpoints(h: &Harness, id: &str) -> u64 {
     h.get(&format!("/jobs/{id}/checkpoints")).ok().and_then(|r| r.body["counts"]["completed"].as_u64()).unwrap_or(0)
 }
 
-fn accumulators(h: &Harness, id: &str) -> BTreeMap<String, u64> {
-    let body = h.get_ok(&format!("/jobs/{id}/accumulators"));
-    body["user-task-accumulators"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no user accumulators: {body}"))
-        .iter()
-        .map(|a| {
-            let value = a["value"].as_str().map_or_else(|| a["value"].as_u64().unwrap(), |v| v.parse().unwrap());
-            (a["name"].as_str().unwrap().to_string(), value)
-        })
-        .collect()
-}
-
 /// `key \t count` lines of a text file sink, as (key, count) pairs.
 fn key_counts(dir: &Path) -> Vec<(String, u64)> {
     read_output_lines(dir)
@@ -129,7 +116,7 @@ fn exactly_once_across_an_injected_failure() {
     let restored = stats["latest"]["restored"]["id"].as_u64().unwrap_or_else(|| panic!("no restore: {stats}"));
     assert!(restored >= 2, "restored from checkpoint {restored}, not one after the first: {stats}");
 
-    let counters = accumulators(&h, &id);
+    let counters = h.accumulators(&id);
     for name in ["filter-count", "map-count", "second-map-count"] {
         assert_eq!(counters.get(name), Some(&RECORDS), "{name}: {counters:?}");
     }
@@ -275,7 +262,7 @@ fn savepoint_round_trip_rescales_from_4_to_2() {
     h.wait_job_state(&resumed, "FINISHED", DEADLINE);
     let stats = h.get_ok(&format!("/jobs/{resumed}/checkpoints"));
     assert_eq!(stats["latest"]["restored"]["is_savepoint"], true, "{stats}");
-    let sunk = accumulators(&h, &resumed)["sink-records"];
+    let sunk = h.accumulators(&resumed)["sink-records"];
     assert!(sunk > 0 && sunk < RECORDS, "the savepoint was taken mid-stream: the resumed job wrote {sunk} records");
 
     assert_eq!(final_per_key(&out), expected, "final per-key results after the 4 -> 2 round trip");

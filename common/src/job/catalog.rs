@@ -83,6 +83,15 @@ pub const OPERATOR_TYPES: &[OperatorType] = &[
         true,
         &["key", "size", "slide", "time", "timestamp_field", "max_out_of_orderness", "aggs"],
     ),
+    op("map.wasm", Role::Transform, Arity::One, false, &["module", "function", "schema", "params"]),
+    op("flat_map.wasm", Role::Transform, Arity::One, false, &["module", "function", "schema", "params"]),
+    op(
+        "process.wasm",
+        Role::Transform,
+        Arity::One,
+        true,
+        &["key", "module", "function", "timer_function", "schema", "params", "timestamp_field", "max_out_of_orderness"],
+    ),
     op("fail", Role::Transform, Arity::One, false, &["subtask", "after"]),
     op("sink.print", Role::Sink, Arity::One, false, &[]),
     op("sink.file", Role::Sink, Arity::One, false, &["path", "format"]),
@@ -193,6 +202,22 @@ pub enum WindowTime {
     Event { timestamp_field: String, max_out_of_orderness: Duration },
 }
 
+/// How a WebAssembly operator calls its module (`docs/wasm.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WasmCall {
+    /// The module's path in the job package (`.wasm`, or WebAssembly text `.wat`); the
+    /// taskmanager points it at its copy.
+    pub module: String,
+    /// The export called per batch.
+    pub function: String,
+    /// `process.wasm`: the export called with firing timers (optional in the module).
+    #[serde(default)]
+    pub timer_function: Option<String>,
+    /// Given to the module's `flint_open` as `key=value` lines.
+    #[serde(default)]
+    pub params: Vec<(String, String)>,
+}
+
 /// An operator type with its checked parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OperatorKind {
@@ -248,6 +273,14 @@ pub enum OperatorKind {
     Aggregate { key: Vec<String>, aggs: Vec<AggSpec> },
     #[serde(rename = "window")]
     Window { key: Vec<String>, size: Duration, slide: Option<Duration>, time: WindowTime, aggs: Vec<AggSpec> },
+    #[serde(rename = "map.wasm")]
+    WasmMap { call: WasmCall },
+    #[serde(rename = "flat_map.wasm")]
+    WasmFlatMap { call: WasmCall },
+    /// `event_time`: the timestamp field and the out-of-orderness the operator's own
+    /// watermarks come from (else only upstream watermarks fire timers).
+    #[serde(rename = "process.wasm")]
+    WasmProcess { key: Vec<String>, call: WasmCall, event_time: Option<(String, Duration)> },
     #[serde(rename = "fail")]
     Fail { subtask: u32, after: u64 },
     #[serde(rename = "sink.print")]
@@ -273,6 +306,9 @@ impl OperatorKind {
             OperatorKind::KeyBy { .. } => "key_by",
             OperatorKind::Aggregate { .. } => "aggregate",
             OperatorKind::Window { .. } => "window",
+            OperatorKind::WasmMap { .. } => "map.wasm",
+            OperatorKind::WasmFlatMap { .. } => "flat_map.wasm",
+            OperatorKind::WasmProcess { .. } => "process.wasm",
             OperatorKind::Fail { .. } => "fail",
             OperatorKind::PrintSink => "sink.print",
             OperatorKind::FileSink { .. } => "sink.file",
@@ -287,9 +323,40 @@ impl OperatorKind {
     /// The key of a keyed operator (its input edge is hash-partitioned on it).
     pub fn key(&self) -> Option<&[String]> {
         match self {
-            OperatorKind::KeyBy { key } | OperatorKind::Aggregate { key, .. } | OperatorKind::Window { key, .. } => {
-                Some(key)
-            }
+            OperatorKind::KeyBy { key }
+            | OperatorKind::Aggregate { key, .. }
+            | OperatorKind::Window { key, .. }
+            | OperatorKind::WasmProcess { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The WebAssembly call of a `*.wasm` operator.
+    pub fn wasm_call(&self) -> Option<&WasmCall> {
+        match self {
+            OperatorKind::WasmMap { call }
+            | OperatorKind::WasmFlatMap { call }
+            | OperatorKind::WasmProcess { call, .. } => Some(call),
+            _ => None,
+        }
+    }
+
+    /// The path of the file this operator reads from the job package (a `source.file` path
+    /// or a module), whether or not it is package-relative.
+    pub fn artifact_path(&self) -> Option<&str> {
+        match self {
+            OperatorKind::FileSource { path, .. } => Some(path),
+            other => other.wasm_call().map(|c| c.module.as_str()),
+        }
+    }
+
+    /// [`OperatorKind::artifact_path`], to point it at the taskmanager's copy.
+    pub fn artifact_path_mut(&mut self) -> Option<&mut String> {
+        match self {
+            OperatorKind::FileSource { path, .. } => Some(path),
+            OperatorKind::WasmMap { call }
+            | OperatorKind::WasmFlatMap { call }
+            | OperatorKind::WasmProcess { call, .. } => Some(&mut call.module),
             _ => None,
         }
     }
@@ -356,6 +423,9 @@ pub fn check_operator(
         "key_by" => p.key_fields("key", input).map(|key| (OperatorKind::KeyBy { key }, input.cloned())),
         "aggregate" => aggregate(&mut p, input),
         "window" => window(&mut p, input),
+        "map.wasm" => wasm(&mut p, input, ty.name),
+        "flat_map.wasm" => wasm(&mut p, input, ty.name),
+        "process.wasm" => wasm(&mut p, input, ty.name),
         "fail" => fail(&mut p, input),
         "sink.print" => Some((OperatorKind::PrintSink, None)),
         "sink.file" => {
@@ -688,26 +758,11 @@ fn file_source(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
             None
         }
         FileFormat::Json => {
-            let Some(entries) = p.get("schema", false).map(|v| v.as_map()) else {
+            if p.get("schema", false).is_none() {
                 p.problem("format \"json\" needs a 'schema': an object of field name to type".to_owned());
                 return None;
-            };
-            let Some(entries) = entries.filter(|e| !e.is_empty()) else {
-                p.problem("parameter 'schema' must be a non-empty object of field name to type".to_owned());
-                return None;
-            };
-            let mut fields = Vec::new();
-            for (name, ty) in entries {
-                match ty.as_str().and_then(FieldType::from_name) {
-                    Some(ty) => fields.push(Field::nullable(name, ty)),
-                    None => p.problem(format!(
-                        "schema field '{name}': unknown type {} (known: {})",
-                        ty.describe(),
-                        FieldType::ALL.map(FieldType::name).join(", ")
-                    )),
-                }
             }
-            (fields.len() == entries.len()).then_some(Schema::new(fields))
+            Some(schema_param(p)?)
         }
     };
     let output = match format {
@@ -715,6 +770,127 @@ fn file_source(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
         FileFormat::Json => schema.clone()?,
     };
     Some((OperatorKind::FileSource { path: path?, format, schema }, Some(output)))
+}
+
+/// `timestamp_field` (required, an integer field of `input`) and `max_out_of_orderness`
+/// (default 0) of an event-time operator.
+fn event_time(p: &mut Params, input: Option<&Schema>) -> (Option<String>, Option<Duration>) {
+    let field = p.string("timestamp_field", true);
+    if let (Some(field), Some(input)) = (&field, input) {
+        match p.require_field(input, field).map(|f| f.ty) {
+            Some(FieldType::Int) | None => {}
+            Some(other) => p.problem(format!(
+                "timestamp field '{field}' has type {other}; it must be an integer (epoch milliseconds)"
+            )),
+        }
+    }
+    let lateness = if p.get("max_out_of_orderness", false).is_some() {
+        p.duration("max_out_of_orderness", false)
+    } else {
+        Some(Duration::ZERO)
+    };
+    (field, lateness)
+}
+
+/// A required `schema` parameter: a non-empty object of field name to type; every field is nullable.
+fn schema_param(p: &mut Params) -> Option<Schema> {
+    let entries = p.get("schema", true).map(|v| v.as_map())?;
+    let Some(entries) = entries.filter(|e| !e.is_empty()) else {
+        p.problem("parameter 'schema' must be a non-empty object of field name to type".to_owned());
+        return None;
+    };
+    let mut fields = Vec::new();
+    for (name, ty) in entries {
+        match ty.as_str().and_then(FieldType::from_name) {
+            Some(ty) => fields.push(Field::nullable(name, ty)),
+            None => p.problem(format!(
+                "schema field '{name}': unknown type {} (known: {})",
+                ty.describe(),
+                FieldType::ALL.map(FieldType::name).join(", ")
+            )),
+        }
+    }
+    (fields.len() == entries.len()).then_some(Schema::new(fields))
+}
+
+/// `map.wasm`, `flat_map.wasm` and `process.wasm`: a module of the job package, the export
+/// to call (default: the operator's kind), the output schema and the `flint_open` parameters.
+fn wasm(p: &mut Params, input: Option<&Schema>, op: &str) -> Option<(OperatorKind, Option<Schema>)> {
+    let keyed = op == "process.wasm";
+    let key = if keyed { Some(p.key_fields("key", input)) } else { None };
+    let module = p.string("module", true).filter(|m| {
+        let ok = super::package::safe_relative(m).is_some_and(|r| r == *m) && (m.ends_with(".wasm") || m.ends_with(".wat"));
+        if !ok {
+            p.problem(format!(
+                "'module' '{m}' must be the relative path of a .wasm or .wat file of the job package (plain segments, no '.' or '..')"
+            ));
+        }
+        ok
+    });
+    let default_function = op.trim_end_matches(".wasm");
+    let export_name = |p: &mut Params, key: &str, default: &str| -> Option<String> {
+        let name = if p.get(key, false).is_some() { p.string(key, false)? } else { default.to_string() };
+        if name.is_empty() || name.len() > 256 || name.starts_with("flint_") {
+            p.problem(format!(
+                "'{key}' must name an export of 1 to 256 bytes, not starting with 'flint_', got '{name}'"
+            ));
+            return None;
+        }
+        Some(name)
+    };
+    let function = export_name(p, "function", default_function);
+    let timer_function = if keyed { export_name(p, "timer_function", "on_timer").map(Some) } else { Some(None) };
+    let params = match p.get("params", false) {
+        None => Some(Vec::new()),
+        Some(value) => match value.as_map() {
+            None => {
+                p.problem(format!("parameter 'params' must be an object of name to value, got {}", value.describe()));
+                None
+            }
+            Some(entries) => {
+                let mut params = Vec::new();
+                for (name, value) in entries {
+                    let text = match value {
+                        DocValue::String(s) => Some(s.clone()),
+                        DocValue::Int(i) => Some(i.to_string()),
+                        DocValue::Float(f) => Some(f.to_string()),
+                        DocValue::Bool(b) => Some(b.to_string()),
+                        _ => None,
+                    };
+                    match text {
+                        Some(text) if !name.is_empty() && !name.contains(['=', '\n']) && !text.contains('\n') => {
+                            params.push((name.clone(), text))
+                        }
+                        _ => p.problem(format!(
+                            "params '{name}': a name without '=' or line breaks and a single-line string, number or boolean"
+                        )),
+                    }
+                }
+                (params.len() == entries.len()).then_some(params)
+            }
+        },
+    };
+    let event_time = if !keyed {
+        Some(None)
+    } else if p.get("timestamp_field", false).is_some() {
+        let (field, lateness) = event_time(p, input);
+        field.zip(lateness).map(Some)
+    } else if p.get("max_out_of_orderness", false).is_some() {
+        p.problem("parameter 'max_out_of_orderness' needs a 'timestamp_field'".to_owned());
+        None
+    } else {
+        Some(None)
+    };
+    let schema = schema_param(p);
+    let call = WasmCall { module: module?, function: function?, timer_function: timer_function?, params: params? };
+    let schema = schema?;
+    input?;
+    let kind = match op {
+        "map.wasm" => OperatorKind::WasmMap { call },
+        "flat_map.wasm" => OperatorKind::WasmFlatMap { call },
+        _ => OperatorKind::WasmProcess { key: key.flatten()?, call, event_time: event_time? },
+    };
+    Some((kind, Some(schema)))
 }
 
 fn socket(p: &mut Params) -> Option<(OperatorKind, Option<Schema>)> {
@@ -909,20 +1085,7 @@ fn window(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Optio
             Some(WindowTime::Processing)
         }
         Some(Some("event")) => {
-            let field = p.string("timestamp_field", true);
-            if let (Some(field), Some(input)) = (&field, input) {
-                match p.require_field(input, field).map(|f| f.ty) {
-                    Some(FieldType::Int) | None => {}
-                    Some(other) => p.problem(format!(
-                        "timestamp field '{field}' has type {other}; it must be an integer (epoch milliseconds)"
-                    )),
-                }
-            }
-            let lateness = if p.get("max_out_of_orderness", false).is_some() {
-                p.duration("max_out_of_orderness", false)
-            } else {
-                Some(Duration::ZERO)
-            };
+            let (field, lateness) = event_time(p, input);
             Some(WindowTime::Event { timestamp_field: field?, max_out_of_orderness: lateness? })
         }
         Some(_) => {
@@ -981,7 +1144,7 @@ mod tests {
     fn every_type_is_listed_once() {
         for (i, t) in OPERATOR_TYPES.iter().enumerate() {
             assert!(OPERATOR_TYPES[..i].iter().all(|o| o.name != t.name), "{} listed twice", t.name);
-            assert_eq!(t.keyed, matches!(t.name, "key_by" | "aggregate" | "window"));
+            assert_eq!(t.keyed, matches!(t.name, "key_by" | "aggregate" | "window" | "process.wasm"));
         }
         assert!(operator_type_names().starts_with("source.sequence, source.datagen"));
     }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::catalog::{OperatorKind, OperatorSpec, Role};
+use super::catalog::{OperatorSpec, Role};
 use super::package::Artifact;
 use super::schema::Schema;
 use super::validate::ValidatedJob;
@@ -204,7 +204,7 @@ impl JobGraph {
     pub fn artifacts_of(&self, vertex: &JobVertex) -> BTreeMap<String, Artifact> {
         let mut out = BTreeMap::new();
         for op in &vertex.operators {
-            let OperatorKind::FileSource { path, .. } = &op.kind else { continue };
+            let Some(path) = op.kind.artifact_path() else { continue };
             let prefix = path.trim_end_matches('/');
             for (name, artifact) in &self.artifacts {
                 if name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')) {

@@ -785,8 +785,8 @@ fn every_problem_is_reported_at_once() {
             "operator 'out': parallelism must be positive, got 0",
             "operator 'out': unknown input 'nowhere' (operators: lines, words, counts, odd, out, out, bad)",
             "operator 'bad': unknown operator type 'frobnicate' (known: source.sequence, source.datagen, source.file, \
-             source.socket, map, filter, flat_map.split, union, key_by, aggregate, window, fail, sink.print, sink.file, \
-             sink.blackhole)",
+             source.socket, map, filter, flat_map.split, union, key_by, aggregate, window, map.wasm, flat_map.wasm, \
+             process.wasm, fail, sink.print, sink.file, sink.blackhole)",
         ]
     );
 }

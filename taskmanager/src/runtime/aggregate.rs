@@ -968,6 +968,7 @@ pub(crate) mod tests {
             parallelism: 1,
             max_parallelism: 128,
             input_channels: vec![channels],
+            wasm_limits: flint_wasm::Limits::default(),
         }
     }
 

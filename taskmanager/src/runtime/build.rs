@@ -14,6 +14,7 @@ use super::schema::required_schema;
 use super::sinks::{BlackholeSink, FileSink, PrintSink};
 use super::sources::{DatagenSource, FileSource, SequenceSource, SocketSource, DEFAULT_BATCH_SIZE};
 use super::transforms::{FailOperator, FilterOperator, MapOperator, PassThrough, SplitOperator};
+use super::wasm::WasmOperator;
 use super::window::WindowOperator;
 
 /// Settings that are not part of an operator's specification.
@@ -77,6 +78,9 @@ pub fn build_operator(
         OperatorKind::Union | OperatorKind::KeyBy { .. } => Box::new(PassThrough::new(spec)?),
         OperatorKind::Aggregate { .. } => Box::new(AggregateOperator::new(spec, ctx)?),
         OperatorKind::Window { .. } => Box::new(WindowOperator::new(spec, ctx)?),
+        OperatorKind::WasmMap { .. } | OperatorKind::WasmFlatMap { .. } | OperatorKind::WasmProcess { .. } => {
+            Box::new(WasmOperator::new(spec, ctx)?)
+        }
         OperatorKind::Fail { .. } => Box::new(FailOperator::new(spec, ctx, attempt)?),
         OperatorKind::PrintSink => Box::new(PrintSink::new(ctx.subtask, ctx.parallelism)),
         OperatorKind::FileSink { path, format } => Box::new(FileSink::new(path, *format, ctx.subtask)),

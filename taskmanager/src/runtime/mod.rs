@@ -13,6 +13,7 @@
 //! - [`build`]: operator specifications to source and operator instances.
 //! - [`keyed`]: key encoding and hashing, key groups, the hash partitioner, keyed state ([`keyed::KeyMap`]).
 //! - [`aggregate`]: the `aggregate` operator (running aggregates per key) and the accumulators.
+//! - [`wasm`]: `map.wasm`, `flat_map.wasm` and `process.wasm` (WebAssembly user code, per batch).
 //! - [`window`]: the `window` operator (tumbling and sliding windows, processing or event time).
 
 pub mod aggregate;
@@ -26,4 +27,5 @@ pub mod schema;
 pub mod sinks;
 pub mod sources;
 pub mod transforms;
+pub mod wasm;
 pub mod window;

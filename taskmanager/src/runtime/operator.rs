@@ -115,6 +115,8 @@ pub struct OperatorContext {
     pub max_parallelism: u32,
     /// Number of upstream channels of each input (network inputs only; 1 when chained).
     pub input_channels: Vec<usize>,
+    /// What WebAssembly operators run under (`wasm.memory.max`, `wasm.call.timeout`).
+    pub wasm_limits: flint_wasm::Limits,
 }
 
 /// A transformation or sink, fed batches.

@@ -587,6 +587,7 @@ pub(crate) mod tests {
             parallelism,
             max_parallelism: 128,
             input_channels: vec![1],
+            wasm_limits: flint_wasm::Limits::default(),
         }
     }
 

@@ -1,12 +1,14 @@
 //! Throughput and latency benchmarks of BENCHMARKS.md on a real cluster.
 //!
-//! `cargo build --release --workspace --bins && target/release/bench_jobs [B1 B2 B3 B4 LATENCY CONTROL]`
+//! `cargo build --release --workspace --bins && target/release/bench_jobs [B1 B2 B3 B4 B1W B2W LATENCY CONTROL]`
 //!
 //! Each throughput job runs on a fresh cluster of 1 jobmanager + 1 taskmanager with 2
 //! slots at parallelism 2, `RUNS` times (default 3), and prints per run and as medians:
 //! records/s from job RUNNING to FINISHED, taskmanager CPU seconds per million records,
 //! and the taskmanager's peak RSS. Every run's record count at the sinks is checked
-//! against the expected total. B4 needs the word file of `shared/bench/gen_words.py`
+//! against the expected total. B1W and B2W are B1 and B2 with their map and keyed count as
+//! WebAssembly operators (`tests/wasm/b1_map.wat`, `tests/wasm/count.wat`), submitted as
+//! job packages; run them next to B1 and B2 to compare. B4 needs the word file of `shared/bench/gen_words.py`
 //! (`FLINT_WORDS_FILE`, generated into the temp directory if absent).
 //! LATENCY measures POST → all subtasks RUNNING of a parallelism-4 job, inside the
 //! jobmanager (from its timestamps) and end to end through `flint run -d`. CONTROL measures
@@ -51,6 +53,8 @@ struct Bench {
     expected_sink_records: u64,
     /// What "records" means for records/s (B4 counts lines read too).
     records: u64,
+    /// Files of the job package besides the job (empty: the job is posted as JSON).
+    package: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// B2 over `records` records, with exactly-once checkpoints every second into
@@ -66,7 +70,11 @@ fn keyed_count(name: &'static str, records: u64, checkpoints: Option<PathBuf>) -
     if let Some(dir) = checkpoints {
         job["config"] = json!({ "execution.checkpointing.interval": "1 s", "state.checkpoints.dir": dir });
     }
-    Bench { name, job, expected_sink_records: records, records }
+    Bench { name, job, expected_sink_records: records, records, package: Vec::new() }
+}
+
+fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join("tests/wasm").join(name)).expect("the WebAssembly guests of tests/wasm")
 }
 
 fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
@@ -83,6 +91,33 @@ fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
                 { "id": "discard", "op": "sink.blackhole", "inputs": ["filter"] } ] }),
             expected_sink_records: 33_333_333,
             records: 50_000_000,
+            package: Vec::new(),
+        },
+        Bench {
+            name: "B1W",
+            job: json!({ "flint": 1, "name": "B1 passthrough (map.wasm)", "parallelism": 2, "operators": [
+                { "id": "seq", "op": "source.sequence", "from": 0, "to": 49_999_999 },
+                { "id": "map", "op": "map.wasm", "inputs": ["seq"], "module": "b1_map.wat",
+                  "schema": { "n": "integer", "s": "string" } },
+                { "id": "filter", "op": "filter", "inputs": ["map"], "predicate": "n % 3 != 0" },
+                { "id": "discard", "op": "sink.blackhole", "inputs": ["filter"] } ] }),
+            expected_sink_records: 33_333_333,
+            records: 50_000_000,
+            package: vec![("b1_map.wat", guest("b1_map.wat"))],
+        },
+        Bench {
+            name: "B2W",
+            // (serde_json writes keys sorted: the output fields are named in their order.)
+            job: json!({ "flint": 1, "name": "B2 keyed-count (process.wasm)", "parallelism": 2, "operators": [
+                { "id": "seq", "op": "source.sequence", "from": 0, "to": 19_999_999 },
+                { "id": "keyed", "op": "map", "inputs": ["seq"],
+                  "fields": { "key": "\"k\" + str::from(n % 100000)", "n": "n" } },
+                { "id": "count", "op": "process.wasm", "inputs": ["keyed"], "key": ["key"], "module": "count.wat",
+                  "schema": { "key": "string", "running": "integer" } },
+                { "id": "discard", "op": "sink.blackhole", "inputs": ["count"] } ] }),
+            expected_sink_records: 20_000_000,
+            records: 20_000_000,
+            package: vec![("count.wat", guest("count.wat"))],
         },
         Bench {
             name: "B2",
@@ -95,6 +130,7 @@ fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
                 { "id": "discard", "op": "sink.blackhole", "inputs": ["count"] } ] }),
             expected_sink_records: 20_000_000,
             records: 20_000_000,
+            package: Vec::new(),
         },
         // B2 long enough for several checkpoints, without and with them (B2CP: interval 1 s).
         keyed_count("B2L", 100_000_000, None),
@@ -109,6 +145,7 @@ fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
                 { "id": "discard", "op": "sink.blackhole", "inputs": ["window"] } ] }),
             expected_sink_records: 20_000_000,
             records: 20_000_000,
+            package: Vec::new(),
         },
     ];
     if let Some(words) = words {
@@ -121,6 +158,7 @@ fn benches(words: &Option<PathBuf>) -> Vec<Bench> {
                 { "id": "discard", "op": "sink.blackhole", "inputs": ["count"] } ] }),
             expected_sink_records: 27_000_000,
             records: 27_000_000,
+            package: Vec::new(),
         });
     }
     list
@@ -135,8 +173,17 @@ fn start_cluster(name: &str, slots: u32) -> (Harness, i32) {
     (h, pid)
 }
 
-fn run_job(h: &Harness, job: &Value) -> (String, Value) {
-    let reply = h.post_json("/jobs", job).expect("POST /jobs");
+fn run_job(h: &Harness, job: &Value, package: &[(&str, Vec<u8>)]) -> (String, Value) {
+    let reply = if package.is_empty() {
+        h.post_json("/jobs", job).expect("POST /jobs")
+    } else {
+        let text = job.to_string();
+        let mut entries: Vec<(&str, &[u8])> = vec![("job.json", text.as_bytes())];
+        entries.extend(package.iter().map(|(n, b)| (*n, b.as_slice())));
+        let zip = flint_tests::zip_of(&entries);
+        h.post_multipart("/jobs", &[("request", "request.json", b"{}"), ("package", "job.zip", &zip)])
+            .expect("POST /jobs")
+    };
     assert_eq!(reply.status, 202, "{}", reply.text);
     let job_id = reply.body["jobUrl"].as_str().unwrap().trim_start_matches("/jobs/").to_string();
     let done = h.wait_for("the job to finish", DEADLINE, || {
@@ -160,13 +207,18 @@ fn throughput(bench: &Bench, runs: usize) {
     let mut cpu_per_m = Vec::new();
     for run in 1..=runs {
         let cpu_before = cpu_seconds(tm_pid);
-        let (job_id, done) = run_job(&h, &bench.job);
+        let (job_id, done) = run_job(&h, &bench.job, &bench.package);
         let cpu = cpu_seconds(tm_pid) - cpu_before;
         let running = done["timestamps"]["RUNNING"].as_f64().unwrap();
         let finished = done["timestamps"]["FINISHED"].as_f64().unwrap();
         let seconds = (finished - running) / 1000.0;
         let acc = h.get_ok(&format!("/jobs/{job_id}/accumulators"));
-        let sink: u64 = acc["user-task-accumulators"][0]["value"].as_str().unwrap().parse().unwrap();
+        let sink: u64 = acc["user-task-accumulators"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["name"] == "sink-records"))
+            .and_then(|a| a["value"].as_str())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sink-records accumulator: {acc}"));
         let ok = if sink == bench.expected_sink_records { "ok" } else { "WRONG" };
         let rate = bench.records as f64 / seconds;
         println!(
