@@ -22,19 +22,10 @@ static const uint32_t types[] = {FLINT_STRING, FLINT_INTEGER, FLINT_FLOAT};
 
 /* Parameters come as "name=value\n" lines. */
 FLINT_EXPORT("flint_open") int32_t open_(const char *params, int32_t len) {
-    const char *p = params, *end = params + len;
-    while (p < end) {
-        const char *eq = memchr(p, '=', (size_t)(end - p));
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!eq || !nl || eq > nl) return 1;
-        char value[64] = {0};
-        size_t n = (size_t)(nl - eq - 1) < sizeof value - 1 ? (size_t)(nl - eq - 1) : sizeof value - 1;
-        memcpy(value, eq + 1, n);
-        if (eq - p == 5 && !memcmp(p, "small", 5)) small = strtod(value, 0);
-        else if (eq - p == 5 && !memcmp(p, "large", 5)) large = strtod(value, 0);
-        else if (eq - p == 9 && !memcmp(p, "window_ms", 9)) window_ms = strtoll(value, 0, 10);
-        p = nl + 1;
-    }
+    char value[64];
+    if (flint_param(params, len, "small", value, sizeof value)) small = strtod(value, 0);
+    if (flint_param(params, len, "large", value, sizeof value)) large = strtod(value, 0);
+    if (flint_param(params, len, "window_ms", value, sizeof value)) window_ms = strtoll(value, 0, 10);
     small_at = flint_state(FLINT_VALUE, "small_at", 8);
     flint_info("fraud detector ready");
     return 0;

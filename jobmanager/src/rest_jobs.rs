@@ -367,7 +367,7 @@ pub async fn submit(
 async fn check_wasm(graph: flint_common::job::JobGraph) -> Result<flint_common::job::JobGraph, RestError> {
     use flint_common::job::OperatorKind;
     use flint_wasm::GuestRole;
-    let wasm_ops = graph.vertices.iter().flat_map(|v| &v.operators).any(|o| o.kind.wasm_call().is_some());
+    let wasm_ops = graph.vertices.iter().flat_map(|v| &v.operators).any(|o| !o.kind.module_paths().is_empty());
     let wasm_config = graph.config.keys().any(|k| k.starts_with("wasm."));
     if !wasm_ops && !wasm_config {
         return Ok(graph);
@@ -385,26 +385,32 @@ async fn check_wasm(graph: flint_common::job::JobGraph) -> Result<flint_common::
             problems.push(format!("job config: {e}"));
         }
         for op in graph.vertices.iter().flat_map(|v| &v.operators) {
-            let role = match &op.kind {
-                OperatorKind::WasmMap { .. } => GuestRole::Map,
-                OperatorKind::WasmFlatMap { .. } => GuestRole::FlatMap,
-                OperatorKind::WasmProcess { .. } => GuestRole::Process,
-                _ => continue,
-            };
-            let call = op.kind.wasm_call().expect("a wasm operator");
-            let Some(artifact) = graph.artifacts.get(&call.module) else {
-                problems
-                    .push(format!("operator '{}': 'module' '{}' names no file of the job package", op.id, call.module));
-                continue;
-            };
-            let found = flint_wasm::validate::validate(
-                &call.module,
-                &artifact.bytes,
-                role,
-                &call.function,
-                call.timer_function.as_deref(),
-            );
-            problems.extend(found.into_iter().map(|p| format!("operator '{}': {p}", op.id)));
+            let mut checks: Vec<(&str, GuestRole, Vec<&str>, Option<&str>)> = Vec::new();
+            if let Some(call) = op.kind.wasm_call() {
+                let role = match &op.kind {
+                    OperatorKind::WasmMap { .. } => GuestRole::Map,
+                    OperatorKind::WasmFlatMap { .. } => GuestRole::FlatMap,
+                    _ => GuestRole::Process,
+                };
+                checks.push((&call.module, role, vec![&call.function], call.timer_function.as_deref()));
+            }
+            // Scalar functions: each module once, with every export the operator calls.
+            for f in op.kind.wasm_functions() {
+                match checks.iter_mut().find(|c| c.0 == f.module && c.1 == GuestRole::Scalar) {
+                    Some(c) if !c.2.contains(&f.export.as_str()) => c.2.push(&f.export),
+                    Some(_) => {}
+                    None => checks.push((&f.module, GuestRole::Scalar, vec![&f.export], None)),
+                }
+            }
+            for (module, role, functions, timer_function) in checks {
+                let Some(artifact) = graph.artifacts.get(module) else {
+                    problems
+                        .push(format!("operator '{}': 'module' '{module}' names no file of the job package", op.id));
+                    continue;
+                };
+                let found = flint_wasm::validate::validate(module, &artifact.bytes, role, &functions, timer_function);
+                problems.extend(found.into_iter().map(|p| format!("operator '{}': {p}", op.id)));
+            }
         }
         (graph, problems)
     })

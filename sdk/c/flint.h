@@ -81,6 +81,26 @@ static inline const uint32_t *flint_group_offsets(const struct flint_batch *b) {
     return (const uint32_t *)(uintptr_t)b->group_offsets;
 }
 
+/* Parameter `name` of flint_open's "name=value\n" lines, copied into `buf` (NUL-terminated,
+ * cut at `cap - 1` bytes); returns buf, or 0 when the parameter is absent. */
+static inline const char *flint_param(const char *params, int32_t len, const char *name, char *buf, size_t cap) {
+    const char *p = params, *end = params + len;
+    size_t name_len = strlen(name);
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) nl = end;
+        const char *eq = memchr(p, '=', (size_t)(nl - p));
+        if (eq && (size_t)(eq - p) == name_len && !memcmp(p, name, name_len)) {
+            size_t n = (size_t)(nl - eq - 1) < cap - 1 ? (size_t)(nl - eq - 1) : cap - 1;
+            memcpy(buf, eq + 1, n);
+            buf[n] = 0;
+            return buf;
+        }
+        p = nl + 1;
+    }
+    return 0;
+}
+
 /* An output batch under construction, reused from call to call (the host reads it before the
  * next call). */
 struct flint_out {

@@ -135,7 +135,7 @@ impl ArtifactStore {
             debug!(job_id = %tdd.job_id, artifact = %name, bytes = artifact.bytes.len(), "artifact written");
         }
         for op in &mut tdd.vertex.operators {
-            if let Some(path) = op.kind.artifact_path_mut() {
+            for path in op.kind.artifact_paths_mut() {
                 if is_package_relative(path) {
                     *path = dir.join(path.as_str()).to_string_lossy().into_owned();
                 }

@@ -6,6 +6,8 @@
 //! stays up and runs the next job; a keyed WebAssembly counter exact across an injected
 //! failure and across a savepoint taken at parallelism 4 and resumed at 2.
 //!
+//! Scalar functions declared under `functions` run inside `map` and `filter` expressions.
+//!
 //! The guests are the WebAssembly text files under `tests/wasm/`.
 
 use std::collections::BTreeMap;
@@ -155,6 +157,64 @@ fn wasm_operators_run_from_a_package_and_modules_that_do_not_fit_are_refused() {
 }
 
 /// A one-operator map.wasm job whose export is `body`.
+const SCALARS_JOB: &str = "\
+flint: 1
+name: wasm-scalars
+parallelism: 2
+functions:
+  s:
+    module: fns/scalars.wat
+    params: { factor: 3 }
+    exports:
+      scale: { args: [float], returns: float }
+      shout: { args: [string], returns: string }
+      above: { args: [integer, integer], returns: boolean }
+operators:
+  - { id: numbers, op: source.sequence, from: 0, to: 9999 }
+  - { id: named, op: map, inputs: [numbers],
+      fields: { n: n, x: 'wasm::s::scale(n)', name: 'wasm::s::shout(\"k\" + str::from(n % 5))' } }
+  - { id: upper, op: filter, inputs: [named], predicate: 'wasm::s::above(n, 4999)' }
+  - { id: out, op: sink.file, inputs: [upper], path: '${out}', format: json }
+";
+
+#[test]
+fn scalar_functions_run_in_expressions_and_undeclared_exports_are_refused() {
+    let h = cluster("wasm-scalars", 1);
+    let zip = zip_of(&[("job.yaml", SCALARS_JOB.as_bytes()), ("fns/scalars.wat", guest("scalars.wat").as_bytes())]);
+    let out = h.home.join("out");
+    let id = submitted(&submit_package(&h, &zip, &json!({ "programArgsList": ["--out", out.display().to_string()] })));
+    h.wait_job_state(&id, "FINISHED", DEADLINE);
+    let mut rows: Vec<(i64, f64, String)> = json_rows(&out)
+        .iter()
+        .map(|r| (r["n"].as_i64().unwrap(), r["x"].as_f64().unwrap(), r["name"].as_str().unwrap().to_string()))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    let expected: Vec<(i64, f64, String)> =
+        (5000..10_000).map(|n| (n, 3.0 * n as f64, format!("K{}", n % 5))).collect();
+    assert_eq!(rows, expected);
+    // map: scale and shout over 10,000 rows; filter: above over 10,000 rows.
+    assert_eq!(h.accumulators(&id).get("rows"), Some(&30_000), "the guests' counter");
+
+    // A declared export the module lacks: 400 naming it, nothing started.
+    let jobs_before = h.get_ok("/jobs/overview")["jobs"].as_array().unwrap().len();
+    let missing = SCALARS_JOB.replace("above: {", "below: {").replace("wasm::s::above", "wasm::s::below");
+    let zip = zip_of(&[("job.yaml", missing.as_bytes()), ("fns/scalars.wat", guest("scalars.wat").as_bytes())]);
+    let reply = submit_package(&h, &zip, &json!({ "programArgsList": ["--out", "/nonexistent"] }));
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert!(
+        reply.text.contains("operator 'upper': module 'fns/scalars.wat' does not export 'below' (a scalar function)"),
+        "{}",
+        reply.text
+    );
+    // A call whose arguments do not fit the declaration: 400 from validation.
+    let mistyped = SCALARS_JOB.replace("'wasm::s::scale(n)'", "'wasm::s::scale(str::from(n))'");
+    let zip = zip_of(&[("job.yaml", mistyped.as_bytes()), ("fns/scalars.wat", guest("scalars.wat").as_bytes())]);
+    let reply = submit_package(&h, &zip, &json!({ "programArgsList": ["--out", "/nonexistent"] }));
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert!(reply.text.contains("function 'wasm::s::scale' needs float as argument 1, got string"), "{}", reply.text);
+    assert_eq!(h.get_ok("/jobs/overview")["jobs"].as_array().unwrap().len(), jobs_before, "nothing started");
+}
+
 fn sandbox_job(body: &str, imports: &str, config: Value) -> Vec<u8> {
     let module = format!(
         r#"(module {imports}
@@ -322,21 +382,28 @@ fn the_c_fraud_example_builds_runs_and_raises_exactly_the_expected_alerts() {
     let root = flint_tests::repo_root();
     let example = root.join("examples/fraud");
     let h = cluster("wasm-c", 1);
-    let built = h.home.join("fraud.wasm");
-    let clang = std::process::Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2", "-nostartfiles", "-Wl,--no-entry", "-Wl,--strip-all", "-I"])
-        .arg(root.join("sdk/c"))
-        .arg("-o")
-        .arg(&built)
-        .arg(example.join("fraud.c"))
-        .output()
-        .expect("clang (installed by scripts/install-test-deps.sh with wasi-libc)");
-    assert!(clang.status.success(), "clang: {}", String::from_utf8_lossy(&clang.stderr));
-    let module = std::fs::read(&built).unwrap();
-    assert!(
-        module == std::fs::read(example.join("fraud.wasm")).unwrap(),
-        "examples/fraud/fraud.wasm is not the build of fraud.c: rebuild it with the command in fraud.c"
-    );
+    // Both modules build from their sources with Debian's clang and wasi-libc, to exactly
+    // the committed binaries.
+    let build = |name: &str| -> Vec<u8> {
+        let built = h.home.join(format!("{name}.wasm"));
+        let clang = std::process::Command::new("clang")
+            .args(["--target=wasm32-wasi", "-O2", "-nostartfiles", "-Wl,--no-entry", "-Wl,--strip-all", "-I"])
+            .arg(root.join("sdk/c"))
+            .arg("-o")
+            .arg(&built)
+            .arg(example.join(format!("{name}.c")))
+            .output()
+            .expect("clang (installed by scripts/install-test-deps.sh with wasi-libc)");
+        assert!(clang.status.success(), "clang {name}.c: {}", String::from_utf8_lossy(&clang.stderr));
+        let module = std::fs::read(&built).unwrap();
+        assert!(
+            module == std::fs::read(example.join(format!("{name}.wasm"))).unwrap(),
+            "examples/fraud/{name}.wasm is not the build of {name}.c: rebuild it with the command in {name}.c"
+        );
+        module
+    };
+    let module = build("fraud");
+    let rules = build("rules");
 
     // Known input: account n % 3, small amounts at n % 7 == 0, large at n % 11 == 0, one
     // event a second; one source instance, so every account's events arrive in time order.
@@ -345,11 +412,14 @@ fn the_c_fraud_example_builds_runs_and_raises_exactly_the_expected_alerts() {
         "flint: 1
 name: fraud-check
 parallelism: 2
+functions:
+  rules: {{ module: rules.wasm, params: {{ small: 1, large: 500 }}, exports: {{ risk: {{ args: [float], returns: integer }} }} }}
 operators:
   - {{ id: numbers, op: source.sequence, from: 0, to: {}, parallelism: 1 }}
   - {{ id: events, op: map, inputs: [numbers], parallelism: 1,
       fields: {{ account: '\"a\" + str::from(n % 3)', amount: 'if(n % 7 == 0, 0.5, if(n % 11 == 0, 900.0, 100.0))', ts: n * 1000 }} }}
-  - {{ id: detect, op: process.wasm, inputs: [events], key: [account], module: fraud.wasm, timestamp_field: ts,
+  - {{ id: unusual, op: filter, inputs: [events], parallelism: 1, predicate: 'wasm::rules::risk(amount) != 1' }}
+  - {{ id: detect, op: process.wasm, inputs: [unusual], key: [account], module: fraud.wasm, timestamp_field: ts,
       schema: {{ account: string, ts: integer, amount: float }}, params: {{ small: 1, large: 500, window_ms: 60000 }} }}
   - {{ id: out, op: sink.file, inputs: [detect], path: '${{out}}', format: json }}
 ",
@@ -377,7 +447,7 @@ operators:
         }
     }
     let out = h.home.join("alerts");
-    let zip = zip_of(&[("job.yaml", job.as_bytes()), ("fraud.wasm", &module)]);
+    let zip = zip_of(&[("job.yaml", job.as_bytes()), ("fraud.wasm", &module), ("rules.wasm", &rules)]);
     let id = submitted(&submit_package(&h, &zip, &json!({ "programArgsList": ["--out", out.display().to_string()] })));
     h.wait_job_state(&id, "FINISHED", DEADLINE);
     let mut alerts: Vec<(String, i64)> = json_rows(&out)
@@ -395,7 +465,7 @@ operators:
     assert!(ready.iter().all(|l| l.contains("fraud.wasm")), "{ready:?}");
 
     // The example directory, zipped as it is, runs with `flint run`.
-    let files: Vec<(String, Vec<u8>)> = ["job.yaml", "fraud.wasm", "fraud.c"]
+    let files: Vec<(String, Vec<u8>)> = ["job.yaml", "fraud.wasm", "fraud.c", "rules.wasm", "rules.c"]
         .iter()
         .map(|f| (f.to_string(), std::fs::read(example.join(f)).unwrap()))
         .collect();

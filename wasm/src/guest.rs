@@ -28,6 +28,9 @@ pub enum GuestRole {
     FlatMap,
     /// `process.wasm`: keyed, with state and timers.
     Process,
+    /// Scalar functions in expressions: one column per argument in, one column out, as
+    /// many rows out as in.
+    Scalar,
 }
 
 impl GuestRole {
@@ -36,6 +39,7 @@ impl GuestRole {
             GuestRole::Map => "map.wasm",
             GuestRole::FlatMap => "flat_map.wasm",
             GuestRole::Process => "process.wasm",
+            GuestRole::Scalar => "a scalar function",
         }
     }
 }
@@ -325,6 +329,7 @@ pub struct Guest {
     function: String,
     timer_function: Option<String>,
     store: Store<HostState>,
+    instance: wasmtime::Instance,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     call: TypedFunc<i32, i32>,
@@ -422,6 +427,7 @@ impl Guest {
             function: function.to_string(),
             timer_function: timer_function.map(str::to_string),
             store,
+            instance,
             memory,
             alloc,
             call,
@@ -519,7 +525,22 @@ impl Guest {
     pub fn call(&mut self, batch: &RecordBatch, group_offsets: &[u32]) -> Result<Option<RecordBatch>, WasmError> {
         let call = self.call.clone();
         let function = self.function.clone();
-        self.call_export(&function, call, batch, group_offsets)
+        let output = self.output.clone();
+        self.call_export(&function, call, batch, group_offsets, &output)
+    }
+
+    /// Calls export `function` (any `(i32) -> i32` export, as a scalar function) with
+    /// `batch` and reads the batch it returns as `output`.
+    pub fn call_function(
+        &mut self,
+        function: &str,
+        batch: &RecordBatch,
+        output: &SchemaRef,
+    ) -> Result<Option<RecordBatch>, WasmError> {
+        let export = self.instance.get_typed_func::<i32, i32>(&mut self.store, function).map_err(|e| {
+            WasmError::Link { module: self.module.clone(), reason: format!("export '{function}': {}", first_line(&e)) }
+        })?;
+        self.call_export(function, export, batch, &[], output)
     }
 
     /// Calls the timer export with a batch of the firing timers' keys and timestamps.
@@ -530,7 +551,8 @@ impl Guest {
     ) -> Result<Option<RecordBatch>, WasmError> {
         let Some(on_timer) = self.on_timer.clone() else { return Ok(None) };
         let function = self.timer_function.clone().unwrap_or_default();
-        self.call_export(&function, on_timer, batch, group_offsets)
+        let output = self.output.clone();
+        self.call_export(&function, on_timer, batch, group_offsets, &output)
     }
 
     fn call_export(
@@ -539,6 +561,7 @@ impl Guest {
         export: TypedFunc<i32, i32>,
         batch: &RecordBatch,
         group_offsets: &[u32],
+        output: &SchemaRef,
     ) -> Result<Option<RecordBatch>, WasmError> {
         let size = abi::batch_size(batch, group_offsets.len().saturating_sub(1));
         let base = self.reserve(size)?;
@@ -553,7 +576,7 @@ impl Guest {
             return Ok(None);
         }
         let mem = self.memory.data(&self.store);
-        abi::read_batch(mem, out as u32, &self.output).map(Some).map_err(|reason| WasmError::Abi {
+        abi::read_batch(mem, out as u32, output).map(Some).map_err(|reason| WasmError::Abi {
             module: self.module.clone(),
             function: function.to_string(),
             reason,

@@ -21,6 +21,7 @@ pub mod validate;
 
 pub use engine::{compile, Limits};
 pub use guest::{Guest, GuestRole};
+pub use wasmtime::Module;
 
 /// Why WebAssembly user code failed. `retryable` says whether a new attempt of the task can
 /// help: a guest that traps, loops or outgrows its memory on some input does so again on the

@@ -39,13 +39,14 @@ fn same(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
         && ty.results().zip(results).all(|(a, b)| ValType::eq(&a, b))
 }
 
-/// Checks module `name` (its bytes) for an operator of `role` calling `function` (and
-/// `timer_function`, optional in the module): every problem found, empty when it is fine.
+/// Checks module `name` (its bytes) for an operator of `role` calling `functions` (one
+/// batch export per operator; every declared export of a scalar function module) and
+/// `timer_function` (optional in the module): every problem found, empty when it is fine.
 pub fn validate(
     name: &str,
     bytes: &[u8],
     role: GuestRole,
-    function: &str,
+    functions: &[&str],
     timer_function: Option<&str>,
 ) -> Vec<String> {
     let module = match crate::engine::compile(name, bytes) {
@@ -68,7 +69,9 @@ pub fn validate(
     };
     use ValType::I32;
     want(ALLOC_EXPORT, true, &[I32], &[I32], "the allocator the host writes batches into");
-    want(function, true, &[I32], &[I32], role.op_type());
+    for function in functions {
+        want(function, true, &[I32], &[I32], role.op_type());
+    }
     if let Some(timer) = timer_function {
         want(timer, false, &[I32], &[I32], "the timer function");
     }
@@ -90,7 +93,8 @@ pub fn validate(
                     signature(&FuncType::new(module.engine(), params.iter().cloned(), results.iter().cloned()))
                 )),
                 Some(_) if role != GuestRole::Process && KEYED_ONLY.contains(&import.name()) => problems.push(format!(
-                    "module '{name}' imports {what}, which only process.wasm provides (keyed state and timers)"
+                    "module '{name}' imports {what}, which only process.wasm provides (keyed state and timers), not {}",
+                    role.op_type()
                 )),
                 Some(_) => {}
             },
@@ -123,12 +127,12 @@ mod tests {
 
     #[test]
     fn a_module_with_the_declared_exports_passes() {
-        assert_eq!(validate("ok", OK.as_bytes(), GuestRole::Map, "map", None), Vec::<String>::new());
+        assert_eq!(validate("ok", OK.as_bytes(), GuestRole::Map, &["map"], None), Vec::<String>::new());
     }
 
     #[test]
     fn every_mismatch_is_reported() {
-        let problems = validate("ok", OK.as_bytes(), GuestRole::FlatMap, "explode", None);
+        let problems = validate("ok", OK.as_bytes(), GuestRole::FlatMap, &["explode"], None);
         assert_eq!(problems, vec!["module 'ok' does not export 'explode' (flat_map.wasm)"]);
         let bad = r#"(module
             (import "flint" "value_get_i64" (func (param i32 i64) (result i64)))
@@ -137,7 +141,7 @@ mod tests {
             (import "env" "f" (func))
             (func (export "flint_alloc") (param i64) (result i32) i32.const 0)
             (func (export "map") (param i32) (result i32) i32.const 0))"#;
-        let problems = validate("bad", bad.as_bytes(), GuestRole::Map, "map", None).join("\n");
+        let problems = validate("bad", bad.as_bytes(), GuestRole::Map, &["map"], None).join("\n");
         for expected in [
             "export 'flint_alloc' has signature (i64) -> (i32), the allocator the host writes batches into needs (i32) -> (i32)",
             "does not export its memory",
@@ -148,7 +152,7 @@ mod tests {
         ] {
             assert!(problems.contains(expected), "{problems}\nmissing: {expected}");
         }
-        let malformed = validate("broken", b"\0asm garbage", GuestRole::Map, "map", None);
+        let malformed = validate("broken", b"\0asm garbage", GuestRole::Map, &["map"], None);
         assert!(malformed[0].starts_with("module 'broken' does not compile"), "{malformed:?}");
     }
 }

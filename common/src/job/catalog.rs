@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::expr::{parse_simple_call, CompiledExpr};
+use super::expr::{parse_simple_call, CompiledExpr, ScalarFunctions, WasmFunction, WASM_FUNCTION_PREFIX};
 use super::schema::{Field, FieldType, Schema};
 use super::spec::DocValue;
 use crate::config::parse_duration;
@@ -341,23 +341,49 @@ impl OperatorKind {
         }
     }
 
-    /// The path of the file this operator reads from the job package (a `source.file` path
-    /// or a module), whether or not it is package-relative.
-    pub fn artifact_path(&self) -> Option<&str> {
+    /// The WebAssembly scalar functions its expressions call (`map` fields, `filter`'s predicate).
+    pub fn wasm_functions(&self) -> Vec<&WasmFunction> {
         match self {
-            OperatorKind::FileSource { path, .. } => Some(path),
-            other => other.wasm_call().map(|c| c.module.as_str()),
+            OperatorKind::Map { fields, .. } => fields.iter().flat_map(|f| &f.expr.wasm).collect(),
+            OperatorKind::Filter { predicate, .. } => predicate.wasm.iter().collect(),
+            _ => Vec::new(),
         }
     }
 
-    /// [`OperatorKind::artifact_path`], to point it at the taskmanager's copy.
-    pub fn artifact_path_mut(&mut self) -> Option<&mut String> {
+    /// The WebAssembly modules it loads from the job package: a `*.wasm` operator's module
+    /// and the modules of the scalar functions its expressions call, each once.
+    pub fn module_paths(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.wasm_call().map(|c| c.module.as_str()).into_iter().collect();
+        for f in self.wasm_functions() {
+            if !out.contains(&f.module.as_str()) {
+                out.push(&f.module);
+            }
+        }
+        out
+    }
+
+    /// The paths of the files this operator reads from the job package (a `source.file`
+    /// path, modules), whether or not they are package-relative.
+    pub fn artifact_paths(&self) -> Vec<&str> {
         match self {
-            OperatorKind::FileSource { path, .. } => Some(path),
+            OperatorKind::FileSource { path, .. } => vec![path],
+            other => other.module_paths(),
+        }
+    }
+
+    /// Every path of [`OperatorKind::artifact_paths`] (a module as often as it is named),
+    /// to point them at the taskmanager's copies.
+    pub fn artifact_paths_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            OperatorKind::FileSource { path, .. } => vec![path],
             OperatorKind::WasmMap { call }
             | OperatorKind::WasmFlatMap { call }
-            | OperatorKind::WasmProcess { call, .. } => Some(&mut call.module),
-            _ => None,
+            | OperatorKind::WasmProcess { call, .. } => vec![&mut call.module],
+            OperatorKind::Map { fields, .. } => {
+                fields.iter_mut().flat_map(|f| f.expr.wasm.iter_mut().map(|w| &mut w.module)).collect()
+            }
+            OperatorKind::Filter { predicate, .. } => predicate.wasm.iter_mut().map(|w| &mut w.module).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -407,6 +433,7 @@ pub fn check_operator(
     ty: &OperatorType,
     params: &[(String, DocValue)],
     inputs: Option<&[(&str, &Schema)]>,
+    functions: &ScalarFunctions,
     problems: &mut Vec<String>,
 ) -> Option<(OperatorKind, Option<Schema>)> {
     let mut p = Params::new(params, ty.params, format!("parameters of {}", ty.name));
@@ -416,8 +443,8 @@ pub fn check_operator(
         "source.datagen" => datagen(&mut p),
         "source.file" => file_source(&mut p),
         "source.socket" => socket(&mut p),
-        "map" => map(&mut p, input),
-        "filter" => filter(&mut p, input),
+        "map" => map(&mut p, input, functions),
+        "filter" => filter(&mut p, input, functions),
         "flat_map.split" => split(&mut p, input),
         "union" => union(&mut p, inputs),
         "key_by" => p.key_fields("key", input).map(|key| (OperatorKind::KeyBy { key }, input.cloned())),
@@ -813,12 +840,9 @@ fn schema_param(p: &mut Params) -> Option<Schema> {
     (fields.len() == entries.len()).then_some(Schema::new(fields))
 }
 
-/// `map.wasm`, `flat_map.wasm` and `process.wasm`: a module of the job package, the export
-/// to call (default: the operator's kind), the output schema and the `flint_open` parameters.
-fn wasm(p: &mut Params, input: Option<&Schema>, op: &str) -> Option<(OperatorKind, Option<Schema>)> {
-    let keyed = op == "process.wasm";
-    let key = if keyed { Some(p.key_fields("key", input)) } else { None };
-    let module = p.string("module", true).filter(|m| {
+/// The `module` parameter: the relative path of a `.wasm` or `.wat` file of the job package.
+fn module_param(p: &mut Params) -> Option<String> {
+    p.string("module", true).filter(|m| {
         let ok = super::package::safe_relative(m).is_some_and(|r| r == *m) && (m.ends_with(".wasm") || m.ends_with(".wat"));
         if !ok {
             p.problem(format!(
@@ -826,21 +850,12 @@ fn wasm(p: &mut Params, input: Option<&Schema>, op: &str) -> Option<(OperatorKin
             ));
         }
         ok
-    });
-    let default_function = op.trim_end_matches(".wasm");
-    let export_name = |p: &mut Params, key: &str, default: &str| -> Option<String> {
-        let name = if p.get(key, false).is_some() { p.string(key, false)? } else { default.to_string() };
-        if name.is_empty() || name.len() > 256 || name.starts_with("flint_") {
-            p.problem(format!(
-                "'{key}' must name an export of 1 to 256 bytes, not starting with 'flint_', got '{name}'"
-            ));
-            return None;
-        }
-        Some(name)
-    };
-    let function = export_name(p, "function", default_function);
-    let timer_function = if keyed { export_name(p, "timer_function", "on_timer").map(Some) } else { Some(None) };
-    let params = match p.get("params", false) {
+    })
+}
+
+/// The optional `params` of a module: `name: value` pairs for `flint_open`.
+fn open_params(p: &mut Params) -> Option<Vec<(String, String)>> {
+    match p.get("params", false) {
         None => Some(Vec::new()),
         Some(value) => match value.as_map() {
             None => {
@@ -869,7 +884,139 @@ fn wasm(p: &mut Params, input: Option<&Schema>, op: &str) -> Option<(OperatorKin
                 (params.len() == entries.len()).then_some(params)
             }
         },
+    }
+}
+
+/// Keys of a module declaration under `functions`.
+const FUNCTION_MODULE_FIELDS: &[&str] = &["module", "params", "exports"];
+/// Keys of an export declaration.
+const FUNCTION_EXPORT_FIELDS: &[&str] = &["args", "returns"];
+
+/// Whether `name` may be a module or export name in `wasm::<module>::<export>`.
+fn plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
+}
+
+/// Reads the job file's `functions`: per module name, the module of the job package, its
+/// `flint_open` parameters and its exports with argument and result types. Returns the
+/// functions by their name in expressions (`wasm::<module>::<export>`); problems go to
+/// `problems`, naming the declaration.
+pub fn scalar_functions(decls: &[(String, DocValue)], problems: &mut Vec<String>) -> ScalarFunctions {
+    let mut out = ScalarFunctions::new();
+    let types = || FieldType::ALL.map(FieldType::name).join(", ");
+    for (module_name, decl) in decls {
+        let what = format!("function module '{module_name}'");
+        if !plain_identifier(module_name) {
+            problems.push(format!(
+                "{what}: a module name is a letter or '_' followed by letters, digits or '_' (at most 128)"
+            ));
+            continue;
+        }
+        let Some(entries) = decl.as_map() else {
+            problems.push(format!(
+                "{what} must be an object with 'module', 'exports' and optional 'params', got {}",
+                decl.describe()
+            ));
+            continue;
+        };
+        let mut p = Params::new(entries, FUNCTION_MODULE_FIELDS, format!("parameters of {what}"));
+        p.context = format!("{what}: ");
+        let module = module_param(&mut p);
+        let params = open_params(&mut p);
+        let exports = p.map("exports");
+        let mut declared = Vec::new();
+        if let Some(exports) = exports {
+            if exports.is_empty() {
+                p.problem("'exports' must declare at least one function".to_owned());
+            }
+            for (export, sig) in exports {
+                if !plain_identifier(export) || export.starts_with("flint_") {
+                    p.problem(format!(
+                        "export '{export}': a letter or '_' followed by letters, digits or '_', not starting with 'flint_'"
+                    ));
+                    continue;
+                }
+                let Some(sig) = sig.as_map() else {
+                    p.problem(format!(
+                        "export '{export}' must be an object with 'args' (a list of types) and 'returns' (a type), got {}",
+                        sig.describe()
+                    ));
+                    continue;
+                };
+                let mut q = Params::new(sig, FUNCTION_EXPORT_FIELDS, format!("parameters of export '{export}'"));
+                q.context = format!("{what}: export '{export}': ");
+                let args = q.get("args", true).and_then(|v| match v.as_list() {
+                    Some(items) => {
+                        let typed: Vec<Option<FieldType>> = items
+                            .iter()
+                            .map(|t| t.as_str().and_then(FieldType::from_name).filter(|t| *t != FieldType::Null))
+                            .collect();
+                        if typed.iter().all(Option::is_some) {
+                            Some(typed.into_iter().flatten().collect::<Vec<_>>())
+                        } else {
+                            q.problem(format!(
+                                "'args' must be a list of types (known: {}; not null), got {v}",
+                                types()
+                            ));
+                            None
+                        }
+                    }
+                    None => {
+                        q.problem(format!("'args' must be a list of types, got {}", v.describe()));
+                        None
+                    }
+                });
+                let returns = q.get("returns", true).and_then(|v| {
+                    let ty = v.as_str().and_then(FieldType::from_name).filter(|t| *t != FieldType::Null);
+                    if ty.is_none() {
+                        q.problem(format!("'returns' must be a type (known: {}; not null), got {v}", types()));
+                    }
+                    ty
+                });
+                let mut found = Vec::new();
+                q.finish(&mut found);
+                p.problems.extend(found);
+                if let (Some(args), Some(returns)) = (args, returns) {
+                    declared.push((export.clone(), args, returns));
+                }
+            }
+        }
+        let ok = p.finish(problems);
+        let (Some(module), Some(params), true) = (module, params, ok) else { continue };
+        for (export, args, returns) in declared {
+            let name = format!("{WASM_FUNCTION_PREFIX}{module_name}::{export}");
+            out.insert(
+                name.clone(),
+                WasmFunction { name, module: module.clone(), export, args, returns, params: params.clone() },
+            );
+        }
+    }
+    out
+}
+
+/// `map.wasm`, `flat_map.wasm` and `process.wasm`: a module of the job package, the export
+/// to call (default: the operator's kind), the output schema and the `flint_open` parameters.
+fn wasm(p: &mut Params, input: Option<&Schema>, op: &str) -> Option<(OperatorKind, Option<Schema>)> {
+    let keyed = op == "process.wasm";
+    let key = if keyed { Some(p.key_fields("key", input)) } else { None };
+    let module = module_param(p);
+    let default_function = op.trim_end_matches(".wasm");
+    let export_name = |p: &mut Params, key: &str, default: &str| -> Option<String> {
+        let name = if p.get(key, false).is_some() { p.string(key, false)? } else { default.to_string() };
+        if name.is_empty() || name.len() > 256 || name.starts_with("flint_") {
+            p.problem(format!(
+                "'{key}' must name an export of 1 to 256 bytes, not starting with 'flint_', got '{name}'"
+            ));
+            return None;
+        }
+        Some(name)
     };
+    let function = export_name(p, "function", default_function);
+    let timer_function = if keyed { export_name(p, "timer_function", "on_timer").map(Some) } else { Some(None) };
+    let params = open_params(p);
     let event_time = if !keyed {
         Some(None)
     } else if p.get("timestamp_field", false).is_some() {
@@ -915,7 +1062,7 @@ fn counter(p: &mut Params) -> Option<Option<String>> {
     }
 }
 
-fn map(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<Schema>)> {
+fn map(p: &mut Params, input: Option<&Schema>, functions: &ScalarFunctions) -> Option<(OperatorKind, Option<Schema>)> {
     let keep_input = if p.get("keep_input", false).is_some() {
         p.typed("keep_input", false, "a boolean", DocValue::as_bool)
     } else {
@@ -930,7 +1077,7 @@ fn map(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<S
             continue;
         };
         let Some(input) = input else { continue };
-        match CompiledExpr::compile(source, input) {
+        match CompiledExpr::compile_with(source, input, functions) {
             Ok(expr) => fields.push(MapField { name: name.clone(), expr }),
             Err(problems) => problems.into_iter().for_each(|m| p.problem(m)),
         }
@@ -946,11 +1093,15 @@ fn map(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<S
     Some((OperatorKind::Map { fields, keep_input, counter }, Some(schema)))
 }
 
-fn filter(p: &mut Params, input: Option<&Schema>) -> Option<(OperatorKind, Option<Schema>)> {
+fn filter(
+    p: &mut Params,
+    input: Option<&Schema>,
+    functions: &ScalarFunctions,
+) -> Option<(OperatorKind, Option<Schema>)> {
     let counter = counter(p);
     let source = p.typed("predicate", true, "a string", |v| v.as_str().map(str::to_owned))?;
     let input = input?;
-    let predicate = match CompiledExpr::compile(&source, input) {
+    let predicate = match CompiledExpr::compile_with(&source, input, functions) {
         Ok(predicate) if predicate.ty == FieldType::Bool => Some(predicate),
         Ok(predicate) => {
             p.problem(format!("the predicate '{source}' has type {}, not boolean", predicate.ty));
@@ -1129,7 +1280,13 @@ mod tests {
     fn check(op: &str, json: &str, input: &Schema) -> Result<(OperatorKind, Option<Schema>), Vec<String>> {
         let mut problems = Vec::new();
         let inputs = [("up", input)];
-        let result = check_operator(operator_type(op).unwrap(), &params(json), Some(&inputs), &mut problems);
+        let result = check_operator(
+            operator_type(op).unwrap(),
+            &params(json),
+            Some(&inputs),
+            &Default::default(),
+            &mut problems,
+        );
         match result {
             Some(r) if problems.is_empty() => Ok(r),
             _ => Err(problems),

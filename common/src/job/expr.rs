@@ -8,8 +8,13 @@
 //! builtins are rejected here, so a job that validates never fails on them at run time.
 //! The parsed tree is kept for the runtime; it serializes as its source text and is
 //! parsed again when read back.
+//!
+//! Besides the builtins, an expression may call the WebAssembly scalar functions the job
+//! file declares under `functions` (`wasm::<module>::<export>(args...)`, typed by their
+//! declaration; see `docs/wasm.md`). A compiled expression carries the declarations of the
+//! functions it calls, so the taskmanager can load their modules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use evalexpr::{Node, Operator, Value};
 use serde::{Deserialize, Serialize};
@@ -28,7 +33,35 @@ pub struct CompiledExpr {
     pub ty: FieldType,
     /// The input fields it reads, in order of first use.
     pub fields: Vec<String>,
+    /// The WebAssembly scalar functions it calls, each once, in order of first use.
+    pub wasm: Vec<WasmFunction>,
 }
+
+/// The prefix of WebAssembly scalar function names in expressions.
+pub const WASM_FUNCTION_PREFIX: &str = "wasm::";
+
+/// A WebAssembly scalar function declared in the job file's `functions`: an export of a
+/// module of the job package, called per batch with one column per argument and returning
+/// one column of `returns` (`docs/wasm.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WasmFunction {
+    /// The name in expressions: `wasm::<module>::<export>`.
+    pub name: String,
+    /// The module's path in the job package; the taskmanager points it at its copy.
+    pub module: String,
+    /// The export called per batch.
+    pub export: String,
+    /// The argument types, in order.
+    pub args: Vec<FieldType>,
+    /// The result type (every result may be null).
+    pub returns: FieldType,
+    /// Given to the module's `flint_open` as `key=value` lines.
+    #[serde(default)]
+    pub params: Vec<(String, String)>,
+}
+
+/// The declared scalar functions of a job, by their name in expressions.
+pub type ScalarFunctions = BTreeMap<String, WasmFunction>;
 
 /// The wire form: the tree travels as its source text.
 #[derive(Serialize, Deserialize)]
@@ -36,6 +69,8 @@ struct CompiledExprRepr {
     source: String,
     ty: FieldType,
     fields: Vec<String>,
+    #[serde(default)]
+    wasm: Vec<WasmFunction>,
 }
 
 impl TryFrom<CompiledExprRepr> for CompiledExpr {
@@ -44,13 +79,13 @@ impl TryFrom<CompiledExprRepr> for CompiledExpr {
     fn try_from(repr: CompiledExprRepr) -> Result<Self, String> {
         let node = evalexpr::build_operator_tree(&repr.source)
             .map_err(|e| format!("invalid expression '{}': {e}", repr.source))?;
-        Ok(Self { source: repr.source, node, ty: repr.ty, fields: repr.fields })
+        Ok(Self { source: repr.source, node, ty: repr.ty, fields: repr.fields, wasm: repr.wasm })
     }
 }
 
 impl From<CompiledExpr> for CompiledExprRepr {
     fn from(expr: CompiledExpr) -> Self {
-        Self { source: expr.source, ty: expr.ty, fields: expr.fields }
+        Self { source: expr.source, ty: expr.ty, fields: expr.fields, wasm: expr.wasm }
     }
 }
 
@@ -63,6 +98,15 @@ impl CompiledExpr {
     /// Parses `source` and types it against `input`. On failure returns every problem
     /// found (all unknown fields, or the first type error).
     pub fn compile(source: &str, input: &Schema) -> Result<CompiledExpr, Vec<String>> {
+        Self::compile_with(source, input, &ScalarFunctions::new())
+    }
+
+    /// [`CompiledExpr::compile`], with the job's declared WebAssembly scalar functions.
+    pub fn compile_with(
+        source: &str,
+        input: &Schema,
+        functions: &ScalarFunctions,
+    ) -> Result<CompiledExpr, Vec<String>> {
         if source.trim().is_empty() {
             return Err(vec!["empty expression".to_owned()]);
         }
@@ -105,16 +149,26 @@ impl CompiledExpr {
         if !problems.is_empty() {
             return Err(problems);
         }
-        match infer(&node, input) {
-            Ok(Ty::Val(ty)) => Ok(CompiledExpr { source: source.to_owned(), node, ty, fields }),
+        let mut wasm: Vec<WasmFunction> = Vec::new();
+        for ident in node.iter_function_identifiers() {
+            if let Some(f) = functions.get(ident) {
+                if !wasm.iter().any(|w| w.name == f.name) {
+                    wasm.push(f.clone());
+                }
+            }
+        }
+        match infer(&node, input, functions) {
+            Ok(Ty::Val(ty)) => Ok(CompiledExpr { source: source.to_owned(), node, ty, fields, wasm }),
             Ok(Ty::Tuple) => Err(vec![format!("expression '{source}': a tuple is not a field value")]),
             Err(detail) => Err(vec![format!("expression '{source}': {detail}")]),
         }
     }
 
-    /// Whether the result may be null: it reads a nullable (or null-typed) field.
+    /// Whether the result may be null: it reads a nullable (or null-typed) field or calls a
+    /// WebAssembly function (whose results may be null).
     pub fn nullable(&self, input: &Schema) -> bool {
         self.ty == FieldType::Null
+            || !self.wasm.is_empty()
             || self.fields.iter().any(|f| input.field(f).is_some_and(|f| f.nullable || f.ty == FieldType::Null))
     }
 
@@ -231,19 +285,19 @@ fn function_args(arg: &Node) -> Vec<&Node> {
     }
 }
 
-fn infer(node: &Node, input: &Schema) -> Result<Ty, String> {
+fn infer(node: &Node, input: &Schema, functions: &ScalarFunctions) -> Result<Ty, String> {
     let children = node.children();
     let op = node.operator();
     let operands = |n: usize| -> Result<Vec<Ty>, String> {
         if children.len() != n {
             return Err(format!("operator '{}' is missing an operand", op.to_string().trim()));
         }
-        children.iter().map(|c| infer(c, input)).collect()
+        children.iter().map(|c| infer(c, input, functions)).collect()
     };
     match op {
         Operator::RootNode => match children {
             [] => Ok(Ty::Val(FieldType::Null)),
-            [only] => infer(only, input),
+            [only] => infer(only, input, functions),
             _ => Err("malformed expression".to_owned()),
         },
         Operator::Const { value } => Ok(match value {
@@ -313,14 +367,18 @@ fn infer(node: &Node, input: &Schema) -> Result<Ty, String> {
         }
         Operator::Tuple => {
             for c in children {
-                infer(c, input)?;
+                infer(c, input, functions)?;
             }
             Ok(Ty::Tuple)
         }
         Operator::Chain => Err("';' sequences are not supported".to_owned()),
         Operator::FunctionIdentifier { identifier } => {
             let [arg] = children else { return Err(format!("function '{identifier}' is missing its arguments")) };
-            let args = function_args(arg).into_iter().map(|a| infer(a, input)).collect::<Result<Vec<_>, _>>()?;
+            let args =
+                function_args(arg).into_iter().map(|a| infer(a, input, functions)).collect::<Result<Vec<_>, _>>()?;
+            if identifier.starts_with(WASM_FUNCTION_PREFIX) {
+                return wasm_function(identifier, &args, functions);
+            }
             builtin(identifier, &args)
         }
         Operator::VariableIdentifierWrite { .. }
@@ -334,6 +392,37 @@ fn infer(node: &Node, input: &Schema) -> Result<Ty, String> {
         | Operator::AndAssign
         | Operator::OrAssign => Err("assignments are not supported".to_owned()),
     }
+}
+
+/// Whether an argument of type `given` may be passed where `declared` is expected: the
+/// same type, an integer for a float (converted), or a null.
+pub fn wasm_argument_fits(declared: FieldType, given: FieldType) -> bool {
+    given == declared || given == FieldType::Null || (declared == FieldType::Float && given == FieldType::Int)
+}
+
+/// The result type of a call of the declared WebAssembly scalar function `name`.
+fn wasm_function(name: &str, args: &[Ty], functions: &ScalarFunctions) -> Result<Ty, String> {
+    let Some(f) = functions.get(name) else {
+        let declared = functions.keys().map(String::as_str).collect::<Vec<_>>();
+        return Err(if declared.is_empty() {
+            format!("unknown function '{name}': the job declares no WebAssembly functions (top-level 'functions')")
+        } else {
+            format!("unknown function '{name}' (declared: {})", declared.join(", "))
+        });
+    };
+    if args.len() != f.args.len() {
+        return Err(format!("function '{name}' takes {} argument(s), got {}", f.args.len(), args.len()));
+    }
+    for (i, (declared, given)) in f.args.iter().zip(args).enumerate() {
+        let fits = match given {
+            Ty::Val(given) => wasm_argument_fits(*declared, *given),
+            Ty::Tuple => false,
+        };
+        if !fits {
+            return Err(format!("function '{name}' needs {declared} as argument {}, got {}", i + 1, given.name()));
+        }
+    }
+    Ok(Ty::Val(f.returns))
 }
 
 /// `-`, `*`, `/`, `%` (and `+` of numbers): integer if both are, else float.
@@ -555,7 +644,7 @@ mod tests {
         evalexpr::ContextWithMutableVariables::set_value(&mut ctx, "n".into(), Value::Int(20)).unwrap();
         assert_eq!(e.eval_with_context(&ctx).unwrap(), Value::Int(41));
         let json = serde_json::to_value(&e).unwrap();
-        assert_eq!(json, serde_json::json!({"source": "n * 2 + 1", "ty": "integer", "fields": ["n"]}));
+        assert_eq!(json, serde_json::json!({"source": "n * 2 + 1", "ty": "integer", "fields": ["n"], "wasm": []}));
         let back: CompiledExpr = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
     }

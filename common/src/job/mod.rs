@@ -34,7 +34,7 @@ pub mod validate;
 mod tests;
 
 pub use catalog::{OperatorKind, OperatorSpec};
-pub use expr::CompiledExpr;
+pub use expr::{CompiledExpr, ScalarFunctions, WasmFunction};
 pub use plan::{vertex_id_for, JobEdge, JobGraph, JobVertex, ShipStrategy};
 pub use schema::{Field, FieldType, Schema};
 pub use spec::{parse_job, DocValue, JobSpec, OperatorDecl};

@@ -23,7 +23,7 @@ use std::io::{Read, Seek};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{load_job_with_config, JobError, JobGraph};
+use super::{load_job_with_config, JobError, JobGraph, OperatorKind};
 
 /// The job file names a package may hold at its root, in order of preference.
 pub const JOB_FILE_NAMES: [&str; 3] = ["job.yaml", "job.yml", "job.json"];
@@ -416,12 +416,11 @@ impl JobPackage {
         let mut problems = Vec::new();
         let mut used: BTreeSet<String> = BTreeSet::new();
         for op in &job.operators {
-            let Some(path) = op.spec.kind.artifact_path() else { continue };
-            if !is_package_relative(path) {
-                continue;
-            }
             // A module is one file of the package, never a directory of them.
-            if op.spec.kind.wasm_call().is_some() {
+            for path in op.spec.kind.module_paths() {
+                if !is_package_relative(path) {
+                    continue;
+                }
                 if self.artifacts.contains_key(path) {
                     used.insert(path.to_string());
                 } else {
@@ -430,6 +429,9 @@ impl JobPackage {
                         format!("'module' '{path}' names no file of the job package"),
                     ));
                 }
+            }
+            let OperatorKind::FileSource { path, .. } = &op.spec.kind else { continue };
+            if !is_package_relative(path) {
                 continue;
             }
             let Some(prefix) = safe_relative(path) else {

@@ -204,11 +204,12 @@ impl JobGraph {
     pub fn artifacts_of(&self, vertex: &JobVertex) -> BTreeMap<String, Artifact> {
         let mut out = BTreeMap::new();
         for op in &vertex.operators {
-            let Some(path) = op.kind.artifact_path() else { continue };
-            let prefix = path.trim_end_matches('/');
-            for (name, artifact) in &self.artifacts {
-                if name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')) {
-                    out.insert(name.clone(), artifact.clone());
+            for path in op.kind.artifact_paths() {
+                let prefix = path.trim_end_matches('/');
+                for (name, artifact) in &self.artifacts {
+                    if name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')) {
+                        out.insert(name.clone(), artifact.clone());
+                    }
                 }
             }
         }

@@ -247,6 +247,9 @@ pub struct JobSpec {
     pub parallelism: Option<i64>,
     /// Job configuration, Flink keys (`pipeline.max-parallelism`, ...), values as text.
     pub config: BTreeMap<String, String>,
+    /// WebAssembly scalar function declarations (`functions`), by module name, as written
+    /// (checked by [`super::catalog::scalar_functions`]).
+    pub functions: Vec<(String, DocValue)>,
     pub operators: Vec<OperatorDecl>,
 }
 
@@ -290,7 +293,7 @@ impl OperatorDecl {
 }
 
 /// Top-level keys of a job file.
-pub const JOB_FIELDS: &[&str] = &["flint", "name", "parallelism", "config", "operators"];
+pub const JOB_FIELDS: &[&str] = &["flint", "name", "parallelism", "config", "functions", "operators"];
 /// Keys of an operator object that are not parameters.
 pub const OPERATOR_FIELDS: &[&str] = &["id", "op", "name", "inputs", "parallelism", "ship"];
 
@@ -381,6 +384,15 @@ pub(crate) fn parse_document(text: &str) -> Result<Parsed, JobError> {
                 other => {
                     job_problem(&mut out, "config", format!("'config' must be an object, got {}", other.describe()))
                 }
+            },
+            "functions" => match value {
+                DocValue::Map(entries) => out.spec.functions = entries.clone(),
+                DocValue::Null => {}
+                other => job_problem(
+                    &mut out,
+                    "functions",
+                    format!("'functions' must be an object of module name to declaration, got {}", other.describe()),
+                ),
             },
             "operators" => match value {
                 DocValue::List(items) => {
@@ -553,7 +565,7 @@ mod tests {
             "'name' must be a string, got integer 7",
             "'parallelism' must be an integer, got string \"2\"",
             "config 'a' must be a string, number or boolean, got list",
-            "unknown top-level field 'colour' (known: flint, name, parallelism, config, operators)",
+            "unknown top-level field 'colour' (known: flint, name, parallelism, config, functions, operators)",
             "operator #1 must be an object, got integer 3",
             "operator 'm': 'op' must be a string, got integer 5",
             "operator 'm': 'inputs' must be a list of operator ids, got list",

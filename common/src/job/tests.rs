@@ -752,7 +752,7 @@ fn unknown_top_level_field() {
     assert_problem(
         &WORD_COUNT.replace("\"parallelism\": 2", "\"paralellism\": 2"),
         None,
-        "unknown top-level field 'paralellism' (known: flint, name, parallelism, config, operators)",
+        "unknown top-level field 'paralellism' (known: flint, name, parallelism, config, functions, operators)",
     );
 }
 
@@ -870,11 +870,101 @@ fn the_operator_examples_in_the_docs_have_valid_parameters() {
         let params: Vec<(String, DocValue)> =
             entries.iter().filter(|(k, _)| !spec::OPERATOR_FIELDS.contains(&k.as_str())).cloned().collect();
         let mut problems = Vec::new();
-        catalog::check_operator(catalog::operator_type(op).unwrap(), &params, None, &mut problems);
+        catalog::check_operator(catalog::operator_type(op).unwrap(), &params, None, &Default::default(), &mut problems);
         assert!(problems.is_empty(), "{op}: {problems:?}");
         seen.push(op.to_owned());
     }
     for t in catalog::OPERATOR_TYPES {
         assert!(seen.iter().any(|s| s == t.name), "docs/jobs.md has no example of {}", t.name);
     }
+}
+
+const SCALARS: &str = r#"
+flint: 1
+name: scored
+functions:
+  risk:
+    module: lib/risk.wasm
+    params: { threshold: 5, mode: strict }
+    exports:
+      score: { args: [float, string], returns: float }
+      flag: { args: [integer], returns: boolean }
+operators:
+  - { id: src, op: source.sequence, to: 9 }
+  - { id: m, op: map, inputs: [src], keep_input: true, fields: { s: 'wasm::risk::score(n, "a") * 2.0', f: "wasm::risk::flag(n)" } }
+  - { id: f, op: filter, inputs: [m], predicate: "wasm::risk::flag(n) && f" }
+  - { id: out, op: sink.print, inputs: [f] }
+"#;
+
+#[test]
+fn scalar_functions_are_declared_typed_and_carried_by_expressions() {
+    let g = graph(SCALARS);
+    let ops: Vec<&OperatorSpec> = g.vertices.iter().flat_map(|v| &v.operators).collect();
+    let m = ops.iter().find(|o| o.id == "m").unwrap();
+    let schema = m.output_schema.as_ref().unwrap();
+    assert_eq!(schema.field("s").map(|f| (f.ty, f.nullable)), Some((FieldType::Float, true)));
+    assert_eq!(schema.field("f").map(|f| (f.ty, f.nullable)), Some((FieldType::Bool, true)));
+    let functions = m.kind.wasm_functions();
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["wasm::risk::score", "wasm::risk::flag"]);
+    assert_eq!(functions[0].args, [FieldType::Float, FieldType::String]);
+    assert_eq!(functions[0].params, [("threshold".to_string(), "5".to_string()), ("mode".into(), "strict".into())]);
+    // Both operators load the one module, each once; it travels with the expressions.
+    assert_eq!(m.kind.module_paths(), ["lib/risk.wasm"]);
+    let f = ops.iter().find(|o| o.id == "f").unwrap();
+    assert_eq!(f.kind.artifact_paths(), ["lib/risk.wasm"]);
+    let wire: OperatorSpec = rmp_serde::from_slice(&rmp_serde::to_vec(*m).unwrap()).unwrap();
+    assert_eq!(&wire, *m);
+}
+
+#[test]
+fn bad_scalar_function_declarations_and_calls_are_reported() {
+    let bad = r#"
+flint: 1
+name: bad
+functions:
+  1x: { module: a.wasm, exports: { f: { args: [], returns: integer } } }
+  ok:
+    module: ../up.wasm
+    exports:
+      f: { args: [integer, colour], returns: integer }
+      flint_g: { args: [], returns: integer }
+      h: { args: [integer] }
+      k: { args: [integer], returns: colour, extra: 1 }
+    colour: red
+  empty: { module: e.wasm, exports: {} }
+  list: [1]
+operators:
+  - { id: src, op: source.sequence, to: 9 }
+  - { id: m, op: map, inputs: [src], fields: { a: "wasm::nope::f(n)" } }
+  - { id: out, op: sink.print, inputs: [m] }
+"#;
+    let found = problems(bad).join("\n");
+    for expected in [
+        "function module '1x': a module name is a letter or '_'",
+        "function module 'ok': 'module' '../up.wasm' must be the relative path of a .wasm or .wat file",
+        "function module 'ok': export 'f': 'args' must be a list of types (known: ",
+        "function module 'ok': export 'flint_g': a letter or '_' followed by letters, digits or '_', not starting with 'flint_'",
+        "function module 'ok': export 'h': missing required parameter 'returns'",
+        "function module 'ok': export 'k': 'returns' must be a type",
+        "function module 'ok': export 'k': unknown parameter 'extra'",
+        "function module 'ok': unknown parameter 'colour'",
+        "function module 'empty': parameter 'exports' must not be empty",
+        "function module 'list' must be an object with 'module', 'exports' and optional 'params', got list",
+        "unknown function 'wasm::nope::f': the job declares no WebAssembly functions",
+    ] {
+        assert!(found.contains(expected), "missing: {expected}\nin:\n{found}");
+    }
+    let call = |expr: &str| {
+        let text = SCALARS.replace(r#"'wasm::risk::score(n, "a") * 2.0'"#, &format!("'{expr}'"));
+        problems(&text).join("\n")
+    };
+    assert!(call("wasm::risk::score(n)").contains("function 'wasm::risk::score' takes 2 argument(s), got 1"));
+    assert!(call(r#"wasm::risk::score("x", "a")"#)
+        .contains("function 'wasm::risk::score' needs float as argument 1, got string"));
+    assert!(call("wasm::risk::other(n)")
+        .contains("unknown function 'wasm::risk::other' (declared: wasm::risk::flag, wasm::risk::score)"));
+    assert!(problems(&SCALARS.replace("functions:", "functions: 3\nx:"))
+        .join("\n")
+        .contains("'functions' must be an object"));
 }

@@ -15,7 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::catalog::{check_operator, operator_type, operator_type_names, Arity, OperatorKind, OperatorSpec, Role};
+use super::catalog::{
+    check_operator, operator_type, operator_type_names, scalar_functions, Arity, OperatorKind, OperatorSpec, Role,
+};
 use super::plan::ShipStrategy;
 use super::schema::Schema;
 use super::spec::{JobSpec, Parsed, JOB_FORMAT_VERSION};
@@ -257,7 +259,12 @@ impl Validation<'_> {
         }
         let order = topological_order(&upstream);
 
-        // 4. Parameters and schemas, upstream first.
+        // 4. WebAssembly scalar functions, then parameters and schemas, upstream first.
+        let mut messages = Vec::new();
+        let functions = scalar_functions(&spec.functions, &mut messages);
+        for m in messages {
+            self.job_problem(m);
+        }
         let mut outputs: Vec<Option<Schema>> = vec![None; ops.len()];
         let mut kinds: Vec<Option<(OperatorKind, Option<Schema>)>> = vec![None; ops.len()];
         for &i in &order {
@@ -270,7 +277,7 @@ impl Validation<'_> {
             let inputs: Option<Vec<(&str, &Schema)>> =
                 owned.as_ref().map(|o| o.iter().map(|(id, s)| (*id, s)).collect());
             let mut messages = Vec::new();
-            let checked = check_operator(ty, &ops[i].params, inputs.as_deref(), &mut messages);
+            let checked = check_operator(ty, &ops[i].params, inputs.as_deref(), &functions, &mut messages);
             for m in messages {
                 self.op_problem(i, m);
             }

@@ -72,8 +72,8 @@ pub fn build_operator(
     attempt: u32,
 ) -> Result<Box<dyn Operator>, TaskError> {
     Ok(match &spec.kind {
-        OperatorKind::Map { .. } => Box::new(MapOperator::new(spec)?),
-        OperatorKind::Filter { .. } => Box::new(FilterOperator::new(spec)?),
+        OperatorKind::Map { .. } => Box::new(MapOperator::with_wasm_limits(spec, ctx.wasm_limits)?),
+        OperatorKind::Filter { .. } => Box::new(FilterOperator::with_wasm_limits(spec, ctx.wasm_limits)?),
         OperatorKind::Split { .. } => Box::new(SplitOperator::new(spec)?),
         OperatorKind::Union | OperatorKind::KeyBy { .. } => Box::new(PassThrough::new(spec)?),
         OperatorKind::Aggregate { .. } => Box::new(AggregateOperator::new(spec, ctx)?),

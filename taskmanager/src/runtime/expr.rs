@@ -25,13 +25,19 @@
 //! equals NaN, `-0.0 < 0.0`), `math::abs(i64::MIN)`, shifts by 64 or more, and
 //! `str::substring` off a character boundary fail the batch instead of panicking.
 //!
+//! WebAssembly scalar functions (`wasm::<module>::<export>(...)`, declared in the job file)
+//! are steps too: per batch, the argument columns go into the module's instance as one
+//! batch and its single result column comes back (`docs/wasm.md`). They are never folded
+//! into constants (a module may count or log), and a call fails the batch, not retryable,
+//! naming the module and the export.
+//!
 //! Nulls (only nullable input fields carry them) propagate: any null operand makes the
 //! result null, except that `&&`/`||` follow SQL's three-valued logic (`false && null` is
 //! false). `filter` drops records whose predicate is null.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
@@ -41,14 +47,18 @@ use arrow::array::{
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::kernels::{boolean, cmp, numeric, zip::zip};
 use arrow::compute::{cast, take, try_binary};
+use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema as ArrowSchema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use evalexpr::{Node, Operator as EOp, Value};
-use flint_common::job::{CompiledExpr, FieldType};
+use flint_common::job::expr::{wasm_argument_fits, WASM_FUNCTION_PREFIX};
+use flint_common::job::{CompiledExpr, FieldType, WasmFunction};
+use flint_wasm::Guest;
 
 use super::operator::TaskError;
 use super::schema::{arrow_type, flint_type};
+use super::wasm::{scalar_input, scalar_output, ScalarGuests};
 
 /// An expression compiled for batch-at-a-time evaluation.
 #[derive(Debug, Clone)]
@@ -56,16 +66,57 @@ pub struct VectorExpr {
     source: String,
     steps: Vec<Step>,
     root: Slot,
+    /// The WebAssembly functions its `Op::Wasm` steps call.
+    calls: Vec<ScalarCall>,
+}
+
+/// One WebAssembly scalar function an expression calls, bound to its module's instance.
+#[derive(Clone)]
+struct ScalarCall {
+    function: WasmFunction,
+    guest: Arc<Mutex<Guest>>,
+    input: SchemaRef,
+    output: SchemaRef,
+}
+
+impl std::fmt::Debug for ScalarCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.function.name)
+    }
 }
 
 impl VectorExpr {
-    /// Compiles `expr` against the schema of the batches it will be evaluated on.
+    /// Compiles `expr` against the schema of the batches it will be evaluated on. An
+    /// expression calling WebAssembly functions needs [`VectorExpr::compile_with`].
     pub fn compile(expr: &CompiledExpr, input: &ArrowSchema) -> Result<Self, TaskError> {
+        Self::compile_with(expr, input, None)
+    }
+
+    /// [`VectorExpr::compile`], instantiating the modules of the WebAssembly functions the
+    /// expression calls in `guests` (shared by the operator's expressions).
+    pub fn compile_with(
+        expr: &CompiledExpr,
+        input: &ArrowSchema,
+        guests: Option<&mut ScalarGuests>,
+    ) -> Result<Self, TaskError> {
         let fail = |detail: String| TaskError::fatal(format!("expression '{}': {detail}", expr.source));
-        let mut builder = Builder { input, steps: Vec::new(), keys: HashMap::new() };
-        let root = builder.build(&expr.node).map_err(fail)?;
+        let mut builder = Builder {
+            input,
+            steps: Vec::new(),
+            keys: HashMap::new(),
+            functions: &expr.wasm,
+            guests,
+            calls: Vec::new(),
+            guest_error: None,
+        };
+        let built = builder.build(&expr.node);
+        if let Some(e) = builder.guest_error.take() {
+            return Err(e);
+        }
+        let root = built.map_err(fail)?;
+        let calls = std::mem::take(&mut builder.calls);
         let (steps, root) = prune(builder.steps, root);
-        let compiled = Self { source: expr.source.clone(), steps, root };
+        let compiled = Self { source: expr.source.clone(), steps, root, calls };
         if compiled.ty() != expr.ty {
             return Err(fail(format!("evaluates to {} but was typed {}", compiled.ty(), expr.ty)));
         }
@@ -122,10 +173,46 @@ impl VectorExpr {
         let rows = batch.num_rows();
         let mut vals: Vec<Val> = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
-            let v = eval_op(&step.op, &vals, Some(batch), rows).map_err(|e| self.error(e))?;
+            let v = match &step.op {
+                Op::Wasm { call, args } => self.call_wasm(&self.calls[*call], args, &vals, rows)?,
+                op => eval_op(op, &vals, Some(batch), rows).map_err(|e| self.error(e))?,
+            };
             vals.push(v);
         }
         Ok(vals.swap_remove(self.root))
+    }
+
+    /// Calls a WebAssembly scalar function with the argument columns of one batch.
+    fn call_wasm(&self, call: &ScalarCall, args: &[Slot], vals: &[Val], rows: usize) -> Result<Val, TaskError> {
+        let mut columns = Vec::with_capacity(args.len());
+        for (slot, field) in args.iter().zip(call.input.fields()) {
+            let column = full(&vals[*slot], rows).map_err(|e| self.error(e))?;
+            // A null literal is an argument of the declared type with every value null.
+            let column =
+                if column.data_type() == field.data_type() { column } else { new_null_array(field.data_type(), rows) };
+            columns.push(column);
+        }
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&call.input),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| self.error(e.to_string()))?;
+        let name = &call.function.name;
+        let out = call
+            .guest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .call_function(&call.function.export, &batch, &call.output)
+            .map_err(|e| TaskError {
+                message: format!("expression '{}': {name}: {e}", self.source),
+                retryable: e.is_retryable(),
+            })?;
+        let got = out.as_ref().map_or(0, RecordBatch::num_rows);
+        match out {
+            Some(out) if got == rows => Ok(Val::Array(Arc::clone(out.column(0)))),
+            _ => Err(self.error(format!("{name} returned {got} values for {rows} rows (it must return one per row)"))),
+        }
     }
 
     fn error(&self, detail: String) -> TaskError {
@@ -226,23 +313,36 @@ enum Op {
     Not(Slot),
     Concat(Slot, Slot),
     If(Slot, Slot, Slot),
-    MinMax { max: bool, a: Slot, b: Slot },
+    MinMax {
+        max: bool,
+        a: Slot,
+        b: Slot,
+    },
     Float1(fn(f64) -> f64, Slot),
     Float2(fn(f64, f64) -> f64, Slot, Slot),
     FloatIs(fn(f64) -> bool, Slot),
     AbsInt(Slot),
     Len(Slot),
     ToStr(Slot),
-    Case { upper: bool, s: Slot },
+    Case {
+        upper: bool,
+        s: Slot,
+    },
     Trim(Slot),
     Substring(Slot, Slot, Option<Slot>),
     Bit(Bit, Slot, Slot),
     BitNot(Slot),
+    /// A WebAssembly scalar function (`VectorExpr::calls[call]`) of the argument columns.
+    Wasm {
+        call: usize,
+        args: Vec<Slot>,
+    },
 }
 
 impl Op {
     fn inputs(&self) -> Vec<Slot> {
         match self {
+            Op::Wasm { args, .. } => args.clone(),
             Op::Column(_) | Op::Const(_) => vec![],
             Op::ToFloat(a)
             | Op::Neg(a)
@@ -271,6 +371,7 @@ impl Op {
     fn remap(&mut self, map: &HashMap<Slot, Slot>) {
         let m = |s: &mut Slot| *s = map[s];
         match self {
+            Op::Wasm { args, .. } => args.iter_mut().for_each(m),
             Op::Column(_) | Op::Const(_) => {}
             Op::ToFloat(a)
             | Op::Neg(a)
@@ -343,6 +444,12 @@ struct Builder<'a> {
     steps: Vec<Step>,
     /// Step description → slot, to share identical sub-expressions.
     keys: HashMap<String, Slot>,
+    /// The WebAssembly functions the expression was typed with.
+    functions: &'a [WasmFunction],
+    guests: Option<&'a mut ScalarGuests>,
+    calls: Vec<ScalarCall>,
+    /// A module that failed to load or instantiate (reported as it is, not as a type error).
+    guest_error: Option<TaskError>,
 }
 
 type Built = Result<Slot, String>;
@@ -363,7 +470,8 @@ impl Builder<'_> {
     /// returns the slot of an identical one.
     fn push(&mut self, op: Op, ty: FieldType) -> Built {
         let inputs = op.inputs();
-        let op = if !inputs.is_empty() && inputs.iter().all(|s| self.const_value(*s).is_some()) {
+        let foldable = !matches!(op, Op::Wasm { .. });
+        let op = if foldable && !inputs.is_empty() && inputs.iter().all(|s| self.const_value(*s).is_some()) {
             let vals: Vec<Val> = self
                 .steps
                 .iter()
@@ -598,6 +706,9 @@ impl Builder<'_> {
             };
         }
         let a: Vec<Slot> = args.iter().map(|a| self.build(a)).collect::<Result<_, _>>()?;
+        if name.starts_with(WASM_FUNCTION_PREFIX) {
+            return self.wasm(name, &a);
+        }
         let float1: Option<fn(f64) -> f64> = match name {
             "floor" => Some(f64::floor),
             "round" => Some(f64::round),
@@ -766,6 +877,53 @@ impl Builder<'_> {
     }
 }
 
+impl Builder<'_> {
+    /// A call of WebAssembly scalar function `name` with the argument slots `a`.
+    fn wasm(&mut self, name: &str, a: &[Slot]) -> Built {
+        let function = self
+            .functions
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| format!("unknown function '{name}' (not declared in the job's 'functions')"))?
+            .clone();
+        if a.len() != function.args.len() {
+            return Err(format!("function '{name}' takes {} argument(s), got {}", function.args.len(), a.len()));
+        }
+        let mut args = Vec::with_capacity(a.len());
+        for (i, (slot, declared)) in a.iter().zip(&function.args).enumerate() {
+            let given = self.ty(*slot);
+            if !wasm_argument_fits(*declared, given) {
+                return Err(format!("function '{name}' needs {declared} as argument {}, got {given}", i + 1));
+            }
+            args.push(if *declared == FieldType::Float && given == FieldType::Int {
+                self.as_float(*slot)?
+            } else {
+                *slot
+            });
+        }
+        let call = match self.calls.iter().position(|c| c.function.name == name) {
+            Some(call) => call,
+            None => {
+                let Some(guests) = self.guests.as_deref_mut() else {
+                    return Err(format!("function '{name}': WebAssembly functions are not available here"));
+                };
+                let guest = match guests.instance(&function) {
+                    Ok(guest) => guest,
+                    Err(e) => {
+                        self.guest_error = Some(e);
+                        return Err(format!("function '{name}': its module did not load"));
+                    }
+                };
+                let input = scalar_input(&function.args);
+                let output = scalar_output(function.returns);
+                self.calls.push(ScalarCall { function: function.clone(), guest, input, output });
+                self.calls.len() - 1
+            }
+        };
+        self.push(Op::Wasm { call, args }, function.returns)
+    }
+}
+
 /// The arguments of a call, as the validator reads them: `f()` has none, `f(a, b)` the
 /// tuple's items, `f(a)` one.
 fn function_args(arg: &Node) -> Vec<&Node> {
@@ -782,6 +940,7 @@ fn eval_op(op: &Op, vals: &[Val], batch: Option<&RecordBatch>, rows: usize) -> R
     let v = |s: &Slot| &vals[*s];
     let err = |e: ArrowError| e.to_string();
     Ok(match op {
+        Op::Wasm { .. } => return Err("a WebAssembly function is called per batch, not folded".to_owned()),
         Op::Column(i) => Val::Array(batch.ok_or("a column read while folding constants")?.column(*i).clone()),
         Op::Const(c) => c.clone(),
         Op::ToFloat(a) => Val::wrap(v(a).is_scalar(), cast(v(a).array(), &DataType::Float64).map_err(err)?),

@@ -31,6 +31,7 @@ use flint_common::job::{OperatorKind, OperatorSpec};
 use super::expr::{Utf8Out, VectorExpr};
 use super::operator::{Collector, Operator, OperatorContext, TaskError};
 use super::schema::required_schema;
+use super::wasm::ScalarGuests;
 use crate::state::{Redistribution, StateStore};
 
 fn wrong_kind(spec: &OperatorSpec, expected: &str) -> TaskError {
@@ -107,16 +108,28 @@ pub struct MapOperator {
     exprs: Vec<VectorExpr>,
     columns: Vec<MapColumn>,
     counter: Option<RecordCounter>,
+    /// The instances of the WebAssembly functions its expressions call.
+    guests: ScalarGuests,
 }
 
 impl MapOperator {
+    /// A `map` whose WebAssembly functions (if any) run under the default limits.
     pub fn new(spec: &OperatorSpec) -> Result<Self, TaskError> {
+        Self::with_wasm_limits(spec, flint_wasm::Limits::default())
+    }
+
+    /// A `map` whose WebAssembly functions run under `limits` (the job's `wasm.*`).
+    pub fn with_wasm_limits(spec: &OperatorSpec, limits: flint_wasm::Limits) -> Result<Self, TaskError> {
         let OperatorKind::Map { fields, keep_input, counter } = &spec.kind else {
             return Err(wrong_kind(spec, "map"));
         };
         let input = required_schema(spec.input_schema.as_ref(), &spec.id, "input")?;
         let schema = required_schema(spec.output_schema.as_ref(), &spec.id, "output")?;
-        let exprs = fields.iter().map(|f| VectorExpr::compile(&f.expr, &input)).collect::<Result<Vec<_>, _>>()?;
+        let mut guests = ScalarGuests::new(limits);
+        let exprs = fields
+            .iter()
+            .map(|f| VectorExpr::compile_with(&f.expr, &input, Some(&mut guests)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut columns = Vec::with_capacity(schema.fields().len());
         for out in schema.fields() {
             let column = match fields.iter().position(|f| &f.name == out.name()) {
@@ -149,7 +162,7 @@ impl MapOperator {
             }
             columns.push(column);
         }
-        Ok(Self { schema, exprs, columns, counter: counter.as_deref().map(RecordCounter::new) })
+        Ok(Self { schema, exprs, columns, counter: counter.as_deref().map(RecordCounter::new), guests })
     }
 
     /// The `counter`, if the operator has one.
@@ -192,10 +205,15 @@ impl Operator for MapOperator {
         self.counter.as_mut().map_or(Ok(()), |c| c.restore(state))
     }
 
+    fn finish(&mut self, _out: &mut dyn Collector) -> Result<(), TaskError> {
+        self.guests.close()
+    }
+
     fn accumulators(&self, out: &mut Vec<(String, u64)>) {
         if let Some(c) = &self.counter {
             out.push((c.name.clone(), c.count));
         }
+        self.guests.accumulators(out);
     }
 }
 
@@ -203,17 +221,27 @@ impl Operator for MapOperator {
 pub struct FilterOperator {
     predicate: VectorExpr,
     counter: Option<RecordCounter>,
+    /// The instances of the WebAssembly functions its predicate calls.
+    guests: ScalarGuests,
 }
 
 impl FilterOperator {
+    /// A `filter` whose WebAssembly functions (if any) run under the default limits.
     pub fn new(spec: &OperatorSpec) -> Result<Self, TaskError> {
+        Self::with_wasm_limits(spec, flint_wasm::Limits::default())
+    }
+
+    /// A `filter` whose WebAssembly functions run under `limits` (the job's `wasm.*`).
+    pub fn with_wasm_limits(spec: &OperatorSpec, limits: flint_wasm::Limits) -> Result<Self, TaskError> {
         let OperatorKind::Filter { predicate, counter } = &spec.kind else {
             return Err(wrong_kind(spec, "filter"));
         };
         let input = required_schema(spec.input_schema.as_ref(), &spec.id, "input")?;
+        let mut guests = ScalarGuests::new(limits);
         Ok(Self {
-            predicate: VectorExpr::compile(predicate, &input)?,
+            predicate: VectorExpr::compile_with(predicate, &input, Some(&mut guests))?,
             counter: counter.as_deref().map(RecordCounter::new),
+            guests,
         })
     }
 
@@ -257,10 +285,15 @@ impl Operator for FilterOperator {
         self.counter.as_mut().map_or(Ok(()), |c| c.restore(state))
     }
 
+    fn finish(&mut self, _out: &mut dyn Collector) -> Result<(), TaskError> {
+        self.guests.close()
+    }
+
     fn accumulators(&self, out: &mut Vec<(String, u64)>) {
         if let Some(c) = &self.counter {
             out.push((c.name.clone(), c.count));
         }
+        self.guests.accumulators(out);
     }
 }
 

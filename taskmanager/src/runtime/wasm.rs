@@ -18,13 +18,13 @@
 //! function (a guest fails the same way on the same input).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Int64Array, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field as ArrowField, Schema as ArrowSchema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use flint_common::job::{OperatorKind, OperatorSpec};
+use flint_common::job::{FieldType, OperatorKind, OperatorSpec, WasmFunction};
 use flint_wasm::keyed::{encode_timers, StateKind};
 use flint_wasm::{Guest, GuestRole, WasmError};
 
@@ -44,6 +44,100 @@ fn state_name(kind: StateKind, name: &str) -> String {
 
 fn guest_error(e: WasmError) -> TaskError {
     TaskError { message: e.to_string(), retryable: e.is_retryable() }
+}
+
+/// Reads and compiles (through the process-wide cache) the module at `path`; returns the
+/// name messages use for it (its file name: the taskmanager's directories are not the
+/// client's business) and the module.
+fn load_module(path: &str) -> Result<(String, flint_wasm::Module), TaskError> {
+    let path = Path::new(path);
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let size = std::fs::metadata(path).map_err(|e| TaskError::io(format!("module '{name}'"), &e))?.len();
+    if size > flint_wasm::engine::MAX_MODULE_BYTES as u64 {
+        return Err(TaskError::fatal(format!(
+            "module '{name}' has {size} bytes; at most {} are accepted",
+            flint_wasm::engine::MAX_MODULE_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| TaskError::io(format!("module '{name}'"), &e))?;
+    let module = flint_wasm::compile(&name, &bytes).map_err(guest_error)?;
+    Ok((name, module))
+}
+
+/// The instances of the scalar-function modules one operator's expressions call: one per
+/// module, shared by every function of that module the operator calls (as an operator's
+/// own module has one instance per subtask).
+#[derive(Default)]
+pub struct ScalarGuests {
+    limits: flint_wasm::Limits,
+    /// By module path.
+    guests: Vec<(String, Arc<Mutex<Guest>>)>,
+}
+
+impl ScalarGuests {
+    pub fn new(limits: flint_wasm::Limits) -> Self {
+        Self { limits, guests: Vec::new() }
+    }
+
+    /// The instance of `function`'s module, instantiated (and opened with the module's
+    /// parameters) on first use.
+    pub fn instance(&mut self, function: &WasmFunction) -> Result<Arc<Mutex<Guest>>, TaskError> {
+        if let Some((_, guest)) = self.guests.iter().find(|(path, _)| *path == function.module) {
+            return Ok(Arc::clone(guest));
+        }
+        let (name, module) = load_module(&function.module)?;
+        let output = scalar_output(function.returns);
+        let guest = Guest::new(
+            &name,
+            &module,
+            GuestRole::Scalar,
+            &function.export,
+            None,
+            &function.params,
+            output,
+            self.limits,
+        )
+        .map_err(guest_error)?;
+        let guest = Arc::new(Mutex::new(guest));
+        self.guests.push((function.module.clone(), Arc::clone(&guest)));
+        Ok(guest)
+    }
+
+    /// The counters the instances bumped, summed by name.
+    pub fn accumulators(&self, out: &mut Vec<(String, u64)>) {
+        for (_, guest) in &self.guests {
+            let guest = guest.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, value) in guest.counters() {
+                match out.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, total)) => *total += value,
+                    None => out.push((name.clone(), *value)),
+                }
+            }
+        }
+    }
+
+    /// Calls every instance's `flint_close`.
+    pub fn close(&self) -> Result<(), TaskError> {
+        for (_, guest) in &self.guests {
+            guest.lock().unwrap_or_else(|e| e.into_inner()).close().map_err(guest_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// The batch a scalar function returns: one nullable column `result` of its type.
+pub fn scalar_output(returns: FieldType) -> SchemaRef {
+    Arc::new(ArrowSchema::new(vec![ArrowField::new("result", arrow_type(returns), true)]))
+}
+
+/// The batch a scalar function is called with: one nullable column per argument, `arg0`...
+pub fn scalar_input(args: &[FieldType]) -> SchemaRef {
+    Arc::new(ArrowSchema::new(
+        args.iter()
+            .enumerate()
+            .map(|(i, t)| ArrowField::new(format!("arg{i}"), arrow_type(*t), true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// The keyed half of `process.wasm`.
@@ -89,18 +183,7 @@ impl WasmOperator {
             }
         };
         let output = required_schema(spec.output_schema.as_ref(), &spec.id, "output")?;
-        // Messages name the module by its file name: the taskmanager's directories are not the client's business.
-        let path = Path::new(&call.module);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| call.module.clone());
-        let size = std::fs::metadata(path).map_err(|e| TaskError::io(format!("module '{name}'"), &e))?.len();
-        if size > flint_wasm::engine::MAX_MODULE_BYTES as u64 {
-            return Err(TaskError::fatal(format!(
-                "module '{name}' has {size} bytes; at most {} are accepted",
-                flint_wasm::engine::MAX_MODULE_BYTES
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(|e| TaskError::io(format!("module '{name}'"), &e))?;
-        let module = flint_wasm::compile(&name, &bytes).map_err(guest_error)?;
+        let (name, module) = load_module(&call.module)?;
         let timer_function = call.timer_function.as_deref().filter(|_| role == GuestRole::Process);
         let guest =
             Guest::new(&name, &module, role, &call.function, timer_function, &call.params, output, ctx.wasm_limits)
@@ -422,7 +505,7 @@ mod tests {
     use std::path::PathBuf;
 
     use arrow::array::{AsArray, StringArray};
-    use arrow::datatypes::Int64Type;
+    use arrow::datatypes::{Float64Type, Int64Type};
     use flint_common::job::load_job;
 
     use super::*;
@@ -443,7 +526,7 @@ mod tests {
         );
         let job = load_job(&text, 1).unwrap_or_else(|e| panic!("{e}"));
         let mut spec = job.job_graph().vertices.iter().flat_map(|v| v.operators.clone()).find(|o| o.id == "w").unwrap();
-        *spec.kind.artifact_path_mut().unwrap() = module.display().to_string();
+        *spec.kind.artifact_paths_mut().remove(0) = module.display().to_string();
         spec
     }
 
@@ -501,6 +584,116 @@ mod tests {
         let mut acc = Vec::new();
         op.accumulators(&mut acc);
         assert_eq!(acc, vec![("rows".to_string(), 5007)]);
+    }
+
+    /// A `map` and a `filter` of a job declaring `tests/wasm/scalars.wat`'s functions, with
+    /// the module pointed at `module`.
+    fn scalar_job(module: &Path, factor: &str) -> (OperatorSpec, OperatorSpec) {
+        let text = format!(
+            r#"
+flint: 1
+name: t
+functions:
+  s:
+    module: scalars.wat
+    params: {{ factor: "{factor}" }}
+    exports:
+      scale: {{ args: [float], returns: float }}
+      above: {{ args: [integer, integer], returns: boolean }}
+      shout: {{ args: [string], returns: string }}
+operators:
+  - {{ id: src, op: source.file, path: /x, format: json, schema: {{ n: integer, name: string }} }}
+  - id: m
+    op: map
+    inputs: [src]
+    keep_input: true
+    fields: {{ x: "wasm::s::scale(n) + 0.5", loud: "wasm::s::shout(name + \"!\")", big: "wasm::s::above(n, 2)" }}
+  - {{ id: f, op: filter, inputs: [m], predicate: "wasm::s::above(n * 10, 25) && big" }}
+  - {{ id: out, op: sink.print, inputs: [f] }}
+"#
+        );
+        let job = load_job(&text, 1).unwrap_or_else(|e| panic!("{e}"));
+        let mut ops = job.job_graph().vertices.iter().flat_map(|v| v.operators.clone()).collect::<Vec<_>>();
+        for op in &mut ops {
+            for path in op.kind.artifact_paths_mut() {
+                if path.ends_with(".wat") {
+                    *path = module.display().to_string();
+                }
+            }
+        }
+        let take = |id: &str| ops.iter().find(|o| o.id == id).unwrap().clone();
+        (take("m"), take("f"))
+    }
+
+    #[test]
+    fn scalar_functions_run_in_map_and_filter_expressions() {
+        use crate::runtime::transforms::{FilterOperator, MapOperator};
+        let (m, f) = scalar_job(&guests().join("scalars.wat"), "3");
+        assert!(m.output_schema.as_ref().unwrap().field("x").unwrap().nullable, "function results may be null");
+        let mut map = MapOperator::new(&m).unwrap();
+        let mut filter = FilterOperator::new(&f).unwrap();
+        let schema = Arc::new(ArrowSchema::new(vec![
+            ArrowField::new("n", DataType::Int64, true),
+            ArrowField::new("name", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3), Some(4)])),
+                Arc::new(StringArray::from(vec![Some("ab"), Some("x"), None, Some("Zoë")])),
+            ],
+        )
+        .unwrap();
+        let mut mapped = VecCollector::default();
+        map.process_batch(0, 0, batch, &mut mapped).unwrap();
+        let out = &mapped.batches[0];
+        let x: Vec<Option<f64>> = out.column_by_name("x").unwrap().as_primitive::<Float64Type>().iter().collect();
+        assert_eq!(x, vec![Some(3.5), None, Some(9.5), Some(12.5)]);
+        let loud: Vec<Option<&str>> = out.column_by_name("loud").unwrap().as_string::<i32>().iter().collect();
+        assert_eq!(loud, vec![Some("AB!"), Some("X!"), None, Some("ZOë!")]);
+        let big: Vec<Option<bool>> = out.column_by_name("big").unwrap().as_boolean().iter().collect();
+        assert_eq!(big, vec![Some(false), None, Some(true), Some(true)]);
+        let mut kept = VecCollector::default();
+        filter.process_batch(0, 0, out.clone(), &mut kept).unwrap();
+        let n: Vec<i64> = kept.batches[0].column(0).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(n, vec![3, 4]);
+        // Three calls of one instance (scale, shout, above) of 4 rows each; the filter's own instance one of 4.
+        let mut acc = Vec::new();
+        map.accumulators(&mut acc);
+        assert_eq!(acc, vec![("rows".to_string(), 12)]);
+        let mut acc = Vec::new();
+        filter.accumulators(&mut acc);
+        assert_eq!(acc, vec![("rows".to_string(), 4)]);
+    }
+
+    #[test]
+    fn a_failing_scalar_function_fails_its_task_naming_the_function() {
+        use crate::runtime::transforms::MapOperator;
+        // flint_open refuses a factor without digits.
+        let (m, _) = scalar_job(&guests().join("scalars.wat"), "many");
+        let e = MapOperator::new(&m).err().expect("flint_open failed");
+        assert!(e.message.contains("scalars.wat") && e.message.contains("flint_open"), "{}", e.message);
+        assert!(!e.retryable);
+        // A module whose export traps: the error names the expression, function and module.
+        let trapping = module_file(
+            "scalars.wat",
+            r#"(module (memory (export "memory") 1)
+                (func (export "flint_alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "scale") (param i32) (result i32) unreachable)
+                (func (export "above") (param i32) (result i32) i32.const 0)
+                (func (export "shout") (param i32) (result i32) i32.const 0))"#,
+        );
+        let (m, _) = scalar_job(&trapping, "1");
+        let mut map = MapOperator::new(&m).unwrap();
+        let e = map.process_batch(0, 0, ints([1, 2]), &mut VecCollector::default()).unwrap_err();
+        assert!(
+            e.message.contains("wasm::s::scale")
+                && e.message.contains("scalars.wat")
+                && e.message.contains("unreachable"),
+            "{}",
+            e.message
+        );
+        assert!(!e.retryable);
     }
 
     #[test]
@@ -731,8 +924,7 @@ mod bench {
     fn run(job: &str, guests: &Path, n: i64) -> f64 {
         let job = load_job(job, 1).unwrap_or_else(|e| panic!("{e}"));
         let mut specs: Vec<OperatorSpec> = job.job_graph().vertices.iter().flat_map(|v| v.operators.clone()).collect();
-        for s in specs.iter_mut().filter(|s| s.kind.wasm_call().is_some()) {
-            let path = s.kind.artifact_path_mut().expect("a module");
+        for path in specs.iter_mut().flat_map(|s| s.kind.artifact_paths_mut()) {
             *path = guests.join(path.as_str()).display().to_string();
         }
         let c = ctx(0, 1);
@@ -784,12 +976,27 @@ mod bench {
             r#"{"id": "count", "op": "aggregate", "inputs": ["keys"], "key": ["key"], "aggs": {"count": "count()"}}"#;
         let wasm_count = r#"{"id": "count", "op": "process.wasm", "inputs": ["keys"], "key": ["key"],
             "module": "count.wat", "schema": {"key": "string", "count": "integer"}}"#;
-        let mut figures: [Vec<f64>; 4] = Default::default();
+        // A scalar function in a map expression next to the same arithmetic built in.
+        let b1s = |x: &str| {
+            format!(
+                r#"{{"flint": 1, "name": "b1s", "parallelism": 1,
+                "functions": {{"s": {{"module": "scalars.wat", "params": {{"factor": 3}},
+                    "exports": {{"scale": {{"args": ["float"], "returns": "float"}}}}}}}},
+                "operators": [
+                {{"id": "src", "op": "source.sequence", "from": 0, "to": {}}},
+                {{"id": "map", "op": "map", "inputs": ["src"], "fields": {{"n": "n", "x": "{x}"}}}},
+                {{"id": "filter", "op": "filter", "inputs": ["map"], "predicate": "n % 3 != 0"}} ]}}"#,
+                B1 - 1
+            )
+        };
+        let mut figures: [Vec<f64>; 6] = Default::default();
         for _ in 0..3 {
             figures[0].push(run(&b1(builtin_map), &guests, B1));
             figures[1].push(run(&b1(wasm_map), &guests, B1));
             figures[2].push(run(&b2(builtin_count), &guests, B2));
             figures[3].push(run(&b2(wasm_count), &guests, B2));
+            figures[4].push(run(&b1s("n * 3.0"), &guests, B1));
+            figures[5].push(run(&b1s("wasm::s::scale(n)"), &guests, B1));
         }
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
@@ -800,5 +1007,7 @@ mod bench {
         println!("B1 map.wasm:           {:.2} M records/s = {:.0} % of built-in", m[1] / 1e6, 100.0 * m[1] / m[0]);
         println!("B2 aggregate count():  {:.2} M records/s", m[2] / 1e6);
         println!("B2 process.wasm count: {:.2} M records/s = {:.0} % of built-in", m[3] / 1e6, 100.0 * m[3] / m[2]);
+        println!("x = n * 3.0, built-in: {:.2} M records/s", m[4] / 1e6);
+        println!("x = wasm::s::scale(n): {:.2} M records/s = {:.0} % of built-in", m[5] / 1e6, 100.0 * m[5] / m[4]);
     }
 }

@@ -1,0 +1,123 @@
+;; Scalar functions for expressions (`wasm::<module>::<export>(...)`), one batch per call:
+;; the arguments arrive as columns arg0, arg1, ... and the result is one column.
+;;   scale(x: float) -> float            x * factor (flint_open parameter `factor`, an
+;;                                        integer, default 1); null where x is null
+;;   above(n: integer, limit: integer) -> boolean   n > limit; null where n is null
+;;   shout(s: string) -> string          s with ASCII letters upper-cased; null where s is
+;; Each call bumps counter "rows" by its rows.
+(module
+  (import "flint" "counter_add" (func $counter_add (param i32 i32 i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "rows")
+  (global $factor (mut f64) (f64.const 1))
+  (global $heap (mut i32) (i32.const 4096))
+  (func $ensure (param $end i32)
+    (local $pages i32)
+    (local.set $pages (i32.sub (i32.shr_u (i32.add (local.get $end) (i32.const 65535)) (i32.const 16)) (memory.size)))
+    (if (i32.gt_s (local.get $pages) (i32.const 0))
+      (then (if (i32.eq (memory.grow (local.get $pages)) (i32.const -1)) (then unreachable)))))
+  (func (export "flint_alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (call $ensure (i32.add (local.get $p) (local.get $size)))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+  ;; Reads `factor=<digits>` from the parameter lines (the only parameter it knows).
+  (func (export "flint_open") (param $p i32) (param $len i32) (result i32)
+    (local $end i32) (local $acc i64) (local $b i32) (local $seen i32)
+    (local.set $end (i32.add (local.get $p) (local.get $len)))
+    (if (i32.lt_u (local.get $len) (i32.const 7)) (then (return (i32.const 0))))
+    ;; "factor=" is 7 bytes: f a c t o r =
+    (if (i32.or
+          (i32.ne (i32.load (local.get $p)) (i32.const 0x74636166))               ;; "fact"
+          (i32.ne (i32.load (i32.add (local.get $p) (i32.const 3))) (i32.const 0x3d726f74))) ;; "tor="
+      (then (return (i32.const 0))))
+    (local.set $p (i32.add (local.get $p) (i32.const 7)))
+    (block $done (loop $digit
+      (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+      (local.set $b (i32.load8_u (local.get $p)))
+      (br_if $done (i32.or (i32.lt_u (local.get $b) (i32.const 48)) (i32.gt_u (local.get $b) (i32.const 57))))
+      (local.set $acc (i64.add (i64.mul (local.get $acc) (i64.const 10)) (i64.extend_i32_u (i32.sub (local.get $b) (i32.const 48)))))
+      (local.set $seen (i32.const 1))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br $digit)))
+    ;; A factor without digits is refused: flint_open's non-zero result fails the task.
+    (if (i32.eqz (local.get $seen)) (then (return (i32.const 1))))
+    (global.set $factor (f64.convert_i64_u (local.get $acc)))
+    (i32.const 0))
+  (func $scratch (result i32)
+    (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+  ;; A one-column output batch at $out: header and the column's descriptor.
+  (func $result (param $out i32) (param $rows i32) (param $type i32) (param $validity i32) (param $values i32) (param $data i32)
+    (i32.store (local.get $out) (local.get $rows))
+    (i32.store offset=4 (local.get $out) (i32.const 1))
+    (i64.store offset=8 (local.get $out) (i64.const 0))
+    (i64.store offset=16 (local.get $out) (i64.const 0))
+    (i32.store offset=24 (local.get $out) (local.get $type))
+    (i32.store offset=28 (local.get $out) (local.get $validity))
+    (i32.store offset=32 (local.get $out) (local.get $values))
+    (i32.store offset=36 (local.get $out) (local.get $data))
+    (call $counter_add (i32.const 16) (i32.const 4) (i64.extend_i32_u (local.get $rows))))
+  ;; Field $f (4 validity, 8 values, 12 data) of input column $c of the batch at $in.
+  (func $input (param $in i32) (param $c i32) (param $f i32) (result i32)
+    (i32.load (i32.add (i32.add (i32.add (local.get $in) (i32.const 24)) (i32.shl (local.get $c) (i32.const 4))) (local.get $f))))
+
+  (func (export "scale") (param $in i32) (result i32)
+    (local $rows i32) (local $x i32) (local $out i32) (local $vals i32) (local $i i32)
+    (local.set $rows (i32.load (local.get $in)))
+    (local.set $x (call $input (local.get $in) (i32.const 0) (i32.const 8)))
+    (local.set $out (call $scratch))
+    (local.set $vals (i32.add (local.get $out) (i32.const 40)))
+    (call $ensure (i32.add (local.get $vals) (i32.shl (local.get $rows) (i32.const 3))))
+    (block $done (loop $row
+      (br_if $done (i32.ge_u (local.get $i) (local.get $rows)))
+      (f64.store (i32.add (local.get $vals) (i32.shl (local.get $i) (i32.const 3)))
+        (f64.mul (f64.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 3)))) (global.get $factor)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $row)))
+    (call $result (local.get $out) (local.get $rows) (i32.const 2)
+      (call $input (local.get $in) (i32.const 0) (i32.const 4)) (local.get $vals) (i32.const 0))
+    (local.get $out))
+
+  (func (export "above") (param $in i32) (result i32)
+    (local $rows i32) (local $n i32) (local $limit i32) (local $out i32) (local $vals i32) (local $i i32) (local $at i32)
+    (local.set $rows (i32.load (local.get $in)))
+    (local.set $n (call $input (local.get $in) (i32.const 0) (i32.const 8)))
+    (local.set $limit (call $input (local.get $in) (i32.const 1) (i32.const 8)))
+    (local.set $out (call $scratch))
+    (local.set $vals (i32.add (local.get $out) (i32.const 40)))
+    (call $ensure (i32.add (local.get $vals) (local.get $rows)))
+    (block $done (loop $row
+      (br_if $done (i32.ge_u (local.get $i) (local.get $rows)))
+      (local.set $at (i32.shl (local.get $i) (i32.const 3)))
+      (i32.store8 (i32.add (local.get $vals) (local.get $i))
+        (i64.gt_s (i64.load (i32.add (local.get $n) (local.get $at))) (i64.load (i32.add (local.get $limit) (local.get $at)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $row)))
+    (call $result (local.get $out) (local.get $rows) (i32.const 4)
+      (call $input (local.get $in) (i32.const 0) (i32.const 4)) (local.get $vals) (i32.const 0))
+    (local.get $out))
+
+  (func (export "shout") (param $in i32) (result i32)
+    (local $rows i32) (local $offs i32) (local $data i32) (local $bytes i32) (local $out i32)
+    (local $oofs i32) (local $odata i32) (local $i i32) (local $b i32)
+    (local.set $rows (i32.load (local.get $in)))
+    (local.set $offs (call $input (local.get $in) (i32.const 0) (i32.const 8)))
+    (local.set $data (call $input (local.get $in) (i32.const 0) (i32.const 12)))
+    (local.set $bytes (i32.load (i32.add (local.get $offs) (i32.shl (local.get $rows) (i32.const 2)))))
+    (local.set $out (call $scratch))
+    (local.set $oofs (i32.add (local.get $out) (i32.const 40)))
+    (local.set $odata (i32.add (local.get $oofs) (i32.shl (i32.add (local.get $rows) (i32.const 1)) (i32.const 2))))
+    (call $ensure (i32.add (local.get $odata) (local.get $bytes)))
+    (memory.copy (local.get $oofs) (local.get $offs) (i32.shl (i32.add (local.get $rows) (i32.const 1)) (i32.const 2)))
+    (block $done (loop $byte
+      (br_if $done (i32.ge_u (local.get $i) (local.get $bytes)))
+      (local.set $b (i32.load8_u (i32.add (local.get $data) (local.get $i))))
+      (if (i32.and (i32.ge_u (local.get $b) (i32.const 97)) (i32.le_u (local.get $b) (i32.const 122)))
+        (then (local.set $b (i32.sub (local.get $b) (i32.const 32)))))
+      (i32.store8 (i32.add (local.get $odata) (local.get $i)) (local.get $b))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $byte)))
+    (call $result (local.get $out) (local.get $rows) (i32.const 3)
+      (call $input (local.get $in) (i32.const 0) (i32.const 4)) (local.get $oofs) (local.get $odata))
+    (local.get $out)))
