@@ -607,7 +607,8 @@ operators:
     op: map
     inputs: [src]
     keep_input: true
-    fields: {{ x: "wasm::s::scale(n) + 0.5", loud: "wasm::s::shout(name + \"!\")", big: "wasm::s::above(n, 2)" }}
+    fields: {{ x: "wasm::s::scale(n) + 0.5", loud: "wasm::s::shout(name + \"!\")", big: "wasm::s::above(n, 2)",
+              none: "wasm::s::scale(())" }}
   - {{ id: f, op: filter, inputs: [m], predicate: "wasm::s::above(n * 10, 25) && big" }}
   - {{ id: out, op: sink.print, inputs: [f] }}
 "#
@@ -653,14 +654,17 @@ operators:
         assert_eq!(loud, vec![Some("AB!"), Some("X!"), None, Some("ZOë!")]);
         let big: Vec<Option<bool>> = out.column_by_name("big").unwrap().as_boolean().iter().collect();
         assert_eq!(big, vec![Some(false), None, Some(true), Some(true)]);
+        // `()` is a null of the declared type on every row.
+        let none = out.column_by_name("none").unwrap();
+        assert_eq!((none.data_type(), none.null_count()), (&DataType::Float64, 4));
         let mut kept = VecCollector::default();
         filter.process_batch(0, 0, out.clone(), &mut kept).unwrap();
         let n: Vec<i64> = kept.batches[0].column(0).as_primitive::<Int64Type>().values().to_vec();
         assert_eq!(n, vec![3, 4]);
-        // Three calls of one instance (scale, shout, above) of 4 rows each; the filter's own instance one of 4.
+        // Four calls of one instance (scale twice, shout, above) of 4 rows each; the filter's own instance one of 4.
         let mut acc = Vec::new();
         map.accumulators(&mut acc);
-        assert_eq!(acc, vec![("rows".to_string(), 12)]);
+        assert_eq!(acc, vec![("rows".to_string(), 16)]);
         let mut acc = Vec::new();
         filter.accumulators(&mut acc);
         assert_eq!(acc, vec![("rows".to_string(), 4)]);
