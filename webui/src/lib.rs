@@ -13,7 +13,13 @@
 //!   relative URLs (`config`, `overview`, `taskmanagers`, `jobs/overview`)
 //!   and renders the results;
 //! - `static/style.css` — the styling (system fonts only);
-//! - `static/favicon.svg` — the tab icon.
+//! - `static/favicon.svg` — the tab icon;
+//! - `static/vendor/` — third-party libraries exactly as the npm registry serves them, with
+//!   their licenses: graph layout ([@dagrejs/dagre](https://github.com/dagrejs/dagre), MIT,
+//!   which bundles @dagrejs/graphlib) and charts ([uPlot](https://github.com/leeoniya/uPlot),
+//!   MIT). `scripts/update-webui-vendor.sh` fetches them and records versions, the
+//!   registry's integrity hashes and each file's sha256 in `vendor.json`; a unit test checks
+//!   the committed files against it, so building needs neither node nor the network.
 //!
 //! The files are pulled in with [`include_bytes!`], so this crate has no
 //! dependencies and no runtime file access. The REST server calls [`asset`]
@@ -35,6 +41,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Every embedded file: path relative to `static/`, bytes, content type.
 const ASSETS: &[(&str, &[u8], &str)] = &[
@@ -42,6 +49,12 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
     ("app.js", include_bytes!("../static/app.js"), JS),
     ("style.css", include_bytes!("../static/style.css"), CSS),
     ("favicon.svg", include_bytes!("../static/favicon.svg"), SVG),
+    ("vendor/dagre.min.js", include_bytes!("../static/vendor/dagre.min.js"), JS),
+    ("vendor/dagre.LICENSE.txt", include_bytes!("../static/vendor/dagre.LICENSE.txt"), TEXT),
+    ("vendor/graphlib.LICENSE.txt", include_bytes!("../static/vendor/graphlib.LICENSE.txt"), TEXT),
+    ("vendor/uPlot.iife.min.js", include_bytes!("../static/vendor/uPlot.iife.min.js"), JS),
+    ("vendor/uPlot.min.css", include_bytes!("../static/vendor/uPlot.min.css"), CSS),
+    ("vendor/uPlot.LICENSE.txt", include_bytes!("../static/vendor/uPlot.LICENSE.txt"), TEXT),
 ];
 
 /// Looks up the embedded file for a request path.
@@ -120,8 +133,18 @@ mod tests {
     #[test]
     fn bodies_match_files_on_disk_and_all_files_are_registered() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
-        let mut on_disk: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut on_disk: Vec<String> = Vec::new();
+        let mut pending = vec![dir.clone()];
+        while let Some(d) = pending.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    on_disk.push(path.strip_prefix(&dir).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
         on_disk.sort();
         let mut registered: Vec<String> = ASSETS.iter().map(|(n, _, _)| n.to_string()).collect();
         registered.sort();
@@ -132,14 +155,44 @@ mod tests {
         }
     }
 
+    /// The vendored libraries are exactly the files `scripts/update-webui-vendor.sh` fetched
+    /// from npm (their sha256 in `vendor.json`), and each package's license ships with them.
+    #[test]
+    fn vendored_files_match_vendor_json() {
+        use sha2::{Digest, Sha256};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("vendor.json")).unwrap()).unwrap();
+        let files = manifest["files"].as_object().unwrap();
+        let vendored: Vec<&str> = ASSETS.iter().map(|(n, _, _)| *n).filter(|n| n.starts_with("vendor/")).collect();
+        assert_eq!(files.len(), vendored.len(), "every vendored file is registered");
+        for name in vendored {
+            let expected =
+                files.get(name).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("{name} not in vendor.json"));
+            let got = hex(&Sha256::digest(asset(name).unwrap().body));
+            assert_eq!(got, expected, "{name} differs from what npm served: run scripts/update-webui-vendor.sh");
+        }
+        for package in manifest["packages"].as_array().unwrap() {
+            assert_eq!(package["license"], "MIT", "{package}");
+            assert!(package["integrity"].as_str().unwrap().starts_with("sha512-"), "{package}");
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn pages_use_no_external_resources() {
         for (name, body, _) in ASSETS {
-            let text = std::str::from_utf8(body).unwrap();
+            // The SVG namespace URI is an identifier and uPlot's banner comment names its home
+            // page; nothing is fetched from either.
+            let text = std::str::from_utf8(body)
+                .unwrap()
+                .replace("http://www.w3.org/2000/svg", "")
+                .replace("https://github.com/leeoniya/uPlot", "");
             for needle in ["http://", "https://", "//cdn", "@import"] {
-                // The SVG namespace URI is an identifier, not a fetched resource.
-                let allowed = *name == "favicon.svg" && needle == "http://";
-                assert!(allowed || !text.contains(needle), "{name} contains {needle}");
+                assert!(!text.contains(needle), "{name} contains {needle}");
             }
         }
     }
