@@ -599,6 +599,14 @@ pub async fn config(state: web::Data<RestState>, path: web::Path<String>) -> Res
     })))
 }
 
+/// Flink names an exception by its Java class; a Flint failure has no class, so its name is
+/// the cause without the `<task> failed: ` prefix the stack trace starts with (the task is a
+/// field of its own).
+fn exception_name(exception: &str, task_name: &str) -> String {
+    let cause = exception.strip_prefix(task_name).and_then(|rest| rest.strip_prefix(" failed: "));
+    cause.unwrap_or(exception).lines().next().unwrap_or_default().to_string()
+}
+
 #[derive(Deserialize)]
 pub struct ExceptionsQuery {
     #[serde(rename = "maxExceptions")]
@@ -619,7 +627,7 @@ pub async fn exceptions(
         .take(max)
         .map(|e| {
             json!({
-                "exceptionName": e.exception.split(':').next().unwrap_or_default(),
+                "exceptionName": exception_name(&e.exception, e.task_name.as_deref().unwrap_or_default()),
                 "stacktrace": e.exception,
                 "timestamp": e.timestamp_ms,
                 "taskName": e.task_name,
@@ -768,6 +776,18 @@ pub async fn vertex(state: web::Data<RestState>, path: web::Path<(String, String
     })))
 }
 
+/// A subtask's duration in `/subtasktimes`, as Flink's `SubtasksTimesHandler` computes it:
+/// from SCHEDULED to the terminal state it reached, or to `now` while it is not terminal;
+/// -1 before it was scheduled.
+fn subtask_times_duration(e: &Execution, now: u64) -> i64 {
+    let start = e.timestamp(ExecutionState::Scheduled);
+    if start == 0 {
+        return -1;
+    }
+    let end = if e.state.is_terminal() { e.timestamp(e.state) } else { now };
+    end as i64 - start as i64
+}
+
 pub async fn subtask_times(state: web::Data<RestState>, path: web::Path<(String, String)>) -> Rest {
     let (job, vertex) = path.into_inner();
     let s = snapshot(&state, parse_job_id(&job)?).await?;
@@ -783,12 +803,11 @@ pub async fn subtask_times(state: web::Data<RestState>, path: web::Path<(String,
             }
             // Flint never reconciles executions (Flink's job master failover without restart).
             timestamps.insert("RECONCILING".into(), json!(0));
-            let start = st.current.timestamp(ExecutionState::Deploying);
             json!({
                 "subtask": st.subtask,
                 "host": host_name(st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str())),
                 "endpoint": st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str()),
-                "duration": if start > 0 { now as i64 - start as i64 } else { -1 },
+                "duration": subtask_times_duration(&st.current, now),
                 "timestamps": timestamps,
             })
         })
@@ -916,5 +935,35 @@ mod tests {
         let d = status_durations(&e, 5000);
         assert_eq!((d[&ExecutionState::Running], d[&ExecutionState::Finished]), (300, 0));
         assert_eq!(metrics_json(&[&e])["accumulated-busy-time"], "NaN");
+    }
+
+    #[test]
+    fn an_exception_is_named_by_its_cause_without_the_task() {
+        assert_eq!(
+            exception_name("Source: lines (1/1) failed: reading x: No such file\nmore", "Source: lines (1/1)"),
+            "reading x: No such file"
+        );
+        assert_eq!(exception_name("slot request timed out", "Source: a (1/2)"), "slot request timed out");
+    }
+
+    #[test]
+    fn subtask_times_run_from_scheduled_to_the_terminal_state_or_now() {
+        let mut e = Execution {
+            attempt_id: flint_common::ids::ExecutionAttemptId::generate(),
+            attempt_number: 0,
+            state: ExecutionState::Created,
+            timestamps: BTreeMap::from([(ExecutionState::Created, 100)]),
+            assignment: None,
+            failure: None,
+            metrics: Default::default(),
+            metric_dump: Default::default(),
+        };
+        assert_eq!(subtask_times_duration(&e, 1000), -1);
+        e.state = ExecutionState::Running;
+        e.timestamps.extend([(ExecutionState::Scheduled, 106), (ExecutionState::Deploying, 198)]);
+        assert_eq!(subtask_times_duration(&e, 1000), 894);
+        e.state = ExecutionState::Finished;
+        e.timestamps.insert(ExecutionState::Finished, 531);
+        assert_eq!(subtask_times_duration(&e, 5000), 425);
     }
 }

@@ -7,6 +7,7 @@
 //! process logs when it runs out. On drop, every process it started — directly or via
 //! the scripts' pid files — is killed by pid.
 
+pub mod browser;
 pub mod prometheus;
 pub mod zookeeper;
 

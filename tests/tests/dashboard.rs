@@ -2,43 +2,12 @@
 //! jobmanager, runs its JavaScript against the live REST API, and the rendered DOM
 //! must show the cluster's task managers and slots.
 
-use std::process::Command;
 use std::time::Duration;
 
+use flint_tests::browser::{render, row, screenshot, thousands};
 use flint_tests::Harness;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Debian's Chromium.
-fn chromium() -> &'static str {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Chromium is required for the dashboard tests: apt-get install -y chromium (see .ci/run)")
-}
-
-/// Renders `url` in headless Chromium and returns the DOM after scripts ran.
-fn render(url: &str, profile_dir: &std::path::Path) -> String {
-    let output = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-            "--timeout=20000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile_dir.display()))
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[test]
 fn dashboard_shows_task_managers_and_slots() {
@@ -64,41 +33,6 @@ fn dashboard_shows_task_managers_and_slots() {
         assert!(dom.contains(&format!("data-tm-id=\"{id}\"")), "task manager {id} missing from the table:\n{dom}");
     }
     assert!(dom.contains("No jobs"), "the empty job list is shown");
-}
-
-/// Saves a screenshot of `url` as `<name>.png` under the test artifacts directory
-/// (`target/tmp/dashboard/`) and returns its path.
-fn screenshot(url: &str, profile_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.png"));
-    let status = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
-        .args(["--virtual-time-budget=5000", "--timeout=20000", "--window-size=1400,1100"])
-        .arg(format!("--user-data-dir={}", profile_dir.display()))
-        .arg(format!("--screenshot={}", path.display()))
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    assert!(path.exists(), "no screenshot of {url}: {}", String::from_utf8_lossy(&status.stderr));
-    println!("screenshot: {}", path.display());
-    path
-}
-
-/// `n` as the dashboard shows counts (`toLocaleString("en-US")`: 12,345).
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let groups: Vec<&str> = digits.as_bytes().rchunks(3).rev().map(|c| std::str::from_utf8(c).unwrap()).collect();
-    groups.join(",")
-}
-
-/// The `<tr>` of `table` (by id) whose `attr` is `value`, as rendered.
-fn row<'a>(dom: &'a str, table: &str, attr: &str, value: &str) -> &'a str {
-    let table_at = dom.find(&format!("id=\"{table}\"")).unwrap_or_else(|| panic!("no #{table}:\n{dom}"));
-    let rest = &dom[table_at..];
-    let start = rest.find(&format!("<tr {attr}=\"{value}\"")).unwrap_or_else(|| panic!("no row {value} in #{table}"));
-    let end = rest[start..].find("</tr>").unwrap();
-    &rest[start..start + end]
 }
 
 #[test]

@@ -1,11 +1,11 @@
-// Flint dashboard: polls the JobManager REST API (relative URLs) and renders
-// the cluster overview, the task managers and the jobs (`#/`), and a job's page
-// (`#/jobs/<id>`, `#/jobs/<id>/vertices/<vertex id>`): its graph laid out with
-// dagre, its vertices, and the subtasks of the selected vertex. Everything taken
+// Flint dashboard core: helpers shared by the pages (DOM building, formatting, REST
+// calls, dialogs), the router and the refresh loop, and the overview page (`#/`).
+// Every other page lives in `pages/*.js` and registers itself with `Flint.page(...)`;
+// the loop starts once all deferred scripts ran (DOMContentLoaded). Everything taken
 // from a response is inserted as text nodes, never parsed as HTML.
 "use strict";
 
-(function () {
+window.Flint = (function () {
   const DEFAULT_REFRESH_MS = 3000;
   const COMPLETED_STATES = new Set(["FINISHED", "CANCELED", "FAILED", "SUSPENDED"]);
 
@@ -79,6 +79,18 @@
       `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
   }
 
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    for (const child of children) node.append(child instanceof Node ? child : String(child ?? "–"));
+    return node;
+  }
+
+  const metric = (v, name) => (v.metrics && isNum(v.metrics[name]) ? v.metrics[name] : undefined);
+  const formatCount = (n) => (isNum(n) ? n.toLocaleString("en-US") : "–");
+
   // ---- REST ----------------------------------------------------------------
 
   async function getJson(path) {
@@ -126,7 +138,7 @@
       .map((tm) => {
         const hw = tm.hardware || {};
         return el("tr", { "data-tm-id": tm.id },
-          el("td", { class: "tm-id mono" }, tm.id),
+          el("td", { class: "tm-id mono" }, el("a", { href: `#/taskmanagers/${encodeURIComponent(tm.id)}` }, tm.id)),
           el("td", { class: "tm-path mono" }, tm.path),
           el("td", { class: "tm-data-port num" }, tm.dataPort),
           el("td", { class: "tm-slots num" }, tm.slotsNumber),
@@ -196,158 +208,130 @@
     document.body.classList.remove("stale");
   }
 
-  // ---- Job page --------------------------------------------------------------
+  // ---- REST writes -----------------------------------------------------------
 
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  const NODE_W = 240;
-  const NODE_H = 84;
-
-  function svg(tag, attrs, ...children) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-    for (const child of children) node.append(child instanceof Node ? child : String(child ?? "–"));
-    return node;
+  // Sends `body` (an object, sent as JSON, or FormData) and returns the parsed answer.
+  // A non-2xx answer throws an Error carrying Flink's `errors` texts.
+  async function send(method, path, body) {
+    const init = { method, cache: "no-store", headers: { Accept: "application/json" } };
+    if (body instanceof FormData) {
+      init.body = body;
+    } else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (e) {
+      throw new Error(`${method} ${path}: ${e.message}`);
+    }
+    const text = await response.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : {}; } catch (_) { json = null; }
+    if (!response.ok) {
+      const errors = json && Array.isArray(json.errors) ? json.errors.join("; ") : text;
+      const error = new Error(`${method} ${path}: HTTP ${response.status}: ${errors}`.trim());
+      error.status = response.status;
+      throw error;
+    }
+    return json;
   }
 
-  const metric = (v, name) => (v.metrics && isNum(v.metrics[name]) ? v.metrics[name] : undefined);
-  const formatCount = (n) => (isNum(n) ? n.toLocaleString("en-US") : "–");
-
-  // The graph is laid out once per job (its plan does not change); refreshes update the
-  // texts and classes of the nodes in place, so the picture neither moves nor flickers.
-  let laidOut = null;
-
-  const MAX_NAME = 34;
-
-  function vertexLines(v) {
-    const name = String(v.name ?? v.id);
-    return [
-      name.length > MAX_NAME ? `${name.slice(0, MAX_NAME - 1)}…` : name,
-      `Parallelism ${v.parallelism} · ${v.status}`,
-      `In ${formatCount(metric(v, "read-records"))} · Out ${formatCount(metric(v, "write-records"))}`,
-    ];
-  }
-
-  function layoutGraph(job) {
-    const vertexById = new Map(job.vertices.map((v) => [v.id, v]));
-    const g = new dagre.graphlib.Graph();
-    g.setGraph({ rankdir: "LR", nodesep: 30, ranksep: 80, marginx: 10, marginy: 10 });
-    g.setDefaultEdgeLabel(() => ({}));
-    for (const node of job.plan.nodes) g.setNode(node.id, { width: NODE_W, height: NODE_H });
-    for (const node of job.plan.nodes) {
-      for (const input of node.inputs || []) {
-        g.setEdge(input.id, node.id, { label: input.ship_strategy, width: 70, height: 16, labelpos: "c" });
-      }
-    }
-    dagre.layout(g);
-    const root = svg("svg", { class: "graph", width: g.graph().width, height: g.graph().height,
-      viewBox: `0 0 ${g.graph().width} ${g.graph().height}` });
-    root.append(svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
-      markerWidth: 8, markerHeight: 8, orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z" }))));
-    for (const e of g.edges()) {
-      const edge = g.edge(e);
-      const d = edge.points.map((p, i) => `${i ? "L" : "M"} ${p.x} ${p.y}`).join(" ");
-      root.append(svg("g", { class: "edge", "data-from": e.v, "data-to": e.w },
-        svg("path", { d, "marker-end": "url(#arrow)" }),
-        svg("text", { class: "edge-label", x: edge.x, y: edge.y, "text-anchor": "middle" }, edge.label)));
-    }
-    for (const id of g.nodes()) {
-      const n = g.node(id);
-      const v = vertexById.get(id) || { id, name: id, parallelism: "–", status: "–" };
-      const group = svg("g", { class: "vertex", "data-vertex-id": id, tabindex: 0,
-        transform: `translate(${n.x - NODE_W / 2}, ${n.y - NODE_H / 2})` },
-        svg("title", {}, v.name), svg("rect", { width: NODE_W, height: NODE_H, rx: 6 }));
-      vertexLines(v).forEach((line, i) => {
-        group.append(svg("text", { class: `line line-${i}`, x: 10, y: 24 + i * 22 }, line));
-      });
-      group.addEventListener("click", () => { location.hash = `#/jobs/${job.jid}/vertices/${id}`; });
-      root.append(group);
-    }
-    byId("job-graph").replaceChildren(root);
-    laidOut = { jid: job.jid, nodes: job.plan.nodes.map((n) => n.id).join(",") };
-  }
-
-  function renderGraph(job, selected) {
-    const key = job.plan.nodes.map((n) => n.id).join(",");
-    if (!laidOut || laidOut.jid !== job.jid || laidOut.nodes !== key) layoutGraph(job);
-    for (const v of job.vertices) {
-      const group = document.querySelector(`#job-graph g.vertex[data-vertex-id="${v.id}"]`);
-      if (!group) continue;
-      vertexLines(v).forEach((line, i) => { group.querySelector(`.line-${i}`).textContent = line; });
-      group.setAttribute("class", `vertex state-${String(v.status).toLowerCase()}` +
-        (v.id === selected ? " selected" : ""));
+  // Polls `get()` until `done(answer)` holds (Flink's asynchronous operations:
+  // savepoints, stop); gives up after `timeoutMs`.
+  async function pollUntil(get, done, timeoutMs = 60000, everyMs = 500) {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const answer = await get();
+      if (done(answer)) return answer;
+      if (Date.now() > until) throw new Error("no result in time; the operation may still complete");
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
     }
   }
 
-  function renderJobHeader(job) {
-    setText("job-name", job.name);
-    const state = String(job.state || "UNKNOWN");
-    setText("job-state", state);
-    byId("job-state").className = `badge state-${state.toLowerCase()}`;
-    setText("job-id", job.jid);
-    setText("job-start", formatTime(job["start-time"]));
-    setText("job-duration", formatDuration(job.duration));
-  }
+  // ---- Dialog ------------------------------------------------------------------
 
-  function renderVertices(job, selected) {
-    const rows = job.vertices.map((v) => {
-      const status = String(v.status || "UNKNOWN");
-      return el("tr", { "data-vertex-id": v.id, class: v.id === selected ? "selected" : "" },
-        el("td", { "data-col": "name" }, el("a", { href: `#/jobs/${job.jid}/vertices/${v.id}` }, v.name)),
-        el("td", { "data-col": "status" }, el("span", { class: `badge state-${status.toLowerCase()}` }, status)),
-        el("td", { class: "num", "data-col": "parallelism" }, v.parallelism),
-        el("td", { class: "num", "data-col": "read-records" }, formatCount(metric(v, "read-records"))),
-        el("td", { class: "num", "data-col": "write-records" }, formatCount(metric(v, "write-records"))),
-        el("td", { class: "num", "data-col": "read-bytes" }, formatBytes(metric(v, "read-bytes"))),
-        el("td", { class: "num", "data-col": "write-bytes" }, formatBytes(metric(v, "write-bytes"))),
-        el("td", { class: "num", "data-col": "duration" }, formatDuration(v.duration)),
-        el("td", { "data-col": "tasks" }, taskSummary(v.tasks)));
+  // A modal confirmation (`#confirm-dialog`): resolves true when the user confirms.
+  function confirmAction(title, message, confirmLabel) {
+    const dialog = byId("confirm-dialog");
+    setText("confirm-title", title);
+    setText("confirm-message", message);
+    setText("confirm-ok", confirmLabel || "Confirm");
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.returnValue = "";
+      dialog.showModal();
     });
-    byId("vertices-table").tBodies[0].replaceChildren(...rows);
   }
 
-  function renderSubtasks(vertex) {
-    byId("subtasks-section").hidden = false;
-    setText("subtasks-vertex", vertex.name);
-    const rows = (vertex.subtasks || []).map((t) => {
-      const status = String(t.status || "UNKNOWN");
-      return el("tr", { "data-subtask": t.subtask },
-        el("td", { class: "num", "data-col": "subtask" }, t.subtask),
-        el("td", { "data-col": "status" }, el("span", { class: `badge state-${status.toLowerCase()}` }, status)),
-        el("td", { class: "num", "data-col": "attempt" }, t.attempt),
-        el("td", { class: "mono", "data-col": "host" }, t.endpoint || t.host),
-        el("td", { class: "num", "data-col": "read-records" }, formatCount(metric(t, "read-records"))),
-        el("td", { class: "num", "data-col": "write-records" }, formatCount(metric(t, "write-records"))),
-        el("td", { class: "num", "data-col": "read-bytes" }, formatBytes(metric(t, "read-bytes"))),
-        el("td", { class: "num", "data-col": "write-bytes" }, formatBytes(metric(t, "write-bytes"))),
-        el("td", { class: "num", "data-col": "duration" }, formatDuration(t.duration)));
-    });
-    byId("subtasks-table").tBodies[0].replaceChildren(...rows);
+  // Shows the result of an action in `#notice` (kind: "ok" or "error").
+  function notify(kind, text) {
+    const notice = byId("notice");
+    notice.className = `notice notice-${kind}`;
+    notice.textContent = text;
+    notice.hidden = false;
   }
 
-  async function refreshJob(r) {
-    const job = await getJson(`jobs/${r.jid}`);
-    renderJobHeader(job);
-    renderGraph(job, r.vertex);
-    renderVertices(job, r.vertex);
-    if (r.vertex) {
-      renderSubtasks(await getJson(`jobs/${r.jid}/vertices/${r.vertex}`));
-    } else {
-      byId("subtasks-section").hidden = true;
-    }
+  // ---- Tabs ------------------------------------------------------------------------
+
+  // Renders a tab bar into `container`: `tabs` is [[key, title, href]]; `active` the key.
+  function tabBar(container, tabs, active) {
+    const key = tabs.map((t) => t.join("|")).join(",") + "#" + active;
+    if (container.dataset.key === key) return;
+    container.dataset.key = key;
+    container.replaceChildren(...tabs.map(([k, title, href]) =>
+      el("a", { href, class: k === active ? "tab active" : "tab", "data-tab": k }, title)));
   }
 
-  // ---- Routing ---------------------------------------------------------------
+  // ---- Pages and routing -------------------------------------------------------
 
-  // `#/` (or nothing): the overview; `#/jobs/<id>[/vertices/<id>]`: a job.
+  // A page: `name`, `pattern` (a RegExp matched against location.hash; its groups are
+  // given to `refresh`), `nav` (the top navigation entry it belongs to), and
+  // `refresh(match, main)` which (re)renders into its `<main>` and may be called again
+  // every refresh interval: it must update in place, keeping scroll and selection.
+  const pages = [];
+
+  function page(spec) {
+    const main = byId(`page-${spec.name}`) || el("main", { id: `page-${spec.name}`, hidden: "" });
+    pages.push({ ...spec, main });
+    return main;
+  }
+
   function route() {
-    const m = location.hash.match(/^#\/jobs\/([0-9a-f]{32})(?:\/vertices\/([0-9a-f]{32}))?$/);
-    return m ? { page: "job", jid: m[1], vertex: m[2] || null } : { page: "overview" };
+    const hash = location.hash || "#/";
+    for (const p of pages) {
+      const m = hash.match(p.pattern);
+      if (m) return { page: p, match: m };
+    }
+    return { page: pages.find((p) => p.name === "overview"), match: ["#/"] };
   }
 
   function showPage(r) {
-    byId("page-overview").hidden = r.page !== "overview";
-    byId("page-job").hidden = r.page !== "job";
+    for (const p of pages) {
+      if (!p.main.isConnected) byId("pages").append(p.main);
+      p.main.hidden = p !== r.page;
+    }
+    for (const a of document.querySelectorAll(".nav a")) {
+      a.classList.toggle("active", a.dataset.nav === r.page.nav);
+    }
   }
+
+  page({
+    name: "overview",
+    nav: "overview",
+    pattern: /^#\/?$/,
+    refresh: async () => {
+      const [overview, tms, jobs] = await Promise.all([
+        getJson("overview"),
+        getJson("taskmanagers"),
+        getJson("jobs/overview"),
+      ]);
+      renderOverview(overview);
+      renderTaskManagers(tms.taskmanagers || []);
+      renderJobs(jobs.jobs || []);
+    },
+  });
 
   // ---- Main loop -----------------------------------------------------------
 
@@ -363,24 +347,18 @@
     showPage(r);
     try {
       if (!config) renderConfig(await getJson("config"));
-      if (r.page === "job") {
-        await refreshJob(r);
-      } else {
-        const [overview, tms, jobs] = await Promise.all([
-          getJson("overview"),
-          getJson("taskmanagers"),
-          getJson("jobs/overview"),
-        ]);
-        renderOverview(overview);
-        renderTaskManagers(tms.taskmanagers || []);
-        renderJobs(jobs.jobs || []);
-      }
+      await r.page.refresh(r.match, r.page.main);
+      if (gen !== generation) return;
       renderFooter();
       setText("last-updated", `Updated ${formatTime(Date.now())}`);
       hideError();
       document.body.dataset.loaded = "true";
+      // The first time the page shows data after it was opened (read by bench_dashboard).
+      if (performance.getEntriesByName("flint-first-render").length === 0) {
+        performance.mark("flint-first-render");
+      }
     } catch (error) {
-      showError(error);
+      if (gen === generation) showError(error);
     } finally {
       if (gen === generation) timer = setTimeout(refresh, refreshMs);
     }
@@ -390,5 +368,14 @@
     document.body.dataset.loaded = "false";
     refresh();
   });
-  refresh();
+  document.addEventListener("DOMContentLoaded", () => {
+    refresh();
+  });
+
+  return {
+    byId, el, svg, setText, placeholderRow, isNum, formatBytes, formatDuration, formatAgo, formatTime,
+    formatCount, metric, taskSummary, jobLink, getJson, send, pollUntil, confirmAction, notify, tabBar,
+    page, refresh, get config() { return config; }, get refreshMs() { return refreshMs; },
+    COMPLETED_STATES,
+  };
 })();

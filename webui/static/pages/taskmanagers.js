@@ -1,0 +1,2 @@
+// Placeholder until this page is written (issue 14).
+"use strict";
