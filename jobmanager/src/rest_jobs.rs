@@ -740,7 +740,8 @@ fn subtask_json(
         (s, -1) => now as i64 - s,
         (s, e) => e - s,
     };
-    let host = attempt.assignment.as_ref().map_or_else(|| "(unassigned)".to_string(), |a| a.host.clone());
+    // Flink: `host` is the task manager's host, `endpoint` its data server's `host:port`.
+    let host = attempt.assignment.as_ref().map_or_else(|| "(unassigned)".to_string(), |a| a.data_address.clone());
     let tm = attempt.assignment.as_ref().map_or_else(String::new, |a| a.resource_id.to_string());
     let _ = v;
     json!({
@@ -805,8 +806,8 @@ pub async fn subtask_times(state: web::Data<RestState>, path: web::Path<(String,
             timestamps.insert("RECONCILING".into(), json!(0));
             json!({
                 "subtask": st.subtask,
-                "host": host_name(st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str())),
-                "endpoint": st.current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str()),
+                "host": host_name(st.current.assignment.as_ref().map_or("(unassigned)", |a| a.data_address.as_str())),
+                "endpoint": st.current.assignment.as_ref().map_or("(unassigned)", |a| a.data_address.as_str()),
                 "duration": subtask_times_duration(&st.current, now),
                 "timestamps": timestamps,
             })
@@ -834,7 +835,7 @@ pub async fn vertex_taskmanagers(state: web::Data<RestState>, path: web::Path<(S
                 *counts.entry(st.current.state).or_insert(0usize) += 1;
             }
             let executions: Vec<&Execution> = subtasks.iter().map(|st| &st.current).collect();
-            let host = subtasks[0].current.assignment.as_ref().map_or("(unassigned)", |a| a.host.as_str());
+            let host = subtasks[0].current.assignment.as_ref().map_or("(unassigned)", |a| a.data_address.as_str());
             let first = subtasks.iter().map(|st| st.current.timestamp(ExecutionState::Deploying)).min().unwrap_or(0);
             json!({
                 "host": host,

@@ -51,8 +51,6 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
     ("pages/job_tabs.js", include_bytes!("../static/pages/job_tabs.js"), JS),
     ("pages/vertex.js", include_bytes!("../static/pages/vertex.js"), JS),
     ("pages/jobs.js", include_bytes!("../static/pages/jobs.js"), JS),
-    ("pages/taskmanagers.js", include_bytes!("../static/pages/taskmanagers.js"), JS),
-    ("pages/jobmanager.js", include_bytes!("../static/pages/jobmanager.js"), JS),
     ("pages/submit.js", include_bytes!("../static/pages/submit.js"), JS),
     ("pages/tm.js", include_bytes!("../static/pages/tm.js"), JS),
     ("pages/jm.js", include_bytes!("../static/pages/jm.js"), JS),

@@ -36,6 +36,68 @@ window.Flint = (function () {
     return el("tr", { class: "placeholder" }, el("td", { colspan: columns }, text));
   }
 
+  // ---- Updating tables in place ----------------------------------------------
+
+  // Replaces the rows of `tbody` by `rows`, keeping every row whose markup did not change
+  // (so a refresh leaves unchanged rows, their hover and text selection alone).
+  function syncRows(tbody, rows) {
+    rows.forEach((row, i) => {
+      const current = tbody.rows[i];
+      if (!current) tbody.append(row);
+      else if (current.outerHTML !== row.outerHTML) current.replaceWith(row);
+    });
+    while (tbody.rows.length > rows.length) tbody.rows[tbody.rows.length - 1].remove();
+  }
+
+  // Replaces the rows of `tbody` by `rows` (each carrying attribute `keyAttr`): a row whose
+  // key exists already is moved into place and only its changed cells are replaced; new
+  // rows are inserted, missing ones removed. `empty` is the placeholder text for no rows.
+  function syncKeyedRows(tbody, rows, keyAttr, empty) {
+    const columns = tbody.closest("table").tHead.rows[0].cells.length;
+    if (rows.length === 0) {
+      const only = tbody.rows.length === 1 ? tbody.rows[0] : null;
+      if (!only || !only.classList.contains("placeholder") || only.textContent !== empty) {
+        tbody.replaceChildren(placeholderRow(columns, empty));
+      }
+      return;
+    }
+    const existing = new Map();
+    for (const row of [...tbody.rows]) {
+      const key = row.getAttribute(keyAttr);
+      if (key === null) row.remove();
+      else existing.set(key, row);
+    }
+    rows.forEach((row, i) => {
+      const key = row.getAttribute(keyAttr);
+      let current = existing.get(key);
+      if (current) {
+        existing.delete(key);
+        patchRow(current, row);
+      } else {
+        current = row;
+      }
+      if (tbody.rows[i] !== current) tbody.insertBefore(current, tbody.rows[i] || null);
+    });
+    for (const row of existing.values()) row.remove();
+  }
+
+  function patchRow(current, fresh) {
+    for (const { name, value } of [...fresh.attributes]) {
+      if (current.getAttribute(name) !== value) current.setAttribute(name, value);
+    }
+    for (const { name } of [...current.attributes]) {
+      if (!fresh.hasAttribute(name)) current.removeAttribute(name);
+    }
+    const cells = [...fresh.cells];
+    if (current.cells.length !== cells.length) {
+      current.replaceChildren(...cells);
+      return;
+    }
+    cells.forEach((cell, i) => {
+      if (current.cells[i].outerHTML !== cell.outerHTML) current.cells[i].replaceWith(cell);
+    });
+  }
+
   // ---- Formatting ----------------------------------------------------------
 
   const isNum = (n) => typeof n === "number" && Number.isFinite(n);
@@ -374,7 +436,7 @@ window.Flint = (function () {
 
   return {
     byId, el, svg, setText, placeholderRow, isNum, formatBytes, formatDuration, formatAgo, formatTime,
-    formatCount, metric, taskSummary, jobLink, getJson, send, pollUntil, confirmAction, notify, tabBar,
+    formatCount, metric, taskSummary, jobLink, syncRows, syncKeyedRows, getJson, send, pollUntil, confirmAction, notify, tabBar,
     page, refresh, get config() { return config; }, get refreshMs() { return refreshMs; },
     COMPLETED_STATES,
   };

@@ -12,7 +12,7 @@
 
 (function () {
   const { byId, el, svg, setText, isNum, formatBytes, formatDuration, formatTime, formatCount, metric,
-    taskSummary, getJson, send, pollUntil, confirmAction, notify, COMPLETED_STATES } = Flint;
+    taskSummary, syncRows, getJson, send, pollUntil, confirmAction, notify, COMPLETED_STATES } = Flint;
 
   // Tabs other pages add: key -> { title, render(container, jid, job) }, in tab order.
   Flint.jobTabs = Flint.jobTabs || {};
@@ -310,17 +310,6 @@
     syncRows(byId("vertices-table").tBodies[0], rows);
   }
 
-  // Replaces the rows of `tbody` by `rows`, keeping every row whose markup did not change
-  // (so a refresh leaves unchanged rows, their hover and text selection alone).
-  function syncRows(tbody, rows) {
-    rows.forEach((row, i) => {
-      const current = tbody.rows[i];
-      if (!current) tbody.append(row);
-      else if (current.outerHTML !== row.outerHTML) current.replaceWith(row);
-    });
-    while (tbody.rows.length > rows.length) tbody.rows[tbody.rows.length - 1].remove();
-  }
-
   // ---- Refresh ----------------------------------------------------------------------
 
   // The route being shown: { jid, vertex, vtab, tab }.
@@ -363,7 +352,6 @@
   }
 
   // For pages/vertex.js.
-  Flint.jobPage = { syncRows };
 
   Flint.page({
     name: "job",

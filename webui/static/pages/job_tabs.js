@@ -54,10 +54,7 @@
     while (tbody.rows.length > n) tbody.rows[tbody.rows.length - 1].remove();
   }
 
-  function syncRows(tbody, rows) {
-    rows.forEach((row, i) => putRow(tbody, i, row));
-    trimRows(tbody, rows.length);
-  }
+  const syncRows = Flint.syncRows;
 
   // Keeps one `<tbody data-group>` per item in `table`, in the items' order; `fill(tbody,
   // item)` updates a group's rows in place. With no items, one placeholder row is shown.

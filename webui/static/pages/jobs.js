@@ -16,55 +16,6 @@
 (function () {
   const { el, isNum, formatDuration, formatTime, jobLink, getJson, COMPLETED_STATES } = Flint;
 
-  // Replaces the rows of `tbody` by `rows` (each carrying attribute `keyAttr`): a row whose
-  // key exists already is moved into place and only its changed cells are replaced; new
-  // rows are inserted, missing ones removed. `empty` is the placeholder text for no rows.
-  Flint.syncKeyedRows = Flint.syncKeyedRows || function syncKeyedRows(tbody, rows, keyAttr, empty) {
-    const columns = tbody.closest("table").tHead.rows[0].cells.length;
-    if (rows.length === 0) {
-      const only = tbody.rows.length === 1 ? tbody.rows[0] : null;
-      if (!only || !only.classList.contains("placeholder") || only.textContent !== empty) {
-        tbody.replaceChildren(Flint.placeholderRow(columns, empty));
-      }
-      return;
-    }
-    const existing = new Map();
-    for (const row of [...tbody.rows]) {
-      const key = row.getAttribute(keyAttr);
-      if (key === null) row.remove();
-      else existing.set(key, row);
-    }
-    rows.forEach((row, i) => {
-      const key = row.getAttribute(keyAttr);
-      let current = existing.get(key);
-      if (current) {
-        existing.delete(key);
-        patchRow(current, row);
-      } else {
-        current = row;
-      }
-      if (tbody.rows[i] !== current) tbody.insertBefore(current, tbody.rows[i] || null);
-    });
-    for (const row of existing.values()) row.remove();
-  };
-
-  function patchRow(current, fresh) {
-    for (const { name, value } of [...fresh.attributes]) {
-      if (current.getAttribute(name) !== value) current.setAttribute(name, value);
-    }
-    for (const { name } of [...current.attributes]) {
-      if (!fresh.hasAttribute(name)) current.removeAttribute(name);
-    }
-    const cells = [...fresh.cells];
-    if (current.cells.length !== cells.length) {
-      current.replaceChildren(...cells);
-      return;
-    }
-    cells.forEach((cell, i) => {
-      if (current.cells[i].outerHTML !== cell.outerHTML) current.cells[i].replaceWith(cell);
-    });
-  }
-
   // Task states in lifecycle order (the keys of Flink's `tasks` object).
   const TASK_STATES = ["created", "scheduled", "deploying", "initializing", "running", "finished",
     "canceling", "canceled", "failed", "reconciling"];

@@ -25,7 +25,7 @@
     ["metrics", "Metrics"],
   ];
 
-  const syncRows = (tbody, rows) => Flint.jobPage.syncRows(tbody, rows);
+  const syncRows = Flint.syncRows;
   const base = (ctx) => `jobs/${ctx.jid}/vertices/${ctx.vid}`;
   const ratio = (r) => (isNum(r) ? `${Math.round(r * 100)}%` : "–");
   const badge = (state) => {

@@ -1,2 +1,0 @@
-// Placeholder until this page is written (issue 14).
-"use strict";
