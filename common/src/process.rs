@@ -111,15 +111,24 @@ pub fn own_log_files() -> Option<(PathBuf, PathBuf)> {
 
 /// Resolves which file a request names: the log, the stdout, or a plain file name in
 /// the log directory (no paths: a name with a separator or `..` is refused).
-pub fn resolve_log_file(file: &crate::messages::LogFile) -> Result<PathBuf, LogFileError> {
-    let (log, out) = own_log_files().ok_or(LogFileError::NoLogFile)?;
+///
+/// `dir` is the directory the process lists its log files from (`env.log.dir`); without
+/// one, named files are looked up next to the process's own log file.
+pub fn resolve_log_file(
+    file: &crate::messages::LogFile,
+    dir: Option<&std::path::Path>,
+) -> Result<PathBuf, LogFileError> {
     match file {
-        crate::messages::LogFile::Log => Ok(log),
-        crate::messages::LogFile::Stdout => Ok(out),
+        crate::messages::LogFile::Log => own_log_files().map(|(log, _)| log).ok_or(LogFileError::NoLogFile),
+        crate::messages::LogFile::Stdout => own_log_files().map(|(_, out)| out).ok_or(LogFileError::NoLogFile),
         crate::messages::LogFile::Named(name) => {
             if name.is_empty() || name.contains('/') || name.contains("..") {
                 return Err(LogFileError::InvalidName { name: name.clone() });
             }
+            if let Some(dir) = dir {
+                return Ok(dir.join(name));
+            }
+            let (log, _) = own_log_files().ok_or(LogFileError::NoLogFile)?;
             Ok(log.parent().map_or_else(|| PathBuf::from(name), |d| d.join(name)))
         }
     }
@@ -238,6 +247,17 @@ pub fn cpu_cores() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_log_files_come_from_the_listed_directory_and_never_from_elsewhere() {
+        use crate::messages::LogFile;
+        let dir = std::path::Path::new("/var/log/flint");
+        let named = |n: &str| resolve_log_file(&LogFile::Named(n.into()), Some(dir));
+        assert_eq!(named("jobmanager.log").unwrap(), dir.join("jobmanager.log"));
+        for bad in ["", "../etc/passwd", "a/b", ".."] {
+            assert!(matches!(named(bad), Err(LogFileError::InvalidName { .. })), "{bad}");
+        }
+    }
 
     #[test]
     fn a_thread_dump_lists_this_processs_threads_by_name() {

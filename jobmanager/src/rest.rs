@@ -334,22 +334,23 @@ async fn jobmanager_logs(state: web::Data<RestState>) -> Rest {
     Ok(HttpResponse::Ok().json(logs_json(&logs)))
 }
 
-fn jobmanager_file(file: LogFile) -> Rest {
-    let path = flint_common::process::resolve_log_file(&file)?;
+fn jobmanager_file(state: &RestState, file: LogFile) -> Rest {
+    // Named files come from the directory `/jobmanager/logs` lists.
+    let path = flint_common::process::resolve_log_file(&file, state.log_dir.as_deref())?;
     let body = flint_common::process::read_tail(&path, MAX_LOG_BYTES)?;
     Ok(text(body))
 }
 
-async fn jobmanager_log() -> Rest {
-    jobmanager_file(LogFile::Log)
+async fn jobmanager_log(state: web::Data<RestState>) -> Rest {
+    jobmanager_file(&state, LogFile::Log)
 }
 
-async fn jobmanager_stdout() -> Rest {
-    jobmanager_file(LogFile::Stdout)
+async fn jobmanager_stdout(state: web::Data<RestState>) -> Rest {
+    jobmanager_file(&state, LogFile::Stdout)
 }
 
-async fn jobmanager_named_log(path: web::Path<String>) -> Rest {
-    jobmanager_file(LogFile::Named(path.into_inner()))
+async fn jobmanager_named_log(state: web::Data<RestState>, path: web::Path<String>) -> Rest {
+    jobmanager_file(&state, LogFile::Named(path.into_inner()))
 }
 
 /// The gateway of a registered TaskExecutor (404 for an unknown id).

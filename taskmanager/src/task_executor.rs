@@ -816,7 +816,7 @@ impl Handler<RequestLogFile> for TaskExecutor {
     fn handle(&mut self, msg: RequestLogFile, _ctx: &mut Context<Self>) -> Self::Result {
         let max = msg.max_bytes.min(self.rpc.max_frame_size() as u64 / 2);
         MessageResult(
-            flint_common::process::resolve_log_file(&msg.file)
+            flint_common::process::resolve_log_file(&msg.file, None)
                 .and_then(|path| flint_common::process::read_tail(&path, max)),
         )
     }
