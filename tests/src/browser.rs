@@ -134,10 +134,7 @@ impl Browser {
         let client = loop {
             match runtime.block_on(ClientBuilder::new(HttpConnector::new()).capabilities(caps.clone()).connect(&url)) {
                 Ok(client) => break client,
-                Err(e) if Instant::now() < until => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(200));
-                }
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(200)),
                 Err(e) => panic!("no WebDriver session from chromedriver on {url}: {e}; log {}", driver_log.display()),
             }
         };
@@ -249,6 +246,36 @@ impl Browser {
         std::fs::write(&path, png).unwrap();
         println!("screenshot: {}", path.display());
         path
+    }
+
+    /// The cells (`data-col` -> text) of the rows of table `table` (by id), keyed by the
+    /// rows' attribute `attr`, in the table's order.
+    pub fn rows(&self, table: &str, attr: &str) -> Vec<(String, serde_json::Map<String, serde_json::Value>)> {
+        let js = format!(
+            "return [...document.querySelectorAll('#{table} tbody tr[{attr}]')].map(r => [r.getAttribute('{attr}'), \
+             Object.fromEntries([...r.cells].map(c => [c.dataset.col, c.textContent.trim()]))])"
+        );
+        self.script(&js)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_object().unwrap().clone()))
+            .collect()
+    }
+
+    /// Starts counting the dashboard's refreshes (each one rewrites `#last-updated`).
+    pub fn count_refreshes(&self) {
+        self.script(
+            "window.refreshes = 0; new MutationObserver(() => window.refreshes++) \
+               .observe(document.getElementById('last-updated'), { childList: true, characterData: true, subtree: true });",
+        );
+    }
+
+    /// Waits until `n` refreshes happened since [`Browser::count_refreshes`].
+    pub fn wait_refreshes(&self, n: u64) {
+        self.wait_for(&format!("{n} refreshes"), || {
+            (self.script("return window.refreshes").as_u64()? >= n).then_some(())
+        });
     }
 
     /// ChromeDriver's log, for failures.

@@ -25,20 +25,6 @@ fn running_job(name: &str) -> Value {
             { "id": "slow-sink", "op": "sink.blackhole", "inputs": ["per-user"], "rate": 20000 } ] })
 }
 
-/// The cells (`data-col` -> text) of the rows of table `table`, keyed by the rows' `attr`.
-fn rows(b: &Browser, table: &str, attr: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
-    let js = format!(
-        "return [...document.querySelectorAll('#{table} tbody tr[{attr}]')].map(r => [r.getAttribute('{attr}'), \
-         Object.fromEntries([...r.cells].map(c => [c.dataset.col, c.textContent.trim()]))])"
-    );
-    b.script(&js)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_object().unwrap().clone()))
-        .collect()
-}
-
 /// Bytes as the dashboard prints them (`Flint.formatBytes`: 128 MiB, 64.0 MiB, 1.5 GiB).
 fn format_bytes(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -123,7 +109,7 @@ fn task_manager_and_job_manager_pages_match_the_rest_api() {
     b.click("a[data-nav=\"taskmanagers\"]");
     let tms = h.get_ok("/taskmanagers")["taskmanagers"].as_array().unwrap().clone();
     let shown = b.wait_for("the task manager rows", || {
-        let r = rows(&b, "tm-list-table", "data-tm-id");
+        let r = b.rows("tm-list-table", "data-tm-id");
         (r.len() == tms.len()).then_some(r)
     });
     assert_eq!(
@@ -159,7 +145,7 @@ fn task_manager_and_job_manager_pages_match_the_rest_api() {
     let allocated = detail["allocatedSlots"].as_array().unwrap();
     assert!(!allocated.is_empty(), "{detail}");
     let slots = b.wait_for("the allocated slots", || {
-        let r = rows(&b, "tm-slots-table", "data-slot");
+        let r = b.rows("tm-slots-table", "data-slot");
         (r.len() == allocated.len()).then_some(r)
     });
     for ((_, cells), rest) in slots.iter().zip(allocated) {
@@ -192,7 +178,7 @@ fn task_manager_and_job_manager_pages_match_the_rest_api() {
     let names = log_names(&logs);
     assert!(names.iter().any(|n| n == "jobmanager.log"), "{names:?}");
     b.wait_for("the log files", || {
-        let r = rows(&b, "tm-logs-table", "data-name");
+        let r = b.rows("tm-logs-table", "data-name");
         (r.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>() == names).then_some(())
     });
     b.screenshot("taskmanager-logs");
@@ -251,29 +237,29 @@ fn task_manager_and_job_manager_pages_match_the_rest_api() {
     click_tab(&b, "jm-tabs", "config");
     let config = h.get_ok("/jobmanager/config").as_array().unwrap().clone();
     let entries = b.wait_for("the configuration", || {
-        let r = rows(&b, "jm-config-table", "data-key");
+        let r = b.rows("jm-config-table", "data-key");
         (r.len() == config.len()).then_some(r)
     });
     let port = &entries.iter().find(|(k, _)| k == "rest.port").expect("rest.port shown").1;
     assert_eq!(port["value"], h.rest_port.to_string());
+    b.count_refreshes();
     b.type_into("#jm-config-filter", "rest.");
     let narrowed = b.wait_for("the filtered configuration", || {
-        let r = rows(&b, "jm-config-table", "data-key");
+        let r = b.rows("jm-config-table", "data-key");
         (!r.is_empty() && r.len() < config.len()).then_some(r)
     });
     assert!(narrowed.iter().all(|(k, c)| k.contains("rest.") || c["value"].as_str().unwrap().contains("rest.")));
     assert!(narrowed.iter().any(|(k, _)| k == "rest.port"));
-    // Two refreshes at 500 ms.
-    std::thread::sleep(Duration::from_millis(1500));
+    b.wait_refreshes(3);
     assert_eq!(b.script("return document.getElementById('jm-config-filter').value"), Value::String("rest.".into()));
-    assert_eq!(rows(&b, "jm-config-table", "data-key").len(), narrowed.len());
+    assert_eq!(b.rows("jm-config-table", "data-key").len(), narrowed.len());
     b.screenshot("jobmanager-config");
 
     // Logs and a log file.
     click_tab(&b, "jm-tabs", "logs");
     let names = log_names(&h.get_ok("/jobmanager/logs"));
     b.wait_for("the job manager's log files", || {
-        let r = rows(&b, "jm-logs-table", "data-name");
+        let r = b.rows("jm-logs-table", "data-name");
         (r.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>() == names).then_some(())
     });
     b.screenshot("jobmanager-logs");

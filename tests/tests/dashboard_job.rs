@@ -77,20 +77,6 @@ fn value(b: &Browser, js: &str) -> Option<Value> {
     Some(b.script(js)).filter(|v| !v.is_null())
 }
 
-/// The cells (`data-col` -> text) of the rows of table `table`, keyed by the rows' `attr`.
-fn rows(b: &Browser, table: &str, attr: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
-    let js = format!(
-        "return [...document.querySelectorAll('#{table} tbody tr[{attr}]')].map(r => [r.getAttribute('{attr}'), \
-         Object.fromEntries([...r.cells].map(c => [c.dataset.col, c.textContent.trim()]))])"
-    );
-    b.script(&js)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_object().unwrap().clone()))
-        .collect()
-}
-
 /// A number as the page prints it (`12,345.5`, `87%`).
 fn number(text: &str) -> f64 {
     text.trim_end_matches('%').replace(',', "").parse().unwrap_or_else(|_| panic!("not a number: {text:?}"))
@@ -182,7 +168,7 @@ fn job_page_walks_from_the_overview_through_the_vertex_tabs_and_shows_back_press
     let subtasks = detail["subtasks"].as_array().unwrap();
     assert_eq!(subtasks.len() as u64, users["parallelism"].as_u64().unwrap());
     let shown = b.wait_for("the subtasks with their back-pressure", || {
-        let r = rows(&b, "subtasks-table", "data-subtask");
+        let r = b.rows("subtasks-table", "data-subtask");
         (r.len() == subtasks.len() && r.iter().all(|(_, c)| c["backpressured"] != "–")).then_some(r)
     });
     for ((index, cells), rest) in shown.iter().zip(subtasks) {
@@ -211,7 +197,7 @@ fn job_page_walks_from_the_overview_through_the_vertex_tabs_and_shows_back_press
     let tms = h.get_ok(&format!("/jobs/{jid}/vertices/{uid}/taskmanagers"))["taskmanagers"].clone();
     let tms = tms.as_array().unwrap();
     let shown = b.wait_for("the task managers", || {
-        let r = rows(&b, "vertex-taskmanagers-table", "data-tm-id");
+        let r = b.rows("vertex-taskmanagers-table", "data-tm-id");
         (r.len() == tms.len()).then_some(r)
     });
     for ((id, cells), rest) in shown.iter().zip(tms) {
@@ -230,7 +216,7 @@ fn job_page_walks_from_the_overview_through_the_vertex_tabs_and_shows_back_press
     let marks = marks.as_array().unwrap();
     assert_eq!(marks.len(), subtasks.len(), "{marks:?}");
     let shown = b.wait_for("the watermarks", || {
-        let r = rows(&b, "watermarks-table", "data-subtask");
+        let r = b.rows("watermarks-table", "data-subtask");
         (r.len() == marks.len()).then_some(r)
     });
     for (m, (index, cells)) in marks.iter().zip(&shown) {
@@ -243,7 +229,7 @@ fn job_page_walks_from_the_overview_through_the_vertex_tabs_and_shows_back_press
     open_vertex_tab(&b, "accumulators");
     let before = h.get_ok(&format!("/jobs/{jid}/vertices/{uid}/accumulators"));
     let shown = b.wait_for("the accumulator", || {
-        let r = rows(&b, "accumulators-table", "data-name");
+        let r = b.rows("accumulators-table", "data-name");
         (r.len() == 1).then_some(r)
     });
     let after = h.get_ok(&format!("/jobs/{jid}/vertices/{uid}/accumulators"));
@@ -256,7 +242,7 @@ fn job_page_walks_from_the_overview_through_the_vertex_tabs_and_shows_back_press
     assert!(ui > 0.0 && ui <= acc(&after), "{ui} within (0, {}]", acc(&after));
     assert!(acc(&before) <= acc(&after));
     let per_subtask = b.wait_for("the subtask accumulators", || {
-        let r = rows(&b, "subtask-accumulators-table", "data-subtask");
+        let r = b.rows("subtask-accumulators-table", "data-subtask");
         (r.len() == subtasks.len()).then_some(r)
     });
     for (index, cells) in &per_subtask {
@@ -271,7 +257,7 @@ fn job_page_walks_from_the_overview_through_the_vertex_tabs_and_shows_back_press
     assert_eq!(bp["backpressure-level"], "high", "{bp}");
     b.wait_text("#backpressure-level", |t| t == "HIGH");
     let shown = b.wait_for("the per-subtask back-pressure", || {
-        let r = rows(&b, "backpressure-table", "data-subtask");
+        let r = b.rows("backpressure-table", "data-subtask");
         (r.len() == subtasks.len()).then_some(r)
     });
     for (index, cells) in &shown {
@@ -357,7 +343,7 @@ fn job_page_walks_from_the_overview_through_the_vertex_tabs_and_shows_back_press
     let low = read();
     b.open(&format!("{base}#/jobs/{windowed}/vertices/{wsid}/watermarks"));
     let shown = b.wait_for("the sink's watermark", || {
-        let r = rows(&b, "watermarks-table", "data-subtask");
+        let r = b.rows("watermarks-table", "data-subtask");
         let text = r.first()?.1.get("watermark")?.as_str()?.to_string();
         text.parse::<i64>().ok()
     });

@@ -91,18 +91,6 @@ fn expected_rows(overview: &Value) -> Vec<Value> {
     rows
 }
 
-/// Counts the dashboard's refreshes from now on (each rewrites `#last-updated`).
-fn count_refreshes(b: &Browser) {
-    b.script(
-        "window.refreshes = 0; new MutationObserver(() => window.refreshes++) \
-           .observe(document.getElementById('last-updated'), { childList: true, characterData: true, subtree: true });",
-    );
-}
-
-fn wait_refreshes(b: &Browser, n: u64) {
-    b.wait_for(&format!("{n} refreshes"), || (b.script("return window.refreshes").as_u64()? >= n).then_some(()));
-}
-
 #[test]
 fn job_lists_show_rest_jobs_and_keep_the_filter_across_refreshes() {
     let h = cluster("dashboard-jobs");
@@ -158,8 +146,8 @@ fn job_lists_show_rest_jobs_and_keep_the_filter_across_refreshes() {
 
     // Two refreshes later the text, the focus and the very same rows are still there.
     b.script("document.querySelectorAll('#page-jobs tr[data-job-id]').forEach((r) => { r.kept = true; });");
-    count_refreshes(&b);
-    wait_refreshes(&b, 2);
+    b.count_refreshes();
+    b.wait_refreshes(2);
     assert_eq!(js_string(&b, "return document.getElementById('jobs-filter').value"), "DASH-FINISHED");
     assert_eq!(js_string(&b, "return document.activeElement.id"), "jobs-filter");
     let kept =
@@ -322,8 +310,8 @@ fn submit_page_uploads_plans_runs_and_deletes_packages() {
     b.wait_text("#submit-jar-name", |t| t == "dash-package.zip");
     b.type_into("#submit-parallelism", "2");
     b.type_into("#submit-args", "--input data/b.txt");
-    count_refreshes(&b);
-    wait_refreshes(&b, 2);
+    b.count_refreshes();
+    b.wait_refreshes(2);
     assert_eq!(js_string(&b, "return document.getElementById('submit-parallelism').value"), "2");
     assert_eq!(js_string(&b, "return document.getElementById('submit-args').value"), "--input data/b.txt");
     assert_eq!(js_string(&b, "return document.activeElement.id"), "submit-args");

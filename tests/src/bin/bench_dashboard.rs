@@ -101,8 +101,9 @@ fn main() {
         println!("  {name:<12} {}  median {m:.0} ms", shown.join(" "));
         medians.push((name, m));
         // One refresh of the page: the REST calls the page makes in one cycle, from the
-        // browser's resource timings (the last cycle's, after a few refreshes).
-        std::thread::sleep(Duration::from_secs(4));
+        // browser's resource timings (the last cycle's, after another refresh).
+        browser.count_refreshes();
+        browser.wait_refreshes(1);
         let calls = browser.script(
             "return performance.getEntriesByType('resource')
                .filter(e => !/\\.(js|css|svg)$/.test(e.name))

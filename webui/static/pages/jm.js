@@ -28,25 +28,20 @@
   let ui = null;
 
   function build() {
-    const { logsTable, Chart, factTable } = Flint.clusterViews;
+    const { logsTable, Chart, factTable, cardRow } = Flint.clusterViews;
     const tabs = el("nav", { id: "jm-tabs", class: "tabs" });
     const panes = {};
     for (const [k] of TABS) panes[k] = el("div", { id: `jm-tab-${k}`, class: "jm-tab", "data-tab": k, hidden: "" });
 
-    const cards = {};
-    const CARDS = [["taskmanagers", "Task Managers"], ["jobs-running", "Running Jobs"],
+    const cards = cardRow("jm", [["taskmanagers", "Task Managers"], ["jobs-running", "Running Jobs"],
       ["slots-total", "Total Slots"], ["slots-available", "Available Slots"], ["cpu-load", "CPU Load"],
-      ["threads", "Threads"]];
-    const cardsBox = el("div", { class: "cards jm-cards" }, ...CARDS.map(([k, label]) => {
-      cards[k] = el("div", { id: `jm-card-${k}`, class: "card-value" }, "–");
-      return el("div", { class: "card" }, el("div", { class: "card-label" }, label), cards[k]);
-    }));
+      ["threads", "Threads"]]);
     const charts = {
       cpu: new Chart("jm-chart-cpu", "CPU Load (Status.JVM.CPU.Load)", ["CPU"], "percent"),
       memory: new Chart("jm-chart-memory", "Memory", ["Resident", "Heap used"], "bytes"),
     };
     const memory = factTable("jm-memory-table", ["JVM / Process Memory", "Used", "Committed", "Maximum"]);
-    panes.metrics.append(cardsBox,
+    panes.metrics.append(cards.box,
       el("div", { id: "jm-charts", class: "metric-charts cluster-charts" }, charts.cpu.card, charts.memory.card),
       el("section", {}, el("h3", { class: "section-title" }, "Memory"), memory.wrap));
 
@@ -91,7 +86,7 @@
   function renderMetrics(u, values) {
     const { num, kvRow, formatMetric } = Flint.clusterViews;
     const v = new Map((Array.isArray(values) ? values : []).map((m) => [String(m.id), num(m.value)]));
-    const set = (k, text) => { if (u.cards[k].textContent !== String(text)) u.cards[k].textContent = text; };
+    const set = u.cards.set;
     set("taskmanagers", formatCount(v.get("numRegisteredTaskManagers")));
     set("jobs-running", formatCount(v.get("numRunningJobs")));
     set("slots-total", formatCount(v.get("taskSlotsTotal")));

@@ -211,7 +211,20 @@
     return formatCount(v);
   }
 
-  Flint.clusterViews = { textView, threadDumpText, logsTable, fillLogs, Chart, kvRow, factTable, formatMetric, num };
+  // A row of cards (`spec`: [[key, label]]) with ids `<prefix>-card-<key>`; `set(key, text)`
+  // changes a card's value only when it differs.
+  function cardRow(prefix, spec) {
+    const values = {};
+    const box = el("div", { class: `cards ${prefix}-cards` }, ...spec.map(([k, label]) => {
+      values[k] = el("div", { id: `${prefix}-card-${k}`, class: "card-value" }, "–");
+      return el("div", { class: "card" }, el("div", { class: "card-label" }, label), values[k]);
+    }));
+    const set = (k, text) => { if (values[k].textContent !== String(text)) values[k].textContent = text; };
+    return { box, set };
+  }
+
+  Flint.clusterViews = { textView, threadDumpText, logsTable, fillLogs, Chart, kvRow, factTable, formatMetric, num,
+    cardRow };
 
   // ---- The list ----------------------------------------------------------------------
 
@@ -290,14 +303,9 @@
   for (const [k] of TABS) panes[k] = el("div", { id: `tm-tab-${k}`, class: "tm-tab", "data-tab": k, hidden: "" });
 
   // Metrics tab skeleton.
-  const cards = {};
-  const CARDS = [["slots", "All Slots"], ["free-slots", "Free Slots"], ["cpu-cores", "CPU Cores"],
+  const cards = cardRow("tm", [["slots", "All Slots"], ["free-slots", "Free Slots"], ["cpu-cores", "CPU Cores"],
     ["physical-memory", "Physical Memory"], ["free-memory", "Free Memory"], ["cpu-load", "CPU Load"],
-    ["threads", "Threads"]];
-  const cardsBox = el("div", { class: "cards tm-cards" }, ...CARDS.map(([k, label]) => {
-    cards[k] = el("div", { id: `tm-card-${k}`, class: "card-value" }, "–");
-    return el("div", { class: "card" }, el("div", { class: "card-label" }, label), cards[k]);
-  }));
+    ["threads", "Threads"]]);
   const charts = {
     cpu: new Chart("tm-chart-cpu", "CPU Load (Status.JVM.CPU.Load)", ["CPU"], "percent"),
     memory: new Chart("tm-chart-memory", "Memory", ["Resident", "Heap used"], "bytes"),
@@ -316,7 +324,7 @@
   const section = (id, title, ...children) =>
     el("section", { "aria-labelledby": id }, el("h3", { id, class: "section-title" }, title), ...children);
   panes.metrics.append(
-    cardsBox,
+    cards.box,
     el("div", { id: "tm-charts", class: "metric-charts cluster-charts" }, charts.cpu.card, charts.memory.card, charts.network.card),
     section("tm-slots-title", "Allocated Slots", el("div", { class: "table-wrap" }, slotsTable)),
     el("div", { class: "fact-grid" },
@@ -359,7 +367,7 @@
   function renderMetrics(id, tm, values) {
     const v = new Map((Array.isArray(values) ? values : []).map((m) => [String(m.id), num(m.value)]));
     const hw = tm.hardware || {};
-    const set = (k, text) => { if (cards[k].textContent !== String(text)) cards[k].textContent = text; };
+    const set = cards.set;
     set("slots", tm.slotsNumber ?? "–");
     set("free-slots", tm.freeSlots ?? "–");
     set("cpu-cores", hw.cpuCores ?? "–");
