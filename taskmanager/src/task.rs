@@ -346,7 +346,16 @@ impl Chain {
     }
 
     fn tick(&mut self, now_ms: i64) -> Result<(), TaskError> {
+        self.source_watermark()?;
         self.operators.on_processing_time(now_ms, &mut self.output)
+    }
+
+    /// Passes on the source's own watermark when it advanced.
+    fn source_watermark(&mut self) -> Result<(), TaskError> {
+        match self.source.as_mut().and_then(|s| s.watermark()) {
+            Some(watermark) => self.watermark(0, 0, watermark),
+            None => Ok(()),
+        }
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
@@ -406,6 +415,9 @@ impl Chain {
 
     fn accumulators(&mut self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
+        if let Some(source) = &self.source {
+            source.accumulators(&mut out);
+        }
         for operator in self.operators.operators_mut() {
             operator.accumulators(&mut out);
         }
@@ -674,6 +686,7 @@ impl TaskRun<'_> {
                             io.records_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                         }
                         chain.push(0, 0, batch)?;
+                        chain.source_watermark()?;
                     }
                 }
                 self.periodic(&mut chain, &mut last_tick, &mut last_report)?;

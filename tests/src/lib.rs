@@ -8,6 +8,7 @@
 //! the scripts' pid files — is killed by pid.
 
 pub mod browser;
+pub mod kafka;
 pub mod prometheus;
 pub mod zookeeper;
 

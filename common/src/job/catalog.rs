@@ -16,6 +16,13 @@ use super::schema::{Field, FieldType, Schema};
 use super::spec::DocValue;
 use crate::config::parse_duration;
 
+mod kafka;
+pub use kafka::{
+    check_topic_name, property, topic_pattern, BoundedMode, DeliveryGuarantee, KafkaFormat, KafkaSinkSpec,
+    KafkaSourceSpec, KafkaTopics, KafkaWatermark, MetadataKey, OffsetReset, PartitionOffset, SinkPartitioner,
+    StartupMode,
+};
+
 /// Where an operator sits in a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -70,6 +77,7 @@ pub const OPERATOR_TYPES: &[OperatorType] = &[
     ),
     op("source.file", Role::Source, Arity::None, false, &["path", "format", "schema"]),
     op("source.socket", Role::Source, Arity::None, false, &["host", "port"]),
+    op("source.kafka", Role::Source, Arity::None, false, kafka::SOURCE_PARAMS),
     op("map", Role::Transform, Arity::One, false, &["fields", "keep_input", "counter"]),
     op("filter", Role::Transform, Arity::One, false, &["predicate", "counter"]),
     op("flat_map.split", Role::Transform, Arity::One, false, &["field", "separator", "as"]),
@@ -96,6 +104,7 @@ pub const OPERATOR_TYPES: &[OperatorType] = &[
     op("sink.print", Role::Sink, Arity::One, false, &[]),
     op("sink.file", Role::Sink, Arity::One, false, &["path", "format"]),
     op("sink.blackhole", Role::Sink, Arity::One, false, &["rate"]),
+    op("sink.kafka", Role::Sink, Arity::One, false, kafka::SINK_PARAMS),
 ];
 
 /// The catalog entry for `name`.
@@ -244,6 +253,8 @@ pub enum OperatorKind {
     FileSource { path: String, format: FileFormat, schema: Option<Schema> },
     #[serde(rename = "source.socket")]
     Socket { host: String, port: u16 },
+    #[serde(rename = "source.kafka")]
+    KafkaSource(Box<KafkaSourceSpec>),
     /// `counter`: the name of an accumulator counting the records the operator receives.
     #[serde(rename = "map")]
     Map {
@@ -289,6 +300,8 @@ pub enum OperatorKind {
     FileSink { path: String, format: FileFormat },
     #[serde(rename = "sink.blackhole")]
     BlackholeSink { rate: Option<f64> },
+    #[serde(rename = "sink.kafka")]
+    KafkaSink(Box<KafkaSinkSpec>),
 }
 
 impl OperatorKind {
@@ -299,6 +312,7 @@ impl OperatorKind {
             OperatorKind::Datagen { .. } => "source.datagen",
             OperatorKind::FileSource { .. } => "source.file",
             OperatorKind::Socket { .. } => "source.socket",
+            OperatorKind::KafkaSource(_) => "source.kafka",
             OperatorKind::Map { .. } => "map",
             OperatorKind::Filter { .. } => "filter",
             OperatorKind::Split { .. } => "flat_map.split",
@@ -313,6 +327,7 @@ impl OperatorKind {
             OperatorKind::PrintSink => "sink.print",
             OperatorKind::FileSink { .. } => "sink.file",
             OperatorKind::BlackholeSink { .. } => "sink.blackhole",
+            OperatorKind::KafkaSink(_) => "sink.kafka",
         }
     }
 
@@ -394,6 +409,7 @@ impl OperatorKind {
             OperatorKind::Datagen { rows, .. } => Some(rows.is_some()),
             OperatorKind::FileSource { .. } => Some(true),
             OperatorKind::Socket { .. } => Some(false),
+            OperatorKind::KafkaSource(spec) => Some(spec.bounded != BoundedMode::Unbounded),
             _ => None,
         }
     }
@@ -443,6 +459,7 @@ pub fn check_operator(
         "source.datagen" => datagen(&mut p),
         "source.file" => file_source(&mut p),
         "source.socket" => socket(&mut p),
+        "source.kafka" => kafka::source(&mut p),
         "map" => map(&mut p, input, functions),
         "filter" => filter(&mut p, input, functions),
         "flat_map.split" => split(&mut p, input),
@@ -464,6 +481,7 @@ pub fn check_operator(
             let rate = p.rate("rate");
             Some((OperatorKind::BlackholeSink { rate: rate? }, None))
         }
+        "sink.kafka" => kafka::sink(&mut p, input),
         other => {
             p.problem(format!("unknown operator type '{other}'"));
             None
@@ -498,7 +516,8 @@ impl<'a> Params<'a> {
     /// Appends the problems (and one per unknown parameter); true if there were none.
     fn finish(mut self, problems: &mut Vec<String>) -> bool {
         for (key, _) in self.entries {
-            if !self.known.contains(&key.as_str()) {
+            let prefixed = self.known.iter().any(|k| k.strip_suffix('*').is_some_and(|prefix| key.starts_with(prefix)));
+            if !self.known.contains(&key.as_str()) && !prefixed {
                 let known = if self.known.is_empty() {
                     format!("{} takes none", self.what.trim_start_matches("parameters of "))
                 } else {
@@ -1277,7 +1296,7 @@ mod tests {
         parse_doc(json).unwrap().as_map().unwrap().to_vec()
     }
 
-    fn check(op: &str, json: &str, input: &Schema) -> Result<(OperatorKind, Option<Schema>), Vec<String>> {
+    pub(super) fn check(op: &str, json: &str, input: &Schema) -> Result<(OperatorKind, Option<Schema>), Vec<String>> {
         let mut problems = Vec::new();
         let inputs = [("up", input)];
         let result = check_operator(
@@ -1293,7 +1312,7 @@ mod tests {
         }
     }
 
-    fn words() -> Schema {
+    pub(super) fn words() -> Schema {
         Schema::new(vec![Field::new("word", FieldType::String), Field::new("n", FieldType::Int)])
     }
 

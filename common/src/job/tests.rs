@@ -493,8 +493,8 @@ fn missing_id() {
 fn unknown_operator_type_lists_the_known_ones() {
     let p = only_problem(&job(&format!(r#"{SEQ}, {{"id": "m", "op": "mapp", "inputs": ["seq"]}}"#)));
     assert_eq!(p.operator.as_deref(), Some("m"));
-    assert!(p.message.starts_with("unknown operator type 'mapp' (known: source.sequence, source.datagen, source.file, source.socket, map, filter,"), "{}", p.message);
-    assert!(p.message.ends_with("sink.blackhole)"));
+    assert!(p.message.starts_with("unknown operator type 'mapp' (known: source.sequence, source.datagen, source.file, source.socket, source.kafka, map, filter,"), "{}", p.message);
+    assert!(p.message.ends_with("sink.blackhole, sink.kafka)"));
     let p = only_problem(&job(r#"{"id": "x"}"#));
     assert!(p.message.starts_with("missing 'op' (known operator types: source.sequence"), "{}", p.message);
 }
@@ -785,8 +785,8 @@ fn every_problem_is_reported_at_once() {
             "operator 'out': parallelism must be positive, got 0",
             "operator 'out': unknown input 'nowhere' (operators: lines, words, counts, odd, out, out, bad)",
             "operator 'bad': unknown operator type 'frobnicate' (known: source.sequence, source.datagen, source.file, \
-             source.socket, map, filter, flat_map.split, union, key_by, aggregate, window, map.wasm, flat_map.wasm, \
-             process.wasm, fail, sink.print, sink.file, sink.blackhole)",
+             source.socket, source.kafka, map, filter, flat_map.split, union, key_by, aggregate, window, map.wasm, \
+             flat_map.wasm, process.wasm, fail, sink.print, sink.file, sink.blackhole, sink.kafka)",
         ]
     );
 }

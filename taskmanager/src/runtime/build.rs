@@ -9,6 +9,8 @@
 use flint_common::job::{OperatorKind, OperatorSpec};
 
 use super::aggregate::AggregateOperator;
+use super::kafka_sink::KafkaSink;
+use super::kafka_source::KafkaSource;
 use super::operator::{Operator, OperatorContext, SourceOperator, TaskError};
 use super::schema::required_schema;
 use super::sinks::{BlackholeSink, FileSink, PrintSink};
@@ -61,6 +63,7 @@ pub fn build_source_with(
             Box::new(FileSource::new(schema()?, path, *format, subtask, parallelism, batch)?)
         }
         OperatorKind::Socket { host, port } => Box::new(SocketSource::new(schema()?, host, *port, batch)),
+        OperatorKind::KafkaSource(kafka) => Box::new(KafkaSource::new(kafka, schema()?, ctx, batch)?),
         other => return Err(TaskError::fatal(format!("operator '{}' ({}) is not a source", spec.id, other.op_type()))),
     })
 }
@@ -85,10 +88,15 @@ pub fn build_operator(
         OperatorKind::PrintSink => Box::new(PrintSink::new(ctx.subtask, ctx.parallelism)),
         OperatorKind::FileSink { path, format } => Box::new(FileSink::new(path, *format, ctx.subtask)),
         OperatorKind::BlackholeSink { rate } => Box::new(BlackholeSink::with_rate(*rate)),
+        OperatorKind::KafkaSink(kafka) => {
+            let input = required_schema(spec.input_schema.as_ref(), &spec.id, "input")?;
+            Box::new(KafkaSink::new(kafka, input, ctx)?)
+        }
         OperatorKind::Sequence { .. }
         | OperatorKind::Datagen { .. }
         | OperatorKind::FileSource { .. }
-        | OperatorKind::Socket { .. } => {
+        | OperatorKind::Socket { .. }
+        | OperatorKind::KafkaSource(_) => {
             return Err(TaskError::fatal(format!(
                 "operator '{}' ({}) is a source; build it with build_source",
                 spec.id,

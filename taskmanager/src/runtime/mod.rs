@@ -9,6 +9,7 @@
 //! - [`transforms`]: map, filter, flat_map.split, union/key_by pass-through, fail, and the
 //!   operator chain (chained operators as plain calls).
 //! - [`sinks`]: print, file and blackhole sinks.
+//! - [`kafka_source`], [`kafka_sink`]: `source.kafka` and `sink.kafka` (Flink's Kafka connector).
 //! - [`codec`]: record batches as self-contained network buffers (Arrow IPC messages).
 //! - [`build`]: operator specifications to source and operator instances.
 //! - [`keyed`]: key encoding and hashing, key groups, the hash partitioner, keyed state ([`keyed::KeyMap`]).
@@ -20,6 +21,8 @@ pub mod aggregate;
 pub mod build;
 pub mod codec;
 pub mod expr;
+pub mod kafka_sink;
+pub mod kafka_source;
 pub mod keyed;
 pub mod operator;
 pub mod partition;

@@ -209,6 +209,16 @@ pub trait SourceOperator: Send {
     fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
         Ok(())
     }
+
+    /// The source's own event-time watermark when it advanced since the last call (sources
+    /// with per-split watermarks, e.g. `source.kafka`); asked after every batch and
+    /// periodically (idle splits stop holding it back).
+    fn watermark(&mut self) -> Option<i64> {
+        None
+    }
+
+    /// See [`Operator::accumulators`].
+    fn accumulators(&self, _out: &mut Vec<(String, u64)>) {}
 }
 
 #[cfg(test)]
