@@ -5,7 +5,7 @@
 # server it starts on a free port), clang with wasi-libc (the C WebAssembly example is built by the
 # tests), curl, cargo-nextest, and the Kafka-protocol broker the Kafka tests start (tansu,
 # built with cargo into ${FLINT_TOOLS_DIR:-$HOME/.cache/flint}, outside the repository, since
-# the build takes ~20 minutes on 2 cores). Reuses whatever is installed already,
+# the build takes ~12 minutes on 2 cores). Reuses whatever is installed already,
 # so a second run does nothing. Called by the README's test command and by .ci/run.
 set -euo pipefail
 
@@ -39,7 +39,7 @@ if [ ! -x "${FLINT_TANSU:-$tansu_root/bin/tansu}" ]; then
   trap 'rm -rf "$tansu_partial"' EXIT
   rm -rf "$tansu_partial"
   mkdir -p "$(dirname "$tansu_root")"
-  echo "building tansu $tansu_version into $tansu_root (about 20 minutes)"
+  echo "building tansu $tansu_version into $tansu_root (about 12 minutes on 2 cores)"
   CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
     cargo install tansu --version "$tansu_version" --locked --features libsql --root "$tansu_partial"
   "$tansu_partial/bin/tansu" --version
