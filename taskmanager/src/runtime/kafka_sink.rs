@@ -79,9 +79,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, StringArray};
+use arrow::array::{Array, AsArray, BinaryArray, StringArray};
 use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, FieldRef, Float64Type, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::json::writer::{make_encoder, EncoderOptions, NullableEncoder};
 use arrow::record_batch::RecordBatch;
 use flint_common::job::catalog::{property, DeliveryGuarantee, KafkaFormat, KafkaSinkSpec, SinkPartitioner};
@@ -96,6 +96,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::operator::{Collector, Operator, OperatorContext, TaskError};
+use super::sinks::Column;
 use crate::state::{decode_value, encode_value, Redistribution, StateStore};
 
 /// Union list of the exactly-once sink: every [`Entry`] not known to be committed.
@@ -409,8 +410,7 @@ impl PartEncoder {
     }
 
     fn encode_csv(&self, batch: &RecordBatch, delimiter: u8, out: &mut Blobs) -> Result<(), TaskError> {
-        let columns: Vec<CsvColumn<'_>> =
-            self.columns.iter().map(|&c| CsvColumn::of(batch.column(c).as_ref())).collect();
+        let columns: Vec<Column<'_>> = self.columns.iter().map(|&c| Column::of(batch.column(c).as_ref())).collect();
         let csv_error = |e: csv::Error| TaskError::fatal(format!("sink.kafka: encoding CSV: {e}"));
         let mut field = Vec::new();
         let mut ints = itoa::Buffer::new();
@@ -474,43 +474,23 @@ fn append_raw(offsets: &[i32], values: &[u8], out: &mut Blobs) {
     out.lens.extend(offsets.windows(2).map(|w| (w[1] - w[0]) as u32));
 }
 
-/// A column resolved once per batch for CSV.
-enum CsvColumn<'a> {
-    Int(&'a Int64Array),
-    Float(&'a Float64Array),
-    Str(&'a StringArray),
-    Bool(&'a BooleanArray),
-    Bytes(&'a BinaryArray),
-    Null,
-}
-
-impl<'a> CsvColumn<'a> {
-    fn of(array: &'a dyn Array) -> Self {
-        match array.data_type() {
-            DataType::Int64 => CsvColumn::Int(array.as_primitive::<Int64Type>()),
-            DataType::Float64 => CsvColumn::Float(array.as_primitive::<Float64Type>()),
-            DataType::Utf8 => CsvColumn::Str(array.as_string::<i32>()),
-            DataType::Boolean => CsvColumn::Bool(array.as_boolean()),
-            DataType::Binary => CsvColumn::Bytes(array.as_binary::<i32>()),
-            _ => CsvColumn::Null,
-        }
-    }
-
+/// CSV text of the file sink's resolved columns.
+impl Column<'_> {
     /// The field's text: borrowed when it is in the array, else written into `scratch`
     /// (`None` returned). Null is the empty field.
     #[inline]
     fn text<'s>(&'s self, row: usize, ints: &'s mut itoa::Buffer, scratch: &mut Vec<u8>) -> Option<&'s [u8]> {
         scratch.clear();
         match self {
-            CsvColumn::Int(a) if a.is_valid(row) => Some(ints.format(a.value(row)).as_bytes()),
-            CsvColumn::Float(a) if a.is_valid(row) => {
+            Column::Int(a) if a.is_valid(row) => Some(ints.format(a.value(row)).as_bytes()),
+            Column::Float(a) if a.is_valid(row) => {
                 use std::io::Write;
                 let _ = write!(scratch, "{:?}", a.value(row));
                 None
             }
-            CsvColumn::Str(a) if a.is_valid(row) => Some(a.value(row).as_bytes()),
-            CsvColumn::Bool(a) if a.is_valid(row) => Some(if a.value(row) { &b"true"[..] } else { &b"false"[..] }),
-            CsvColumn::Bytes(a) if a.is_valid(row) => {
+            Column::Str(a) if a.is_valid(row) => Some(a.value(row).as_bytes()),
+            Column::Bool(a) if a.is_valid(row) => Some(if a.value(row) { &b"true"[..] } else { &b"false"[..] }),
+            Column::Bytes(a) if a.is_valid(row) => {
                 base64(a.value(row), scratch);
                 None
             }
@@ -521,25 +501,11 @@ impl<'a> CsvColumn<'a> {
 
 /// Standard base64 with padding (what Flink's JSON and CSV formats write for bytes).
 fn base64(input: &[u8], out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sym = |n: u32, shift: u32| ALPHABET[(n >> shift & 0x3f) as usize];
-    out.reserve(input.len().div_ceil(3) * 4);
-    let mut chunks = input.chunks_exact(3);
-    for c in &mut chunks {
-        let n = (c[0] as u32) << 16 | (c[1] as u32) << 8 | c[2] as u32;
-        out.extend_from_slice(&[sym(n, 18), sym(n, 12), sym(n, 6), sym(n, 0)]);
-    }
-    match *chunks.remainder() {
-        [a] => {
-            let n = (a as u32) << 16;
-            out.extend_from_slice(&[sym(n, 18), sym(n, 12), b'=', b'=']);
-        }
-        [a, b] => {
-            let n = (a as u32) << 16 | (b as u32) << 8;
-            out.extend_from_slice(&[sym(n, 18), sym(n, 12), sym(n, 6), b'=']);
-        }
-        _ => {}
-    }
+    use base64::Engine;
+    let start = out.len();
+    out.resize(start + base64::encoded_len(input.len(), true).unwrap_or(0), 0);
+    let written = base64::engine::general_purpose::STANDARD.encode_slice(input, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
 }
 
 /// Encodes batches into [`Records`].
@@ -1538,6 +1504,7 @@ mod tests {
     use super::*;
     use crate::runtime::transforms::tests::{ctx, VecCollector};
     use crate::state::OperatorSnapshot;
+    use arrow::array::{BooleanArray, Float64Array, Int64Array};
 
     /// What librdkafka's mock cluster (librdkafka 2.12, `rdkafka_mock_handlers.c`) does with
     /// transactions.

@@ -63,7 +63,7 @@ use super::operator::{Collector, Operator, TaskError};
 use crate::state::{decode_value, encode_value, Redistribution, StateStore};
 
 /// One column, resolved to its concrete array type once per batch.
-enum Column<'a> {
+pub(crate) enum Column<'a> {
     Int(&'a Int64Array),
     Float(&'a Float64Array),
     Str(&'a StringArray),
@@ -73,7 +73,7 @@ enum Column<'a> {
 }
 
 impl<'a> Column<'a> {
-    fn of(array: &'a dyn Array) -> Self {
+    pub(crate) fn of(array: &'a dyn Array) -> Self {
         match array.data_type() {
             DataType::Int64 => Column::Int(array.as_primitive::<Int64Type>()),
             DataType::Float64 => Column::Float(array.as_primitive::<Float64Type>()),
