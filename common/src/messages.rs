@@ -428,6 +428,69 @@ pub struct MetricDump {
     pub buffers_queued: u64,
     #[serde(default)]
     pub buffers_capacity: u64,
+    /// Operator metrics below key/value groups (Flink's `addGroup(key, value)`), e.g. a
+    /// Kafka source's offsets per partition.
+    #[serde(default)]
+    pub grouped: Vec<GroupedMetric>,
+}
+
+/// The key of a key/value metric group; its value becomes a label in Prometheus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetricGroupKey {
+    Topic,
+    Partition,
+}
+
+impl MetricGroupKey {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricGroupKey::Topic => "topic",
+            MetricGroupKey::Partition => "partition",
+        }
+    }
+}
+
+/// A metric of an operator inside groups, as Flink registers
+/// `operator.addGroup("KafkaSourceReader").addGroup("topic", t).addGroup("partition", p)`:
+/// its REST id is `<operator>.KafkaSourceReader.topic.<t>.partition.<p>.<name>`; in
+/// Prometheus the keys are part of the name and the values are labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupedMetric {
+    /// The operator's metric name (as in [`MetricDump::operators`]).
+    pub operator: String,
+    /// The plain group below the operator (`KafkaSourceReader`).
+    pub group: String,
+    pub variables: Vec<(MetricGroupKey, String)>,
+    pub name: String,
+    pub value: f64,
+}
+
+impl GroupedMetric {
+    /// The id below the operator: `<group>.<key>.<value>...<name>`.
+    pub fn rest_id(&self) -> String {
+        let mut id = self.group.clone();
+        for (key, value) in &self.variables {
+            id.push('.');
+            id.push_str(key.name());
+            id.push('.');
+            id.push_str(value);
+        }
+        id.push('.');
+        id.push_str(&self.name);
+        id
+    }
+
+    /// The name without the groups' values: `<group>.<key>...<name>`.
+    pub fn logical_name(&self) -> String {
+        let mut id = self.group.clone();
+        for (key, _) in &self.variables {
+            id.push('.');
+            id.push_str(key.name());
+        }
+        id.push('.');
+        id.push_str(&self.name);
+        id
+    }
 }
 
 /// Why a task failed: the cause shown in `/jobs/:id/exceptions` and whether running the

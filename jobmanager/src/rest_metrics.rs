@@ -154,6 +154,9 @@ pub(crate) fn task_metrics(e: &Execution) -> BTreeMap<String, f64> {
             out.insert(format!("{operator}.{name}"), *value);
         }
     }
+    for metric in &dump.grouped {
+        out.insert(format!("{}.{}", metric.operator, metric.rest_id()), metric.value);
+    }
     out
 }
 

@@ -29,8 +29,8 @@ use flint_common::ids::ResourceId;
 use flint_common::job::catalog::OperatorKind;
 use flint_common::job::plan::ShipStrategy;
 use flint_common::messages::{
-    CheckpointBarrierInfo, FileCommit, TaskCheckpointState, TaskDeploymentDescriptor, TaskFailure, TaskMetrics,
-    TaskState,
+    CheckpointBarrierInfo, FileCommit, GroupedMetric, MetricDump, TaskCheckpointState, TaskDeploymentDescriptor,
+    TaskFailure, TaskMetrics, TaskState,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,7 @@ use crate::network::{
 use crate::runtime::build::{build_operator, build_source};
 use crate::runtime::codec::{decode_batch, encode_batch};
 use crate::runtime::keyed::HashPartitioner;
-use crate::runtime::operator::{Collector, Operator, OperatorContext, SourceOperator, TaskError};
+use crate::runtime::operator::{Collector, Operator, OperatorContext, SourceMetrics, SourceOperator, TaskError};
 use crate::runtime::partition::{non_keyed_partitioner, Partitioner};
 use crate::runtime::schema::arrow_schema;
 use crate::runtime::transforms::OperatorChain;
@@ -424,6 +424,15 @@ impl Chain {
         out
     }
 
+    /// Adds the source's own metrics to the source operator's (the first of the dump).
+    fn source_metrics(&self, dump: &mut MetricDump) {
+        let (Some(source), Some((operator, metrics))) = (&self.source, dump.operators.first_mut()) else { return };
+        let mut out = SourceMetrics::default();
+        source.metrics(&mut out);
+        metrics.extend(out.gauges);
+        dump.grouped.extend(out.grouped.into_iter().map(|m| GroupedMetric { operator: operator.clone(), ..m }));
+    }
+
     fn final_commits(&mut self) -> Vec<FileCommit> {
         self.operators.operators_mut().iter_mut().flat_map(|o| o.final_commits()).collect()
     }
@@ -475,10 +484,11 @@ const TICK: Duration = Duration::from_millis(100);
 
 impl TaskRun<'_> {
     fn report_running(&mut self, chain: &mut Chain) {
-        let metrics = match &mut self.meter {
+        let mut metrics = match &mut self.meter {
             Some(meter) => meter.measure(&self.partitions, self.input_queue),
             None => self.io.counts(),
         };
+        chain.source_metrics(&mut metrics.dump);
         (self.report)(TaskEvent::State {
             state: TaskState::Running,
             failure: None,

@@ -164,6 +164,17 @@ impl TaskManagerMetrics {
                     });
                 }
             }
+            for metric in &t.dump.grouped {
+                let mut op_labels = labels.clone();
+                op_labels.push(("operator_name", metric.operator.clone()));
+                op_labels.extend(metric.variables.iter().map(|(key, value)| (key.name(), value.clone())));
+                points.push(MetricPoint {
+                    scope: Scope::TaskManagerJobTaskOperator,
+                    name: metric.logical_name(),
+                    labels: op_labels,
+                    value: metric.value,
+                });
+            }
         }
         points
     }

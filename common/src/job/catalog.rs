@@ -19,8 +19,8 @@ use crate::config::parse_duration;
 mod kafka;
 pub use kafka::{
     check_topic_name, property, topic_pattern, BoundedMode, DeliveryGuarantee, KafkaFormat, KafkaSinkSpec,
-    KafkaSourceSpec, KafkaTopics, KafkaWatermark, MetadataKey, OffsetReset, PartitionOffset, SinkPartitioner,
-    StartupMode,
+    KafkaSourceKey, KafkaSourceSpec, KafkaTopics, KafkaWatermark, MetadataKey, OffsetReset, PartitionOffset,
+    SinkPartitioner, StartupMode,
 };
 
 /// Where an operator sits in a job.

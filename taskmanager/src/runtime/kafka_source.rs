@@ -21,11 +21,19 @@
 //!
 //! Isolation is librdkafka's default, `read_committed`: records of open or aborted
 //! transactions are not read.
+//!
+//! **Metrics** (Flink's `KafkaSourceReaderMetrics` names, below the source operator):
+//! `pendingRecords` (records not emitted yet up to each partition's end: its last stable
+//! offset under `read_committed`, else its high watermark, as librdkafka's statistics report
+//! them every `statistics.interval.ms`, 1 s by default here),
+//! `KafkaSourceReader.KafkaConsumer.records-lag-max` (the largest of those per partition),
+//! and `KafkaSourceReader.topic.<t>.partition.<p>.currentOffset` / `.committedOffset` (the
+//! offset the group confirmed, from the statistics).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -39,18 +47,21 @@ use flint_common::job::catalog::{
     property, topic_pattern, BoundedMode, KafkaFormat, KafkaSourceSpec, KafkaTopics, MetadataKey, OffsetReset,
     StartupMode,
 };
+use flint_common::messages::{GroupedMetric, MetricGroupKey};
 use futures::future::BoxFuture;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::operator::{OperatorContext, SourceOperator, TaskError};
+use super::operator::{OperatorContext, SourceMetrics, SourceOperator, TaskError};
 use crate::state::{decode_value, encode_value, Redistribution, StateError, StateStore};
 
 /// The union list of partition positions.
@@ -77,6 +88,50 @@ struct PartitionState {
 }
 
 type Tp = (Arc<str>, i32);
+
+/// What the consumer's callbacks (on the fetcher thread) learn for the source's metrics.
+#[derive(Debug, Default)]
+struct ReaderMetrics {
+    /// Per partition: the offset a reader can reach now (see the module doc).
+    ends: Mutex<HashMap<(String, i32), i64>>,
+    /// Per partition: the offset last committed to the consumer group.
+    committed: Mutex<HashMap<(String, i32), i64>>,
+}
+
+/// The consumer's context: collects partition ends and committed offsets from librdkafka's
+/// statistics.
+struct SourceContext {
+    metrics: Arc<ReaderMetrics>,
+    read_committed: bool,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut ends = self.metrics.ends.lock().unwrap_or_else(|e| e.into_inner());
+        let mut committed = self.metrics.committed.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                // librdkafka's internal "unassigned" partition is -1; -1 offsets are unknown.
+                if partition < 0 {
+                    continue;
+                }
+                let end = if self.read_committed && p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                if end >= 0 {
+                    ends.insert((topic.clone(), partition), end);
+                }
+                // Asynchronous commits report no result to a consumer without a commit
+                // callback queue; the statistics carry what the group confirmed.
+                if p.committed_offset >= 0 {
+                    committed.insert((topic.clone(), partition), p.committed_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+type SourceConsumer = BaseConsumer<SourceContext>;
 
 /// Which instance owns a partition: Flink's `KafkaSourceEnumerator.getSplitOwner`.
 pub fn split_owner(topic: &str, partition: i32, parallelism: u32) -> u32 {
@@ -145,6 +200,7 @@ pub struct KafkaSource {
     /// Positions of the checkpoints taken and not completed yet.
     pending_commits: BTreeMap<u64, Vec<(Tp, i64)>>,
     skipped: Arc<AtomicU64>,
+    metrics: Arc<ReaderMetrics>,
     emitted: u64,
     last_watermark: i64,
     finished: bool,
@@ -171,6 +227,7 @@ impl KafkaSource {
             fetcher: None,
             pending_commits: BTreeMap::new(),
             skipped: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::default(),
             emitted: 0,
             last_watermark: i64::MIN,
             finished: false,
@@ -188,7 +245,7 @@ impl KafkaSource {
     }
 
     fn start_fetcher(&mut self) -> Result<(), TaskError> {
-        let consumer = consumer(&self.spec, &self.ctx)?;
+        let consumer = consumer(&self.spec, &self.ctx, self.metrics.clone())?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let (ctx_tx, ctx_rx) = std_mpsc::channel();
         let mut fetcher = Fetcher {
@@ -382,7 +439,55 @@ impl SourceOperator for KafkaSource {
             out.push(("kafka-records-skipped".to_owned(), self.skipped()));
         }
     }
+
+    fn metrics(&self, out: &mut SourceMetrics) {
+        let ends = self.metrics.ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let committed = self.metrics.committed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        reader_metrics(&self.positions, &ends, &committed, out);
+    }
 }
+
+/// The source's metrics from its partitions' positions and what librdkafka reported.
+fn reader_metrics(
+    positions: &BTreeMap<Tp, Position>,
+    ends: &HashMap<(String, i32), i64>,
+    committed: &HashMap<(String, i32), i64>,
+    out: &mut SourceMetrics,
+) {
+    let (mut pending, mut lag_max, mut known) = (0i64, 0i64, false);
+    for ((topic, partition), p) in positions {
+        let key = (topic.to_string(), *partition);
+        if !p.done {
+            if let Some(end) = ends.get(&key) {
+                let end = p.stop.map_or(*end, |stop| stop.min(*end));
+                let lag = (end - p.offset).max(0);
+                pending += lag;
+                lag_max = lag_max.max(lag);
+                known = true;
+            }
+        }
+        let variables =
+            vec![(MetricGroupKey::Topic, topic.to_string()), (MetricGroupKey::Partition, partition.to_string())];
+        let gauge = |name: &str, value: i64| GroupedMetric {
+            operator: String::new(),
+            group: READER_GROUP.to_owned(),
+            variables: variables.clone(),
+            name: name.to_owned(),
+            value: value as f64,
+        };
+        // The offset of the last record emitted (-1 before the first), as Flink's.
+        out.grouped.push(gauge("currentOffset", p.offset - 1));
+        out.grouped.push(gauge("committedOffset", committed.get(&key).copied().unwrap_or(-1)));
+    }
+    // Before librdkafka reported any partition's end the lag is unknown, not 0.
+    if known {
+        out.gauges.push(("pendingRecords".to_owned(), pending as f64));
+        out.gauges.push((format!("{READER_GROUP}.KafkaConsumer.records-lag-max"), lag_max as f64));
+    }
+}
+
+/// Flink's metric group of the Kafka source reader.
+const READER_GROUP: &str = "KafkaSourceReader";
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
@@ -395,7 +500,11 @@ impl Drop for KafkaSource {
 }
 
 /// The librdkafka consumer of one instance: the job's properties, then what Flint owns.
-fn consumer(spec: &KafkaSourceSpec, ctx: &OperatorContext) -> Result<BaseConsumer, TaskError> {
+fn consumer(
+    spec: &KafkaSourceSpec,
+    ctx: &OperatorContext,
+    metrics: Arc<ReaderMetrics>,
+) -> Result<SourceConsumer, TaskError> {
     let mut config = ClientConfig::new();
     for (key, value) in &spec.properties {
         let value = match (key.as_str(), value.as_str()) {
@@ -415,14 +524,18 @@ fn consumer(spec: &KafkaSourceSpec, ctx: &OperatorContext) -> Result<BaseConsume
     config.set("enable.auto.commit", "false");
     config.set("enable.auto.offset.store", "false");
     config.set("enable.partition.eof", "false");
-    config.create::<BaseConsumer>().map_err(|e| {
+    if property(&spec.properties, "statistics.interval.ms").is_none() {
+        config.set("statistics.interval.ms", "1000");
+    }
+    let read_committed = property(&spec.properties, "isolation.level") != Some("read_uncommitted");
+    config.create_with_context(SourceContext { metrics, read_committed }).map_err(|e| {
         TaskError::fatal(format!("source.kafka '{}': the Kafka client cannot be created: {e}", ctx.operator_id))
     })
 }
 
 /// The fetcher thread's state.
 struct Fetcher {
-    consumer: BaseConsumer,
+    consumer: SourceConsumer,
     spec: Arc<KafkaSourceSpec>,
     subtask: u32,
     parallelism: u32,
@@ -773,24 +886,75 @@ fn take(
     decoder.push(key.clone(), message)
 }
 
-/// Builds one Arrow batch from records: the value decoded by the format, then metadata.
+/// The bytes of one part of the batch's records (their values, or their keys).
+#[derive(Default)]
+struct Payloads {
+    /// Every payload, concatenated (offsets in `ends`).
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// Payloads that were null (tombstone values, records without a key).
+    nulls: Vec<bool>,
+}
+
+impl Payloads {
+    fn with_capacity(records: usize) -> Self {
+        Self { bytes: Vec::new(), ends: Vec::with_capacity(records), nulls: Vec::with_capacity(records) }
+    }
+
+    fn push(&mut self, payload: Option<&[u8]>) {
+        self.bytes.extend_from_slice(payload.unwrap_or_default());
+        self.ends.push(self.bytes.len());
+        self.nulls.push(payload.is_none());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.nulls.clear();
+    }
+}
+
+/// Which part of the records a decoder reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The value: a null one (a tombstone) is skipped by json and csv, as Flink's formats do.
+    Value,
+    /// The key (`key.fields`): a null one gives null fields.
+    Key,
+}
+
+/// Where an output column comes from.
+#[derive(Clone, Copy)]
+enum Column {
+    Value(usize),
+    Key(usize),
+}
+
+/// Builds one Arrow batch from records: the declared fields decoded from the value (and the
+/// key, with `key.fields`) by their formats, then metadata.
 struct RecordDecoder {
     format: KafkaFormat,
     ignore_parse_errors: bool,
     schema: SchemaRef,
-    /// Value fields come first in the output schema.
-    value_fields: usize,
+    value_schema: SchemaRef,
+    /// `key.format` and the key fields.
+    key: Option<(KafkaFormat, SchemaRef)>,
+    /// The declared fields of the output, in order.
+    columns: Vec<Column>,
     metadata: Vec<MetadataKey>,
     batch_size: usize,
     /// Index of the event-time column, if any.
     event_time: Option<usize>,
-    /// The records of the batch: partition, offset, timestamp, key, headers, value.
+    /// The records of the batch: partition, offset, timestamp, key, headers.
     rows: Vec<RowMeta>,
-    /// Every value, concatenated (offsets in `value_ends`).
-    values: Vec<u8>,
-    value_ends: Vec<usize>,
-    /// Values that were null (tombstones).
-    null_values: Vec<bool>,
+    values: Payloads,
+    /// With `key.fields`: the records' keys.
+    keys: Payloads,
 }
 
 struct RowMeta {
@@ -804,18 +968,42 @@ struct RowMeta {
 impl RecordDecoder {
     fn new(spec: &KafkaSourceSpec, schema: SchemaRef, batch_size: usize) -> Result<Self, TaskError> {
         let event_time = spec.watermark.as_ref().and_then(|w| schema.index_of(&w.field).ok());
+        let arrow_schema = |s: &flint_common::job::schema::Schema| -> SchemaRef {
+            let fields: Vec<arrow::datatypes::Field> =
+                s.fields.iter().filter_map(|f| schema.field_with_name(&f.name).ok().cloned()).collect();
+            Arc::new(arrow::datatypes::Schema::new(fields))
+        };
+        let value_schema = arrow_schema(&spec.value_schema);
+        let (key, columns) = match &spec.key {
+            None => (None, (0..value_schema.fields().len()).map(Column::Value).collect()),
+            Some(key) => {
+                let key_schema = arrow_schema(&key.schema);
+                // A field in both (value.fields-include ALL) takes the value's, as in Flink.
+                let columns = key
+                    .declared
+                    .fields
+                    .iter()
+                    .map(|f| match value_schema.index_of(&f.name) {
+                        Ok(i) => Column::Value(i),
+                        Err(_) => Column::Key(key_schema.index_of(&f.name).unwrap_or_default()),
+                    })
+                    .collect();
+                (Some((key.format, key_schema)), columns)
+            }
+        };
         Ok(Self {
             format: spec.format,
             ignore_parse_errors: spec.ignore_parse_errors,
-            value_fields: spec.value_schema.fields.len(),
+            value_schema,
+            key,
+            columns,
             metadata: spec.metadata.iter().map(|(_, k)| *k).collect(),
             schema,
             batch_size,
             event_time,
             rows: Vec::with_capacity(batch_size),
-            values: Vec::new(),
-            value_ends: Vec::with_capacity(batch_size),
-            null_values: Vec::with_capacity(batch_size),
+            values: Payloads::with_capacity(batch_size),
+            keys: Payloads::default(),
         })
     }
 
@@ -842,10 +1030,10 @@ impl RecordDecoder {
             None
         };
         let key = if needs(MetadataKey::Key) { message.key().map(<[u8]>::to_vec) } else { None };
-        let payload = message.payload();
-        self.values.extend_from_slice(payload.unwrap_or_default());
-        self.value_ends.push(self.values.len());
-        self.null_values.push(payload.is_none());
+        self.values.push(message.payload());
+        if self.key.is_some() {
+            self.keys.push(message.key());
+        }
         self.rows.push(RowMeta {
             tp,
             offset: message.offset(),
@@ -856,11 +1044,6 @@ impl RecordDecoder {
         Ok(())
     }
 
-    fn value(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.value_ends[i - 1] };
-        &self.values[start..self.value_ends[i]]
-    }
-
     /// The batch of the pushed records (bad ones skipped and counted, or an error), and the
     /// positions it moves; clears the buffers.
     fn finish(&mut self, skipped: &AtomicU64) -> Result<Fetched, TaskError> {
@@ -869,14 +1052,13 @@ impl RecordDecoder {
             let next = positions.entry(row.tp.clone()).or_insert(row.offset + 1);
             *next = (*next).max(row.offset + 1);
         }
-        let (value_columns, good) = self.decode_values()?;
+        let (value_columns, good) = self.decode_physical()?;
         let bad = good.iter().filter(|g| !**g).count();
         if bad > 0 {
             skipped.fetch_add(bad as u64, Ordering::Relaxed);
         }
         let mut columns = value_columns;
-        for (m, key) in self.metadata.iter().enumerate() {
-            let _ = m;
+        for key in &self.metadata {
             let rows = self.rows.iter().zip(&good).filter(|(_, g)| **g).map(|(r, _)| r);
             let column: ArrayRef = match key {
                 MetadataKey::Topic => {
@@ -914,8 +1096,7 @@ impl RecordDecoder {
         }
         self.rows.clear();
         self.values.clear();
-        self.value_ends.clear();
-        self.null_values.clear();
+        self.keys.clear();
         Ok(Fetched {
             batch,
             positions: positions.into_iter().collect(),
@@ -929,53 +1110,95 @@ impl RecordDecoder {
     }
 
     /// A record that cannot be read: an error, or (ignoring) skipped.
-    fn bad(&self, i: usize, why: &str) -> Result<(), TaskError> {
+    fn bad(&self, i: usize, part: Part, why: &str) -> Result<(), TaskError> {
         if self.ignore_parse_errors {
             Ok(())
         } else {
-            let option = match self.format {
-                KafkaFormat::Csv { .. } => "csv.ignore-parse-errors",
-                _ => "json.ignore-parse-errors",
+            let hint = match self.format {
+                KafkaFormat::Csv { .. } => " (set 'csv.ignore-parse-errors' to skip such records)",
+                KafkaFormat::Json => " (set 'json.ignore-parse-errors' to skip such records)",
+                KafkaFormat::Raw => "",
+            };
+            let what = match part {
+                Part::Value => "record",
+                Part::Key => "key of the record",
             };
             Err(TaskError::fatal(format!(
-                "source.kafka: the record at {} cannot be read: {why} (set '{option}' to skip such records)",
+                "source.kafka: the {what} at {} cannot be read: {why}{hint}",
                 self.describe(i)
             )))
         }
     }
 
-    /// The value columns of the good rows, and which rows are good.
-    fn decode_values(&self) -> Result<(Vec<ArrayRef>, Vec<bool>), TaskError> {
-        let value_schema = Arc::new(arrow::datatypes::Schema::new(self.schema.fields()[..self.value_fields].to_vec()));
+    /// The declared columns of the good rows (value and key both readable), and which rows
+    /// are good.
+    fn decode_physical(&self) -> Result<(Vec<ArrayRef>, Vec<bool>), TaskError> {
+        let (values, value_good) = self.decode(Part::Value, self.format, &self.value_schema, &self.values)?;
+        let Some((key_format, key_schema)) = &self.key else { return Ok((values, value_good)) };
+        let (keys, key_good) = self.decode(Part::Key, *key_format, key_schema, &self.keys)?;
+        let good: Vec<bool> = value_good.iter().zip(&key_good).map(|(v, k)| *v && *k).collect();
+        // Each part's columns hold its own good rows: keep those good in both.
+        let keep = |columns: Vec<ArrayRef>, own: &[bool]| -> Result<Vec<ArrayRef>, TaskError> {
+            if own == good.as_slice() {
+                return Ok(columns);
+            }
+            let mask: arrow::array::BooleanArray =
+                own.iter().zip(&good).filter(|(o, _)| **o).map(|(_, g)| Some(*g)).collect();
+            columns
+                .iter()
+                .map(|c| arrow::compute::filter(c, &mask))
+                .collect::<Result<_, _>>()
+                .map_err(|e| TaskError::fatal(format!("source.kafka: {e}")))
+        };
+        let (values, keys) = (keep(values, &value_good)?, keep(keys, &key_good)?);
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Value(i) => values[*i].clone(),
+                Column::Key(i) => keys[*i].clone(),
+            })
+            .collect();
+        Ok((columns, good))
+    }
+
+    /// One part's columns of its good rows, and which rows are good.
+    fn decode(
+        &self,
+        part: Part,
+        format: KafkaFormat,
+        schema: &SchemaRef,
+        payloads: &Payloads,
+    ) -> Result<(Vec<ArrayRef>, Vec<bool>), TaskError> {
         let n = self.rows.len();
-        match self.format {
+        match format {
             KafkaFormat::Raw => {
-                let field = value_schema.field(0);
+                let field = schema.field(0);
                 let column: ArrayRef = if field.data_type() == &DataType::Binary {
-                    let mut b = BinaryBuilder::with_capacity(n, self.values.len());
+                    let mut b = BinaryBuilder::with_capacity(n, payloads.bytes.len());
                     for i in 0..n {
-                        if self.null_values[i] {
+                        if payloads.nulls[i] {
                             b.append_null();
                         } else {
-                            b.append_value(self.value(i));
+                            b.append_value(payloads.get(i));
                         }
                     }
                     Arc::new(b.finish())
                 } else {
-                    let mut b = StringBuilder::with_capacity(n, self.values.len());
+                    let mut b = StringBuilder::with_capacity(n, payloads.bytes.len());
                     for i in 0..n {
-                        if self.null_values[i] {
+                        if payloads.nulls[i] {
                             b.append_null();
                         } else {
-                            b.append_value(String::from_utf8_lossy(self.value(i)));
+                            b.append_value(String::from_utf8_lossy(payloads.get(i)));
                         }
                     }
                     Arc::new(b.finish())
                 };
                 Ok((vec![column], vec![true; n]))
             }
-            KafkaFormat::Json => self.decode_json(value_schema),
-            KafkaFormat::Csv { delimiter } => self.decode_csv(&value_schema, delimiter),
+            KafkaFormat::Json => self.decode_json(part, schema, payloads),
+            KafkaFormat::Csv { delimiter } => self.decode_csv(part, schema, delimiter, payloads),
         }
     }
 
@@ -986,17 +1209,21 @@ impl RecordDecoder {
             .map_err(|e| TaskError::fatal(format!("source.kafka: the JSON schema cannot be read: {e}")))
     }
 
-    /// JSON values: all records at once; when that fails, one by one to find the bad ones.
-    /// A tombstone (null value) is skipped, as Flink's JSON format does.
-    fn decode_json(&self, schema: SchemaRef) -> Result<(Vec<ArrayRef>, Vec<bool>), TaskError> {
+    /// JSON payloads: all records at once; when that fails, one by one to find the bad ones.
+    fn decode_json(
+        &self,
+        part: Part,
+        schema: &SchemaRef,
+        payloads: &Payloads,
+    ) -> Result<(Vec<ArrayRef>, Vec<bool>), TaskError> {
         let n = self.rows.len();
-        let all_present = self.null_values.iter().all(|null| !null);
+        let all_present = payloads.nulls.iter().all(|null| !null);
         if all_present {
-            let mut decoder = Self::json_decoder(&schema, n)?;
+            let mut decoder = Self::json_decoder(schema, n)?;
             let mut ok = true;
             for i in 0..n {
                 let before = decoder.len();
-                let fed = decoder.decode(self.value(i)).and_then(|_| decoder.decode(b"\n"));
+                let fed = decoder.decode(payloads.get(i)).and_then(|_| decoder.decode(b"\n"));
                 if fed.is_err() || decoder.len() != before + 1 {
                     ok = false;
                     break;
@@ -1008,21 +1235,29 @@ impl RecordDecoder {
                         return Ok((batch.columns().to_vec(), vec![true; n]));
                     }
                 } else if n == 0 {
-                    return Ok((empty_columns(&schema), Vec::new()));
+                    return Ok((empty_columns(schema), Vec::new()));
                 }
             }
         }
         // Slow path: record by record.
         let mut good = vec![false; n];
         let mut parts = Vec::new();
-        #[allow(clippy::needless_range_loop)] // `i` indexes the values, the rows and `good`
+        #[allow(clippy::needless_range_loop)] // `i` indexes the payloads, the rows and `good`
         for i in 0..n {
-            if self.null_values[i] {
+            if payloads.nulls[i] {
+                if part == Part::Key {
+                    good[i] = true;
+                    let nulls = schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
+                    let row = RecordBatch::try_new(schema.clone(), nulls)
+                        .map_err(|e| TaskError::fatal(format!("source.kafka: {e}")))?;
+                    parts.push(row);
+                }
                 continue;
             }
-            let mut decoder = Self::json_decoder(&schema, 1)?;
-            let result = decoder.decode(self.value(i)).and_then(|used| {
-                if used != self.value(i).len() || decoder.len() != 1 {
+            let mut decoder = Self::json_decoder(schema, 1)?;
+            let payload = payloads.get(i);
+            let result = decoder.decode(payload).and_then(|used| {
+                if used != payload.len() || decoder.len() != 1 {
                     return Err(arrow::error::ArrowError::JsonError("not exactly one JSON object".to_owned()));
                 }
                 decoder.flush()
@@ -1032,14 +1267,14 @@ impl RecordDecoder {
                     good[i] = true;
                     parts.push(batch);
                 }
-                Ok(_) => self.bad(i, "not a JSON object")?,
-                Err(e) => self.bad(i, &e.to_string())?,
+                Ok(_) => self.bad(i, part, "not a JSON object")?,
+                Err(e) => self.bad(i, part, &e.to_string())?,
             }
         }
         let columns = if parts.is_empty() {
-            empty_columns(&schema)
+            empty_columns(schema)
         } else {
-            arrow::compute::concat_batches(&schema, &parts)
+            arrow::compute::concat_batches(schema, &parts)
                 .map_err(|e| TaskError::fatal(format!("source.kafka: {e}")))?
                 .columns()
                 .to_vec()
@@ -1047,23 +1282,34 @@ impl RecordDecoder {
         Ok((columns, good))
     }
 
-    /// CSV values: one line per record, fields in schema order; an empty field is null.
-    fn decode_csv(&self, schema: &SchemaRef, delimiter: u8) -> Result<(Vec<ArrayRef>, Vec<bool>), TaskError> {
+    /// CSV payloads: one line per record, fields in schema order; an empty field is null.
+    fn decode_csv(
+        &self,
+        part: Part,
+        schema: &SchemaRef,
+        delimiter: u8,
+        payloads: &Payloads,
+    ) -> Result<(Vec<ArrayRef>, Vec<bool>), TaskError> {
         let n = self.rows.len();
         let mut builders: Vec<ColumnBuilder> =
             schema.fields().iter().map(|f| ColumnBuilder::new(f.data_type(), n)).collect();
         let mut good = vec![false; n];
         let mut record = csv::ByteRecord::new();
-        #[allow(clippy::needless_range_loop)] // `i` indexes the values, the rows and `good`
+        #[allow(clippy::needless_range_loop)] // `i` indexes the payloads, the rows and `good`
         for i in 0..n {
-            if self.null_values[i] {
+            if payloads.nulls[i] {
+                if part == Part::Key {
+                    good[i] = true;
+                    builders.iter_mut().for_each(|b| b.append(Parsed::Null));
+                }
                 continue;
             }
+            let payload = payloads.get(i);
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
                 .delimiter(delimiter)
-                .buffer_capacity(self.value(i).len().clamp(64, 1 << 16))
-                .from_reader(self.value(i));
+                .buffer_capacity(payload.len().clamp(64, 1 << 16))
+                .from_reader(payload);
             let read = match reader.read_byte_record(&mut record) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("an empty record".to_owned()),
@@ -1086,7 +1332,7 @@ impl RecordDecoder {
                         builder.append(value);
                     }
                 }
-                Err(why) => self.bad(i, &why)?,
+                Err(why) => self.bad(i, part, &why)?,
             }
         }
         Ok((builders.into_iter().map(ColumnBuilder::finish).collect(), good))
@@ -1192,6 +1438,46 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_records_count_what_is_not_emitted_up_to_each_end() {
+        let position =
+            |offset, stop, done| Position { offset, stop, done, max_event_time: None, last_record: Instant::now() };
+        let positions: BTreeMap<Tp, Position> = [
+            ((Arc::from("t"), 0), position(10, None, false)),
+            // Bounded: only up to the stop offset counts.
+            ((Arc::from("t"), 1), position(5, Some(8), false)),
+            // Done partitions have nothing pending.
+            ((Arc::from("t"), 2), position(20, Some(20), true)),
+            // No end reported yet: not counted.
+            ((Arc::from("t"), 3), position(0, None, false)),
+        ]
+        .into_iter()
+        .collect();
+        let ends: HashMap<(String, i32), i64> =
+            [(("t".into(), 0), 110), (("t".into(), 1), 50), (("t".into(), 2), 30)].into_iter().collect();
+        let committed: HashMap<(String, i32), i64> = [(("t".into(), 0), 7)].into_iter().collect();
+        let mut out = SourceMetrics::default();
+        reader_metrics(&positions, &ends, &committed, &mut out);
+        assert_eq!(
+            out.gauges,
+            vec![
+                ("pendingRecords".to_owned(), 103.0),
+                ("KafkaSourceReader.KafkaConsumer.records-lag-max".to_owned(), 100.0)
+            ]
+        );
+        let ids: Vec<(String, f64)> = out.grouped.iter().map(|m| (m.rest_id(), m.value)).collect();
+        assert_eq!(ids[0], ("KafkaSourceReader.topic.t.partition.0.currentOffset".to_owned(), 9.0));
+        assert_eq!(ids[1], ("KafkaSourceReader.topic.t.partition.0.committedOffset".to_owned(), 7.0));
+        assert_eq!(ids[3], ("KafkaSourceReader.topic.t.partition.1.committedOffset".to_owned(), -1.0));
+        assert_eq!(ids[7], ("KafkaSourceReader.topic.t.partition.3.committedOffset".to_owned(), -1.0));
+        assert_eq!(out.grouped[0].logical_name(), "KafkaSourceReader.topic.partition.currentOffset");
+
+        // Nothing reported yet: no lag gauges rather than a false 0.
+        let mut out = SourceMetrics::default();
+        reader_metrics(&positions, &HashMap::new(), &committed, &mut out);
+        assert!(out.gauges.is_empty());
+    }
 
     #[test]
     fn split_owner_matches_flinks_enumerator() {

@@ -10,7 +10,7 @@
 //! output (partitioners and result partitions) or nothing (sinks).
 
 use arrow::record_batch::RecordBatch;
-use flint_common::messages::FileCommit;
+use flint_common::messages::{FileCommit, GroupedMetric};
 use futures::future::BoxFuture;
 
 use crate::state::StateStore;
@@ -219,6 +219,20 @@ pub trait SourceOperator: Send {
 
     /// See [`Operator::accumulators`].
     fn accumulators(&self, _out: &mut Vec<(String, u64)>) {}
+
+    /// The source's own metrics at a report (e.g. `pendingRecords`, a Kafka source's lag):
+    /// they join the source operator's metrics.
+    fn metrics(&self, _out: &mut SourceMetrics) {}
+}
+
+/// What a source adds to its operator's metrics at a report.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    /// Gauges by their id below the operator (`pendingRecords`,
+    /// `KafkaSourceReader.KafkaConsumer.records-lag-max`).
+    pub gauges: Vec<(String, f64)>,
+    /// Gauges in key/value groups; `operator` is filled in by the task.
+    pub grouped: Vec<GroupedMetric>,
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub const SOURCE_PARAMS: &[&str] = &[
     "scan.topic-partition-discovery.interval",
     "format",
     "schema",
+    "key.format",
+    "key.fields",
+    "value.fields-include",
     "json.ignore-parse-errors",
     "csv.field-delimiter",
     "csv.ignore-parse-errors",
@@ -180,9 +183,23 @@ pub struct KafkaSourceSpec {
     pub ignore_parse_errors: bool,
     /// The fields decoded from the record value.
     pub value_schema: Schema,
+    /// `key.format` and `key.fields`: fields decoded from the record key.
+    #[serde(default)]
+    pub key: Option<KafkaSourceKey>,
     /// Fields filled from record metadata, after the value fields.
     pub metadata: Vec<(String, MetadataKey)>,
     pub watermark: Option<KafkaWatermark>,
+}
+
+/// The record key of a source as fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KafkaSourceKey {
+    pub format: KafkaFormat,
+    /// The fields decoded from the key (`key.fields`, in that order).
+    pub schema: Schema,
+    /// `schema` as declared: the order of the key and value fields in the output. With
+    /// `value.fields-include` `ALL` a field in both takes the value's.
+    pub declared: Schema,
 }
 
 impl KafkaSourceSpec {
@@ -191,9 +208,13 @@ impl KafkaSourceSpec {
         property(&self.properties, "group.id")
     }
 
-    /// The output schema: the value fields, then the metadata fields.
+    /// The output schema: the declared fields (the value's, and the key's), then the
+    /// metadata fields.
     pub fn output_schema(&self) -> Schema {
-        let mut fields = self.value_schema.fields.clone();
+        let mut fields = match &self.key {
+            Some(key) => key.declared.fields.clone(),
+            None => self.value_schema.fields.clone(),
+        };
         fields.extend(self.metadata.iter().map(|(name, key)| Field::new(name, key.field_type())));
         Schema::new(fields)
     }
@@ -527,28 +548,77 @@ fn bounded(p: &mut Params, has_group: bool) -> Option<BoundedMode> {
     })
 }
 
-/// The value schema for `format`: from `schema` (json and csv need one; raw takes one field of
-/// type string or bytes, `value: string` by default).
-fn value_schema(p: &mut Params, format: KafkaFormat) -> Option<Schema> {
+/// The declared fields: `schema` (json and csv need one; raw without one reads the value as
+/// `value: string`).
+fn declared_schema(p: &mut Params, format: KafkaFormat) -> Option<Schema> {
     let given = p.get("schema", false).is_some();
     match format {
         KafkaFormat::Raw if !given => Some(Schema::new(vec![Field::nullable("value", FieldType::String)])),
-        KafkaFormat::Raw => {
-            let schema = super::schema_param(p)?;
-            match schema.fields.as_slice() {
-                [f] if matches!(f.ty, FieldType::String | FieldType::Bytes) => Some(schema),
-                _ => {
-                    p.problem("format 'raw' takes a 'schema' of one field of type string or bytes".to_owned());
-                    None
-                }
-            }
-        }
+        KafkaFormat::Raw => super::schema_param(p),
         _ if !given => {
             p.problem("formats 'json' and 'csv' need a 'schema': an object of field name to type".to_owned());
             None
         }
         _ => super::schema_param(p),
     }
+}
+
+/// `key.format` with `key.fields`, if given.
+type KeyOption = Option<(KafkaFormat, Vec<String>)>;
+
+/// `key.format`, `key.fields` and `value.fields-include` (`true`: `ALL`), checked against
+/// `schema` (the sink's input, the source's declared fields) when it is known.
+fn key_options(p: &mut Params, schema: Option<&Schema>) -> Option<(KeyOption, bool)> {
+    let key_fields =
+        if p.get("key.fields", false).is_some() { p.key_fields("key.fields", schema).map(Some) } else { Some(None) };
+    let key_format = if p.get("key.format", false).is_some() {
+        match p.string("key.format", true).as_deref() {
+            Some("json") => Some(Some(KafkaFormat::Json)),
+            Some("raw") => Some(Some(KafkaFormat::Raw)),
+            Some("csv") => Some(Some(KafkaFormat::Csv { delimiter: b',' })),
+            Some(other) => {
+                p.problem(format!("parameter 'key.format' must be one of 'json', 'raw', 'csv', got '{other}'"));
+                None
+            }
+            None => None,
+        }
+    } else {
+        Some(None)
+    };
+    let include = p.choice("value.fields-include", &[("ALL", true), ("EXCEPT_KEY", false)], true);
+    let (key_fields, key_format, include) = (key_fields?, key_format?, include?);
+    let key = match (key_fields, key_format) {
+        (Some(fields), Some(format)) => Some((format, fields)),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.problem("parameter 'key.fields' needs 'key.format'".to_owned());
+            return None;
+        }
+        (None, Some(_)) => {
+            p.problem("parameter 'key.format' needs 'key.fields'".to_owned());
+            return None;
+        }
+    };
+    if !include && key.is_none() {
+        p.problem("'value.fields-include' 'EXCEPT_KEY' needs 'key.fields'".to_owned());
+        return None;
+    }
+    Some((key, include))
+}
+
+/// Format `raw` (of the value or the key) takes exactly one field of type string or bytes.
+fn check_raw(p: &mut Params, schema: &Schema, what: &str, fields: &[String]) -> bool {
+    let ok = match fields {
+        [one] => schema.field(one).is_some_and(|f| matches!(f.ty, FieldType::String | FieldType::Bytes)),
+        _ => false,
+    };
+    if !ok {
+        p.problem(format!(
+            "{what} format 'raw' needs exactly one field of type string or bytes, got {}",
+            if fields.is_empty() { "none".to_owned() } else { fields.join(", ") }
+        ));
+    }
+    ok
 }
 
 fn metadata(p: &mut Params, value: &Schema) -> Option<Vec<(String, MetadataKey)>> {
@@ -655,8 +725,27 @@ pub(super) fn source(p: &mut Params) -> Option<(super::OperatorKind, Option<Sche
         Some(key) => p.boolean(key)?,
         None => false,
     };
-    let value_schema = value_schema(p, format)?;
-    let metadata = metadata(p, &value_schema)?;
+    let declared = declared_schema(p, format)?;
+    let (key, include) = key_options(p, Some(&declared))?;
+    let in_key = |name: &str| key.as_ref().is_some_and(|(_, fields)| fields.iter().any(|f| f == name));
+    let value_schema = Schema::new(declared.fields.iter().filter(|f| include || !in_key(&f.name)).cloned().collect());
+    let value_names: Vec<String> = value_schema.fields.iter().map(|f| f.name.clone()).collect();
+    if value_names.is_empty() {
+        p.problem("no field is left for the record value".to_owned());
+        return None;
+    }
+    if format == KafkaFormat::Raw && !check_raw(p, &declared, "value", &value_names) {
+        return None;
+    }
+    let key = match key {
+        Some((KafkaFormat::Raw, fields)) if !check_raw(p, &declared, "key", &fields) => return None,
+        Some((format, fields)) => {
+            let schema = Schema::new(fields.iter().filter_map(|n| declared.field(n).cloned()).collect());
+            Some(KafkaSourceKey { format, schema, declared: declared.clone() })
+        }
+        None => None,
+    };
+    let metadata = metadata(p, &declared)?;
     let mut spec = KafkaSourceSpec {
         topics: topics?,
         properties: properties?,
@@ -666,6 +755,7 @@ pub(super) fn source(p: &mut Params) -> Option<(super::OperatorKind, Option<Sche
         format,
         ignore_parse_errors,
         value_schema,
+        key,
         metadata,
         watermark: None,
     };
@@ -685,23 +775,7 @@ pub(super) fn sink(p: &mut Params, input: Option<&Schema>) -> Option<(super::Ope
     });
     let properties = p.kafka_properties(Role::Sink);
     let format = p.kafka_format("format", true);
-    let key_fields =
-        if p.get("key.fields", false).is_some() { p.key_fields("key.fields", input).map(Some) } else { Some(None) };
-    let key_format = if p.get("key.format", false).is_some() {
-        match p.string("key.format", true).as_deref() {
-            Some("json") => Some(Some(KafkaFormat::Json)),
-            Some("raw") => Some(Some(KafkaFormat::Raw)),
-            Some("csv") => Some(Some(KafkaFormat::Csv { delimiter: b',' })),
-            Some(other) => {
-                p.problem(format!("parameter 'key.format' must be one of 'json', 'raw', 'csv', got '{other}'"));
-                None
-            }
-            None => None,
-        }
-    } else {
-        Some(None)
-    };
-    let include = p.choice("value.fields-include", &[("ALL", true), ("EXCEPT_KEY", false)], true);
+    let key_options = key_options(p, input);
     let partitioner = p.choice(
         "sink.partitioner",
         &[
@@ -725,8 +799,8 @@ pub(super) fn sink(p: &mut Params, input: Option<&Schema>) -> Option<(super::Ope
     } else {
         Some(None)
     };
-    let (topic, properties, format, key_fields, key_format, include, partitioner, delivery, prefix) =
-        (topic?, properties?, format?, key_fields?, key_format?, include?, partitioner?, delivery?, prefix?);
+    let (topic, properties, format, (key, include), partitioner, delivery, prefix) =
+        (topic?, properties?, format?, key_options?, partitioner?, delivery?, prefix?);
     match (delivery, &prefix) {
         (DeliveryGuarantee::ExactlyOnce, None) => {
             p.problem("'sink.delivery-guarantee' 'exactly-once' needs 'sink.transactional-id-prefix'".to_owned());
@@ -745,25 +819,6 @@ pub(super) fn sink(p: &mut Params, input: Option<&Schema>) -> Option<(super::Ope
         }
         _ => {}
     }
-    let key = match (key_fields, key_format) {
-        (Some(fields), Some(format)) => Some((format, fields)),
-        (None, None) => None,
-        (Some(_), None) => {
-            p.problem("parameter 'key.fields' needs 'key.format'".to_owned());
-            return None;
-        }
-        (None, Some(_)) => {
-            p.problem("parameter 'key.format' needs 'key.fields'".to_owned());
-            return None;
-        }
-    };
-    if !include && key.is_none() {
-        p.problem("'value.fields-include' 'EXCEPT_KEY' needs 'key.fields'".to_owned());
-        return None;
-    }
-    if partitioner == SinkPartitioner::Default && key.is_none() {
-        // Kafka's default partitioner without a key: the client's sticky choice. Fine.
-    }
     let value_fields: Vec<String> = match input {
         Some(schema) => schema
             .fields
@@ -778,24 +833,11 @@ pub(super) fn sink(p: &mut Params, input: Option<&Schema>) -> Option<(super::Ope
             p.problem("no field is left for the record value".to_owned());
             return None;
         }
-        let check_raw = |p: &mut Params, what: &str, fields: &[String]| {
-            let ok = match fields {
-                [one] => schema.field(one).is_some_and(|f| matches!(f.ty, FieldType::String | FieldType::Bytes)),
-                _ => false,
-            };
-            if !ok {
-                p.problem(format!(
-                    "{what} format 'raw' needs exactly one field of type string or bytes, got {}",
-                    fields.join(", ")
-                ));
-            }
-            ok
-        };
-        if format == KafkaFormat::Raw && !check_raw(p, "value", &value_fields) {
+        if format == KafkaFormat::Raw && !check_raw(p, schema, "value", &value_fields) {
             return None;
         }
         if let Some((KafkaFormat::Raw, fields)) = &key {
-            if !check_raw(p, "key", fields) {
+            if !check_raw(p, schema, "key", fields) {
                 return None;
             }
         }
@@ -927,6 +969,62 @@ mod tests {
         .unwrap_err()
         .join("\n");
         assert!(problems.contains("must be an integer"), "{problems}");
+    }
+
+    #[test]
+    fn source_keys_are_fields_of_the_declared_schema() {
+        // EXCEPT_KEY: the value holds the other fields; the output keeps the declared order.
+        let (spec, schema) = source(&format!(
+            r#"{{"topic": "t", {SERVERS}, "scan.startup.mode": "earliest-offset", "format": "json",
+                "schema": {{"id": "integer", "amount": "float", "user": "string"}},
+                "key.format": "csv", "key.fields": ["user", "id"], "value.fields-include": "EXCEPT_KEY",
+                "metadata": {{"off": "offset"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(schema.names_list(), "id, amount, user, off");
+        assert_eq!(spec.value_schema.names_list(), "amount");
+        let key = spec.key.unwrap();
+        assert_eq!((key.format, key.schema.names_list()), (KafkaFormat::Csv { delimiter: b',' }, "user, id".into()));
+        // ALL (the default): the value holds every field.
+        let (spec, _) = source(&format!(
+            r#"{{"topic": "t", {SERVERS}, "scan.startup.mode": "earliest-offset", "format": "raw",
+                "schema": {{"k": "string", "v": "bytes"}}, "key.format": "raw", "key.fields": "k",
+                "value.fields-include": "EXCEPT_KEY"}}"#
+        ))
+        .unwrap();
+        assert_eq!(spec.value_schema.names_list(), "v");
+        assert_eq!(spec.output_schema().names_list(), "k, v");
+
+        for (params, expected) in [
+            (
+                r#""format": "json", "schema": {"a": "integer"}, "key.fields": ["nope"], "key.format": "json""#,
+                "unknown field 'nope'",
+            ),
+            (r#""format": "json", "schema": {"a": "integer"}, "key.fields": "a""#, "'key.fields' needs 'key.format'"),
+            (
+                r#""format": "json", "schema": {"a": "integer"}, "value.fields-include": "EXCEPT_KEY""#,
+                "needs 'key.fields'",
+            ),
+            (
+                r#""format": "json", "schema": {"a": "integer"}, "key.format": "json", "key.fields": "a", "value.fields-include": "EXCEPT_KEY""#,
+                "no field is left",
+            ),
+            (
+                r#""format": "json", "schema": {"a": "integer"}, "key.format": "raw", "key.fields": "a""#,
+                "key format 'raw' needs exactly one field of type string or bytes",
+            ),
+            // Raw values with ALL would read the key field from the value too.
+            (
+                r#""format": "raw", "schema": {"k": "string", "v": "string"}, "key.format": "raw", "key.fields": "k""#,
+                "value format 'raw' needs exactly one field",
+            ),
+        ] {
+            let problems =
+                source(&format!(r#"{{"topic": "t", {SERVERS}, "scan.startup.mode": "earliest-offset", {params}}}"#))
+                    .unwrap_err()
+                    .join("\n");
+            assert!(problems.contains(expected), "{expected:?} in\n{problems}");
+        }
     }
 
     #[test]
