@@ -32,7 +32,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -566,35 +566,7 @@ impl KafkaBroker {
             .unwrap_or_else(|e| panic!("cannot create a Kafka producer for {}: {e}", self.bootstrap));
         let until = Instant::now() + PRODUCE_DEADLINE;
         for (index, record) in records.iter().enumerate() {
-            let headers = record
-                .headers
-                .iter()
-                .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_slice()) }));
-            let mut message = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, index).headers(headers);
-            if let Some(key) = &record.key {
-                message = message.key(key.as_slice());
-            }
-            if let Some(value) = &record.value {
-                message = message.payload(value.as_slice());
-            }
-            if let Some(partition) = record.partition {
-                message = message.partition(partition);
-            }
-            if let Some(timestamp) = record.timestamp {
-                message = message.timestamp(timestamp);
-            }
-            loop {
-                match producer.send(message) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                        if Instant::now() < until =>
-                    {
-                        producer.poll(Duration::from_millis(50));
-                        message = back;
-                    }
-                    Err((e, _)) => panic!("cannot produce record {index} to {topic}: {e}"),
-                }
-            }
+            send(&producer, topic, record, index, index as u64, until);
         }
         let _ = producer.flush(until.saturating_duration_since(Instant::now()));
         loop {
@@ -617,6 +589,64 @@ impl KafkaBroker {
             panic!("{} of {} records were not produced to {topic}: {}", failed.len(), records.len(), failed.join("; "));
         }
         results.into_values().map(|r| r.expect("checked above")).collect()
+    }
+
+    /// Produces the records `record(i)` for every `i` of `indices`, for tests that need
+    /// millions: the records are made one at a time (none are held), only a count of delivery
+    /// reports is kept (not [`KafkaBroker::produce`]'s per-record positions), and `deadline`
+    /// bounds the whole call. One idempotent producer with large batches: the broker drops the
+    /// duplicates of retried batches, so every record is in the topic once, and each partition
+    /// keeps the order of `indices`. Against tansu it is no faster than `produce` (the broker,
+    /// SQLite on one thread, takes about 40,000 records/s either way). Waits until every record
+    /// is acknowledged; a failed delivery or the deadline fails the test. Returns how many
+    /// records were produced.
+    pub fn produce_bulk(
+        &self,
+        topic: &str,
+        indices: std::ops::Range<u64>,
+        deadline: Duration,
+        mut record: impl FnMut(u64) -> TestRecord,
+    ) -> u64 {
+        let producer: BaseProducer<BulkDeliveries> = self
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("batch.num.messages", "100000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("message.timeout.ms", deadline.as_millis().max(1).to_string())
+            .create_with_context(BulkDeliveries::default())
+            .unwrap_or_else(|e| panic!("cannot create a Kafka producer for {}: {e}", self.bootstrap));
+        let until = Instant::now() + deadline;
+        let total = indices.end.saturating_sub(indices.start);
+        let failed = |producer: &BaseProducer<BulkDeliveries>| {
+            let failures = producer.context().failures.lock().unwrap_or_else(|e| e.into_inner());
+            (!failures.is_empty()).then(|| failures.join("; "))
+        };
+        for index in indices {
+            send(&producer, topic, &record(index), (), index, until);
+            if index.is_multiple_of(10_000) {
+                producer.poll(Duration::ZERO);
+                if let Some(failures) = failed(&producer) {
+                    panic!("records were not produced to {topic}: {failures}");
+                }
+            }
+        }
+        let _ = producer.flush(until.saturating_duration_since(Instant::now()));
+        loop {
+            if let Some(failures) = failed(&producer) {
+                panic!("records were not produced to {topic}: {failures}");
+            }
+            let done = producer.context().delivered.load(Ordering::SeqCst);
+            if done == total {
+                return total;
+            }
+            if Instant::now() >= until {
+                panic!("only {done} of {total} records produced to {topic} were acknowledged within {deadline:?}");
+            }
+            producer.poll(Duration::from_millis(50));
+        }
     }
 
     /// Reads `topic` from the earliest offset of every partition (with `assign()`, no group,
@@ -818,6 +848,73 @@ impl ProducerContext for Deliveries {
             Err((error, _)) => Err(error.to_string()),
         };
         self.results.lock().unwrap_or_else(|e| e.into_inner()).insert(index, outcome);
+    }
+}
+
+/// Counts the delivery reports of [`KafkaBroker::produce_bulk`] (and keeps the first
+/// failures).
+#[derive(Default)]
+struct BulkDeliveries {
+    delivered: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl ClientContext for BulkDeliveries {}
+
+impl ProducerContext for BulkDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::SeqCst);
+            }
+            Err((error, message)) => {
+                let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+                if failures.len() < 10 {
+                    failures.push(format!("partition {}: {error}", message.partition()));
+                }
+            }
+        }
+    }
+}
+
+/// Hands `record` to `producer`; while its queue is full (until `until`), serves delivery
+/// reports and tries again.
+fn send<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    topic: &str,
+    record: &TestRecord,
+    opaque: C::DeliveryOpaque,
+    index: u64,
+    until: Instant,
+) {
+    let headers = record
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_slice()) }));
+    let mut message = BaseRecord::<[u8], [u8], C::DeliveryOpaque>::with_opaque_to(topic, opaque).headers(headers);
+    if let Some(key) = &record.key {
+        message = message.key(key.as_slice());
+    }
+    if let Some(value) = &record.value {
+        message = message.payload(value.as_slice());
+    }
+    if let Some(partition) = record.partition {
+        message = message.partition(partition);
+    }
+    if let Some(timestamp) = record.timestamp {
+        message = message.timestamp(timestamp);
+    }
+    loop {
+        match producer.send(message) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < until => {
+                producer.poll(Duration::from_millis(10));
+                message = back;
+            }
+            Err((e, _)) => panic!("cannot produce record {index} to {topic}: {e}"),
+        }
     }
 }
 

@@ -424,6 +424,28 @@ impl Harness {
         }
     }
 
+    /// With several jobmanagers (`(process index, REST port)`): waits until exactly one
+    /// answers `/overview` with `slots` slots (the leader) and every other one answers 503
+    /// or is gone; the harness talks to the leader from then. Returns its index and port.
+    pub fn wait_for_leader(&mut self, jobmanagers: &[(usize, u16)], slots: u64, deadline: Duration) -> (usize, u16) {
+        let found = self.wait_for_with("exactly one leading jobmanager with all slots", deadline, |h| {
+            let mut leaders = Vec::new();
+            let mut others = 0;
+            for (index, port) in jobmanagers {
+                h.rest_port = *port;
+                match h.get("/overview") {
+                    Ok(r) if r.status == 200 && r.body["slots-total"] == slots => leaders.push((*index, *port)),
+                    Ok(r) if r.status == 503 => others += 1,
+                    Err(_) if !h.process(*index).is_running() => others += 1,
+                    _ => {}
+                }
+            }
+            (leaders.len() == 1 && others == jobmanagers.len() - 1).then(|| leaders[0])
+        });
+        self.rest_port = found.1;
+        found
+    }
+
     /// [`Harness::wait_for`] with a check that may change the harness (e.g. its REST port).
     pub fn wait_for_with<T>(
         &mut self,

@@ -55,23 +55,7 @@ impl HaCluster {
     /// one does and every other one answers 503 (or is gone).
     fn leader(&mut self, slots: u64) -> (usize, u16) {
         let jobmanagers = self.jobmanagers.clone();
-        let h = &mut self.h;
-        let found = h.wait_for_with("exactly one leading jobmanager with all slots", DEADLINE, |h: &mut Harness| {
-            let mut leaders = Vec::new();
-            let mut others = 0;
-            for (index, port) in &jobmanagers {
-                h.rest_port = *port;
-                match h.get("/overview") {
-                    Ok(r) if r.status == 200 && r.body["slots-total"] == slots => leaders.push((*index, *port)),
-                    Ok(r) if r.status == 503 => others += 1,
-                    Err(_) if !h.process(*index).is_running() => others += 1,
-                    _ => {}
-                }
-            }
-            (leaders.len() == 1 && others == jobmanagers.len() - 1).then(|| leaders[0])
-        });
-        self.h.rest_port = found.1;
-        found
+        self.h.wait_for_leader(&jobmanagers, slots, DEADLINE)
     }
 }
 

@@ -92,6 +92,14 @@ fn poll_operation(h: &Harness, path: &str) -> Value {
     })
 }
 
+/// `POST /jobs/:id/stop` into `<home>/savepoints` without draining; the trigger id.
+fn stop_with_savepoint(h: &Harness, id: &str) -> String {
+    let body = json!({ "targetDirectory": h.home.join("savepoints"), "drain": false });
+    let reply = h.post_json(&format!("/jobs/{id}/stop"), &body).unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.body["request-id"].as_str().unwrap().to_string()
+}
+
 fn completed_checkpoints(h: &Harness, id: &str) -> u64 {
     h.get(&format!("/jobs/{id}/checkpoints")).ok().and_then(|r| r.body["counts"]["completed"].as_u64()).unwrap_or(0)
 }
@@ -177,14 +185,7 @@ fn savepoint_at_p4_resumes_at_p2_and_p8_from_the_same_offsets() {
         let read = h.accumulators(&id).get("sink-records").copied().unwrap_or(0);
         (read >= FIRST).then_some(())
     });
-    let reply = h
-        .post_json(
-            &format!("/jobs/{id}/stop"),
-            &json!({ "targetDirectory": h.home.join("savepoints"), "drain": false }),
-        )
-        .unwrap();
-    assert_eq!(reply.status, 202, "{}", reply.text);
-    let trigger = reply.body["request-id"].as_str().unwrap().to_string();
+    let trigger = stop_with_savepoint(&h, &id);
     let status = poll_operation(&h, &format!("/jobs/{id}/savepoints/{trigger}"));
     let location = status["operation"]["location"].as_str().unwrap_or_else(|| panic!("savepoint failed: {status}"));
     h.wait_job_state(&id, "FINISHED", DEADLINE);
@@ -323,6 +324,7 @@ fn a_broker_restart_during_a_run_loses_nothing() {
     let sunk = |h: &Harness| h.accumulators(&id).get("sink-records").copied().unwrap_or(0);
     h.wait_for("the first records", DEADLINE, || (sunk(&h) >= BEFORE).then_some(()));
     broker.stop();
+    // The outage itself: the broker stays away this long (nothing to wait for).
     std::thread::sleep(Duration::from_secs(3));
     broker.start_again();
     broker.produce(&topic, &numbered(BEFORE, AFTER));
@@ -332,13 +334,140 @@ fn a_broker_restart_during_a_run_loses_nothing() {
     h.wait_for("a checkpoint after the records", DEADLINE, || {
         (completed_checkpoints(&h, &id) > checkpoints + 1).then_some(())
     });
-    let reply = h
-        .post_json(
-            &format!("/jobs/{id}/stop"),
-            &json!({ "targetDirectory": h.home.join("savepoints"), "drain": false }),
-        )
-        .unwrap();
-    assert_eq!(reply.status, 202, "{}", reply.text);
+    stop_with_savepoint(&h, &id);
     h.wait_job_state(&id, "FINISHED", DEADLINE);
     assert_each_once(output_numbers(&out), BEFORE + AFTER);
+}
+
+/// The source's lag and offset metrics under Flink's names, over REST and in the
+/// taskmanager's Prometheus reporter: once the job caught up, nothing is pending, each
+/// partition's current offset is its last record's, and completed checkpoints committed the
+/// next offsets to the consumer group (which the broker confirms).
+#[test]
+fn lag_and_offset_metrics_have_flinks_names() {
+    const RECORDS: u64 = 3_000;
+    let broker = KafkaBroker::external_or_start("metrics");
+    let topic = unique_topic("metrics");
+    broker.create_topic(&topic, 3);
+    broker.produce(&topic, &numbered(0, RECORDS));
+    let group = format!("{topic}-group");
+
+    let mut h = Harness::new("kafka-metrics");
+    // One reporter port each for the jobmanager and the taskmanager, whichever binds first.
+    let ports = flint_tests::free_ports(2);
+    h.set("metrics.reporter.prom.factory.class", "org.apache.flink.metrics.prometheus.PrometheusReporterFactory");
+    h.set("metrics.reporter.prom.port", format!("{},{}", ports[0], ports[1]));
+    h.set("heartbeat.interval", "1 s");
+    h.start_taskmanager("taskmanager-1", &["taskmanager.numberOfTaskSlots=2".into()]);
+    h.start_jobmanager("jobmanager");
+    h.wait_for_overview("the task manager", DEADLINE, |o| o["slots-total"] == 2);
+    let spec = json!({
+        "flint": 1, "name": "kafka-metrics", "parallelism": 1,
+        "config": { "execution.checkpointing.interval": "300 ms", "state.checkpoints.dir": h.home.join("checkpoints") },
+        "operators": [
+            source(&broker, &topic, json!({ "properties.group.id": group })),
+            { "id": "out", "op": "sink.blackhole", "inputs": ["events"] }
+        ]
+    });
+    let id = h.submit("", &spec);
+    let vertex = h.get_ok(&format!("/jobs/{id}"))["vertices"][0]["id"].as_str().unwrap().to_owned();
+    let ends = broker.end_offsets(&topic);
+    let metric = |name: &str| -> Option<f64> {
+        let path = format!("/jobs/{id}/vertices/{vertex}/metrics?get=0.events.{name}");
+        h.get(&path).ok()?.body[0]["value"].as_str()?.parse().ok()
+    };
+    let caught_up = || {
+        (metric("pendingRecords")? == 0.0).then_some(())?;
+        for (partition, end) in &ends {
+            let at = |what: &str| metric(&format!("KafkaSourceReader.topic.{topic}.partition.{partition}.{what}"));
+            (at("currentOffset")? == (*end - 1) as f64 && at("committedOffset")? == *end as f64).then_some(())?;
+        }
+        Some(())
+    };
+    h.wait_for("the source to catch up and commit", DEADLINE, caught_up);
+    assert_eq!(metric("KafkaSourceReader.KafkaConsumer.records-lag-max"), Some(0.0));
+    assert_eq!(broker.committed_offsets(&group, &topic), ends, "the group's offsets");
+
+    // The reporter: the topic and partition are labels, as Flink's key/value groups (label
+    // values filtered as Flink's reporter does by default: `-` becomes `_`).
+    let topic_label = topic.replace('-', "_");
+    let scrape: String = ports
+        .iter()
+        .map(|port| {
+            let reply = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap();
+            reply.into_body().read_to_string().unwrap()
+        })
+        .collect();
+    for (partition, end) in &ends {
+        let line = scrape
+            .lines()
+            .find(|l| {
+                l.starts_with("flink_taskmanager_job_task_operator_KafkaSourceReader_topic_partition_committedOffset{")
+                    && l.contains(&format!("topic=\"{topic_label}\""))
+                    && l.contains(&format!("partition=\"{partition}\""))
+            })
+            .unwrap_or_else(|| panic!("no committedOffset of partition {partition} in\n{scrape}"));
+        assert!(line.ends_with(&format!(" {end}")) || line.ends_with(&format!(" {end}.0")), "{line}");
+    }
+    assert!(scrape.contains("flink_taskmanager_job_task_operator_pendingRecords{"), "{scrape}");
+    assert!(scrape.contains("flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_lag_max{"));
+    h.delete(&format!("/jobs/{id}")).unwrap();
+}
+
+/// `key.format` / `key.fields` on the source: fields decoded from the record key (csv here)
+/// and the others from the value (`value.fields-include: EXCEPT_KEY`), in the declared
+/// order. A record without a key has null key fields; an unreadable key is skipped and
+/// counted with `json.ignore-parse-errors`, or fails the job naming the record.
+#[test]
+fn source_key_fields_are_decoded_from_the_record_key() {
+    let broker = KafkaBroker::external_or_start("source-keys");
+    let topic = unique_topic("keys");
+    broker.create_topic(&topic, 1);
+    let mut records: Vec<TestRecord> = (0..20)
+        .map(|n| TestRecord::keyed(format!("u{},{n}", n % 3), json!({ "amount": n as f64 / 2.0 }).to_string()))
+        .collect();
+    records.push(TestRecord::value(json!({ "amount": 99.5 }).to_string()));
+    records.push(TestRecord::keyed("u1,not-a-number", json!({ "amount": 1.0 }).to_string()));
+    broker.produce(&topic, &records);
+
+    let h = cluster("kafka-source-keys", 1);
+    let job = |name: &str, extra: Value| {
+        let mut op = source(
+            &broker,
+            &topic,
+            json!({ "scan.bounded.mode": "latest-offset", "schema": { "user": "string", "amount": "float", "id": "integer" },
+                    "key.format": "csv", "key.fields": ["user", "id"], "value.fields-include": "EXCEPT_KEY" }),
+        );
+        for (k, v) in extra.as_object().unwrap() {
+            op[k] = v.clone();
+        }
+        json!({
+            "flint": 1, "name": name, "parallelism": 1,
+            "operators": [
+                op,
+                { "id": "out", "op": "sink.file", "inputs": ["events"], "path": h.home.join(name), "format": "json" }
+            ]
+        })
+    };
+    let strict = h.submit("", &job("strict", json!({})));
+    h.wait_job_state(&strict, "FAILED", DEADLINE);
+    let root =
+        h.get_ok(&format!("/jobs/{strict}/exceptions"))["root-exception"].as_str().unwrap_or_default().to_owned();
+    assert!(root.contains(&format!("the key of the record at {topic}-0 offset 21")), "{root}");
+
+    let skipping = h.submit("", &job("skipping", json!({ "json.ignore-parse-errors": true })));
+    h.wait_job_state(&skipping, "FINISHED", DEADLINE);
+    assert_eq!(h.accumulators(&skipping).get("kafka-records-skipped"), Some(&1));
+    let rows: Vec<Value> =
+        read_output_lines(&h.home.join("skipping")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 21, "{rows:?}");
+    for n in 0..20u64 {
+        let row = rows.iter().find(|r| r["id"] == n).unwrap_or_else(|| panic!("no id {n} in {rows:?}"));
+        assert_eq!(row["user"], format!("u{}", n % 3), "{row}");
+        assert_eq!(row["amount"].as_f64(), Some(n as f64 / 2.0), "{row}");
+        let fields: Vec<&String> = row.as_object().unwrap().keys().collect();
+        assert_eq!(fields.len(), 3, "{row}");
+    }
+    let keyless = rows.iter().find(|r| r["amount"].as_f64() == Some(99.5)).expect("the record without a key");
+    assert!(keyless["user"].is_null() && keyless["id"].is_null(), "{keyless}");
 }
