@@ -321,6 +321,11 @@ pub struct TaskDeploymentDescriptor {
     /// the sha256 of their MessagePack bytes, a permanent blob of the job.
     #[serde(default)]
     pub operators_blob: Option<String>,
+    /// At the end of its input the task waits for a final checkpoint before it ends
+    /// (checkpointing is on and `execution.checkpointing.checkpoints-after-tasks-finish`), so
+    /// that a checkpoint covers all output and sinks commit their tail through it.
+    #[serde(default)]
+    pub final_checkpoint: bool,
 }
 
 /// Where a task finds the state it restores.
@@ -590,6 +595,10 @@ pub struct NotifyCheckpoint {
     pub attempt_id: ExecutionAttemptId,
     pub checkpoint_id: u64,
     pub completed: bool,
+    /// The completed checkpoint is the job's final one: every task took it after the end of
+    /// its input, so a task waiting for it ends now.
+    #[serde(default)]
+    pub final_checkpoint: bool,
 }
 
 rpc_message!(unfenced NotifyCheckpoint => bool);
@@ -602,6 +611,9 @@ pub struct TaskCheckpointState {
     pub size_bytes: u64,
     pub alignment_ms: u64,
     pub duration_ms: u64,
+    /// The task took the checkpoint after the end of its input (every operator finished).
+    #[serde(default)]
+    pub end_of_input: bool,
 }
 
 /// TaskExecutor → JobMaster (fenced): the task wrote its state for the checkpoint.
@@ -928,8 +940,9 @@ impl TaskExecutorGateway {
         attempt_id: ExecutionAttemptId,
         checkpoint_id: u64,
         completed: bool,
+        final_checkpoint: bool,
     ) -> Reply<bool> {
-        Box::pin(self.0.ask(&NotifyCheckpoint { attempt_id, checkpoint_id, completed }))
+        Box::pin(self.0.ask(&NotifyCheckpoint { attempt_id, checkpoint_id, completed, final_checkpoint }))
     }
 
     pub fn log_list(&self) -> Reply<Vec<LogFileInfo>> {

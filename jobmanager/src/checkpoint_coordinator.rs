@@ -81,6 +81,8 @@ pub const TOLERABLE_FAILURES_KEY: &str = "execution.checkpointing.tolerable-fail
 pub const RETAINED_KEY: &str = "execution.checkpointing.num-retained";
 /// Flink 1's name, still accepted.
 pub const RETAINED_DEPRECATED_KEY: &str = "state.checkpoints.num-retained";
+pub const AFTER_TASKS_FINISH_KEY: &str = "execution.checkpointing.checkpoints-after-tasks-finish";
+pub const AFTER_TASKS_FINISH_DEPRECATED_KEY: &str = "execution.checkpointing.checkpoints-after-tasks-finish.enabled";
 
 /// Abort reason of checkpoints pending when the job restarts.
 pub const JOB_RESTARTING: &str = "job restarting";
@@ -111,6 +113,9 @@ pub struct CheckpointConfig {
     pub tolerable_failures: u32,
     /// `state.checkpoints.num-retained` / `execution.checkpointing.num-retained` (1).
     pub retained: u32,
+    /// `execution.checkpointing.checkpoints-after-tasks-finish` (true): tasks at the end of
+    /// their input wait for a final checkpoint, which commits the sinks' last output.
+    pub after_tasks_finish: bool,
 }
 
 impl CheckpointConfig {
@@ -123,6 +128,7 @@ impl CheckpointConfig {
             max_concurrent: 1,
             tolerable_failures: 0,
             retained: 1,
+            after_tasks_finish: true,
         }
     }
 
@@ -177,6 +183,13 @@ impl CheckpointConfig {
         if let Some(n) = count(&[RETAINED_KEY, RETAINED_DEPRECATED_KEY], 1)? {
             config.retained = n;
         }
+        if let Some((key, value)) = lookup(&[AFTER_TASKS_FINISH_KEY, AFTER_TASKS_FINISH_DEPRECATED_KEY]) {
+            config.after_tasks_finish = match value.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(format!("invalid value '{value}' for '{key}': expected true or false")),
+            };
+        }
         Ok(Some(config))
     }
 }
@@ -226,6 +239,9 @@ pub struct AckState {
     pub alignment_ms: u64,
     /// Time the snapshot took in the task.
     pub duration_ms: u64,
+    /// The task took the checkpoint after the end of its input.
+    #[serde(default)]
+    pub end_of_input: bool,
 }
 
 /// What the JobMaster is asked to do.
@@ -238,8 +254,9 @@ pub enum CheckpointAction {
     WriteMetadata { checkpoint_id: u64, kind: CheckpointKind, handles: Vec<(ExecutionAttemptId, String)> },
     /// The checkpoint is complete (for a savepoint: the answer to the trigger request).
     Completed { checkpoint_id: u64, info: CompletedCheckpointInfo },
-    /// Tell the tasks (sinks commit here).
-    NotifyComplete { checkpoint_id: u64, tasks: Vec<ExecutionAttemptId> },
+    /// Tell the tasks (sinks commit here). `final_checkpoint`: every task took it after the
+    /// end of its input (Flink's final checkpoint): the tasks waiting for it end.
+    NotifyComplete { checkpoint_id: u64, tasks: Vec<ExecutionAttemptId>, final_checkpoint: bool },
     /// The checkpoint failed or was given up.
     Abort { checkpoint_id: u64, reason: String },
     /// Tell the tasks to drop what they hold for the checkpoint.
@@ -797,6 +814,7 @@ impl CheckpointCoordinator {
             is_savepoint,
         };
         let tasks: Vec<_> = pending.tasks.iter().copied().collect();
+        let final_checkpoint = pending.acks.values().all(|a| a.state.end_of_input);
 
         self.counts.completed += 1;
         self.size_summary.add(stats.state_size);
@@ -813,7 +831,7 @@ impl CheckpointCoordinator {
         self.last_completed_id = Some(self.last_completed_id.map_or(checkpoint_id, |l| l.max(checkpoint_id)));
 
         actions.push(CheckpointAction::Completed { checkpoint_id, info: info.clone() });
-        actions.push(CheckpointAction::NotifyComplete { checkpoint_id, tasks });
+        actions.push(CheckpointAction::NotifyComplete { checkpoint_id, tasks, final_checkpoint });
         if !is_savepoint {
             let handles = pending.acks.values().map(|a| a.state.handle.clone()).collect();
             self.store.push_back(Retained { info, handles });
@@ -1227,7 +1245,13 @@ mod tests {
     }
 
     fn ack_state(id: u64, task: usize, size_bytes: u64, alignment_ms: u64) -> AckState {
-        AckState { handle: format!("chk-{id}/task-{task}"), size_bytes, alignment_ms, duration_ms: 2 }
+        AckState {
+            handle: format!("chk-{id}/task-{task}"),
+            size_bytes,
+            alignment_ms,
+            duration_ms: 2,
+            end_of_input: false,
+        }
     }
 
     fn location(id: u64) -> String {
@@ -1274,11 +1298,17 @@ mod tests {
         cluster.set(MIN_PAUSE_KEY, "500 ms");
         cluster.set(MAX_CONCURRENT_KEY, "2");
         cluster.set(RETAINED_DEPRECATED_KEY, "5");
-        let job: BTreeMap<String, String> =
-            [(INTERVAL_KEY, "10 s"), (TIMEOUT_KEY, "30 s"), (TOLERABLE_FAILURES_KEY, "3"), (RETAINED_KEY, "4")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+        cluster.set(AFTER_TASKS_FINISH_DEPRECATED_KEY, "true");
+        let job: BTreeMap<String, String> = [
+            (INTERVAL_KEY, "10 s"),
+            (TIMEOUT_KEY, "30 s"),
+            (TOLERABLE_FAILURES_KEY, "3"),
+            (RETAINED_KEY, "4"),
+            (AFTER_TASKS_FINISH_KEY, "False"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         let expected = CheckpointConfig {
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
@@ -1286,6 +1316,7 @@ mod tests {
             max_concurrent: 2,
             tolerable_failures: 3,
             retained: 4,
+            after_tasks_finish: false,
         };
         assert_eq!(CheckpointConfig::from_config(&job, &cluster), Ok(Some(expected)));
 
@@ -1296,6 +1327,7 @@ mod tests {
             (MAX_CONCURRENT_KEY, "0"),
             (TOLERABLE_FAILURES_KEY, "-1"),
             (RETAINED_DEPRECATED_KEY, "0"),
+            (AFTER_TASKS_FINISH_KEY, "yes"),
         ] {
             let job = BTreeMap::from([(key.to_owned(), value.to_owned())]);
             let error = CheckpointConfig::from_config(&job, &cluster).unwrap_err();
@@ -1400,11 +1432,35 @@ mod tests {
             actions,
             vec![
                 CheckpointAction::Completed { checkpoint_id: 1, info: info.clone() },
-                CheckpointAction::NotifyComplete { checkpoint_id: 1, tasks: f.tasks.clone() },
+                CheckpointAction::NotifyComplete { checkpoint_id: 1, tasks: f.tasks.clone(), final_checkpoint: false },
             ]
         );
         assert_eq!(f.c.latest_completed(), Some(&info));
         assert!(f.c.pending_ids().is_empty());
+    }
+
+    /// Flink's final checkpoint: a completed checkpoint is final only when every task took
+    /// it after the end of its input; one task still reading makes it an ordinary one.
+    #[test]
+    fn a_checkpoint_is_final_when_every_task_took_it_after_its_end_of_input() {
+        let mut f = Fixture::new(config(10));
+        f.tick(0);
+        let finality = |actions: &[CheckpointAction]| {
+            actions.iter().find_map(|a| match a {
+                CheckpointAction::NotifyComplete { final_checkpoint, .. } => Some(*final_checkpoint),
+                _ => None,
+            })
+        };
+        for (id, ended) in [(1, [true, false, true]), (2, [true, true, true])] {
+            let ms = id * 10_000;
+            assert_eq!(triggered(&f.tick(ms)), vec![id]);
+            for (task, end_of_input) in ended.into_iter().enumerate() {
+                let state = AckState { end_of_input, ..ack_state(id, task, 1, 0) };
+                f.c.on_ack(id, f.tasks[task], state, f.at(ms + 1));
+            }
+            let actions = f.c.on_metadata_written(id, location(id), f.at(ms + 2));
+            assert_eq!(finality(&actions), Some(id == 2), "checkpoint {id}");
+        }
     }
 
     #[test]

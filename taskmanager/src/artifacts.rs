@@ -265,6 +265,7 @@ mod tests {
             artifacts,
             blob_server: None,
             operators_blob: None,
+            final_checkpoint: false,
         }
     }
 

@@ -120,8 +120,9 @@ pub type Reporter = Box<dyn Fn(TaskEvent) + Send>;
 pub enum TaskCommand {
     /// Source tasks: inject this barrier (and snapshot).
     TriggerCheckpoint(CheckpointBarrierInfo),
-    /// A checkpoint completed (`true`) or was aborted.
-    NotifyCheckpoint { checkpoint_id: u64, completed: bool },
+    /// A checkpoint completed (`true`) or was aborted; `final_checkpoint`: it is the job's
+    /// final checkpoint (see [`TaskDeploymentDescriptor::final_checkpoint`]).
+    NotifyCheckpoint { checkpoint_id: u64, completed: bool, final_checkpoint: bool },
 }
 
 /// A running task.
@@ -155,6 +156,9 @@ impl Drop for TaskHandle {
 
 const WATERMARK_TAG: u8 = 0x01;
 const BARRIER_TAG: u8 = 0x02;
+/// Flink's `EndOfData`: the producer's input ended and its operators finished; it stays
+/// for the final checkpoint before it ends its partition.
+const END_OF_DATA_TAG: u8 = 0x03;
 
 fn encode_watermark(watermark: i64) -> Bytes {
     let mut v = Vec::with_capacity(9);
@@ -243,6 +247,8 @@ fn run(
         commands,
         last_barrier: 0,
         stop: None,
+        input_ended: false,
+        final_done: false,
     };
     let result = runtime.block_on(task.execute());
     let partitions = std::mem::take(&mut task.partitions);
@@ -316,6 +322,10 @@ impl OutputCollector {
         self.broadcast(Event::Custom(encode_barrier(barrier)))
     }
 
+    fn broadcast_end_of_data(&mut self) -> Result<(), TaskError> {
+        self.broadcast(Event::Custom(Bytes::from_static(&[END_OF_DATA_TAG])))
+    }
+
     fn broadcast(&mut self, event: Event) -> Result<(), TaskError> {
         for output in &self.outputs {
             futures::executor::block_on(output.partition.broadcast_event(event.clone()))
@@ -358,8 +368,23 @@ impl Chain {
         }
     }
 
-    fn finish(&mut self) -> Result<(), TaskError> {
+    /// The end of the input: the operators emit what is left (windows fire).
+    /// `final_checkpoint`: a checkpoint follows and commits what is still uncommitted.
+    fn finish(&mut self, final_checkpoint: bool) -> Result<(), TaskError> {
+        if final_checkpoint {
+            for operator in self.operators.operators_mut() {
+                operator.expect_final_checkpoint();
+            }
+        }
         self.operators.finish(&mut self.output)
+    }
+
+    /// The task ends well: every operator waits for what is still underway.
+    fn close(&mut self) -> Result<(), TaskError> {
+        for operator in self.operators.operators_mut() {
+            operator.close()?;
+        }
+        Ok(())
     }
 
     /// Every operator's state, in chain order.
@@ -478,6 +503,10 @@ struct TaskRun<'a> {
     last_barrier: u64,
     /// Set by a stop-with-savepoint barrier: `Some(drain)`.
     stop: Option<bool>,
+    /// Every input ended and the operators finished (Flink's end of data).
+    input_ended: bool,
+    /// The job's final checkpoint completed: the task may end.
+    final_done: bool,
 }
 
 const TICK: Duration = Duration::from_millis(100);
@@ -555,6 +584,7 @@ impl TaskRun<'_> {
                     size_bytes,
                     alignment_ms: alignment.as_millis() as u64,
                     duration_ms: started.elapsed().as_millis() as u64,
+                    end_of_input: self.input_ended,
                 },
             },
             Err(reason) => {
@@ -580,7 +610,12 @@ impl TaskRun<'_> {
                     uncounted: false,
                 });
             }
-            TaskCommand::NotifyCheckpoint { checkpoint_id, completed: true } => chain.notify_complete(checkpoint_id)?,
+            TaskCommand::NotifyCheckpoint { checkpoint_id, completed: true, final_checkpoint } => {
+                chain.notify_complete(checkpoint_id)?;
+                if final_checkpoint && self.input_ended {
+                    self.final_done = true;
+                }
+            }
             TaskCommand::NotifyCheckpoint { completed: false, .. } => {}
         }
         Ok(())
@@ -691,7 +726,13 @@ impl TaskRun<'_> {
                     Step::Canceled | Step::Command(None) => return canceled(),
                     Step::Command(Some(command)) => self.command(&mut chain, command)?,
                     Step::Next(next) => {
-                        let Some(batch) = next? else { break };
+                        let Some(batch) = next? else {
+                            if tdd.final_checkpoint {
+                                self.end_input(&mut chain)?;
+                                self.await_final_checkpoint(&mut chain, &mut last_tick, &mut last_report).await?;
+                            }
+                            break;
+                        };
                         if let Some(io) = &source_io {
                             io.records_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                         }
@@ -708,14 +749,49 @@ impl TaskRun<'_> {
             return canceled();
         }
         // Stop-with-savepoint without drain ends without the operators' end of input.
-        if self.stop != Some(false) {
-            chain.finish()?;
+        if self.stop != Some(false) && !self.input_ended {
+            chain.finish(false)?;
         }
+        chain.close()?;
         let end = TaskEnd { accumulators: chain.accumulators(), commits: chain.final_commits() };
         for output in &chain.output.outputs {
             output.partition.finish().await.map_err(|e| TaskError::new(e.to_string()))?;
         }
         Ok(end)
+    }
+
+    /// The end of the input when a final checkpoint follows: the operators finish, and
+    /// downstream learns that no more data comes (before any later barrier).
+    fn end_input(&mut self, chain: &mut Chain) -> Result<(), TaskError> {
+        chain.finish(true)?;
+        chain.output.broadcast_end_of_data()?;
+        self.input_ended = true;
+        Ok(())
+    }
+
+    /// After [`TaskRun::end_input`]: the task stays, takes part in checkpoints and ends
+    /// once the job's final checkpoint completed (or a stop-with-savepoint came).
+    async fn await_final_checkpoint(
+        &mut self,
+        chain: &mut Chain,
+        last_tick: &mut Instant,
+        last_report: &mut Instant,
+    ) -> Result<(), TaskError> {
+        while !self.final_done && self.stop.is_none() {
+            let step = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => Step::Canceled,
+                command = self.commands.recv() => Step::Command(command),
+                _ = tokio::time::sleep(TICK) => Step::Next(()),
+            };
+            match step {
+                Step::Canceled | Step::Command(None) => return Ok(()),
+                Step::Command(Some(command)) => self.command(chain, command)?,
+                Step::Next(()) => {}
+            }
+            self.periodic(chain, last_tick, last_report)?;
+        }
+        Ok(())
     }
 
     /// The input loop of a task with network inputs: decodes buffers into the chain,
@@ -792,6 +868,8 @@ impl TaskRun<'_> {
         let head_tracks_channels =
             matches!(vertex.head().kind, OperatorKind::Window { .. } | OperatorKind::WasmProcess { .. });
         let mut ended: HashSet<(usize, usize)> = HashSet::new();
+        // Channels whose producer's data ended (EndOfData or the partition's end).
+        let mut data_ended: HashSet<(usize, usize)> = HashSet::new();
         let mut alignment: Option<Alignment> = None;
         let mut replay: VecDeque<(usize, usize, BufferOrEvent)> = VecDeque::new();
         while gates_open > 0 || !replay.is_empty() {
@@ -844,6 +922,9 @@ impl TaskRun<'_> {
                     self.io.read_records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     chain.push(input, channel, batch)?;
                 }
+                BufferOrEvent::Event(Event::Custom(bytes)) if bytes[..] == [END_OF_DATA_TAG] => {
+                    data_ended.insert((input, channel));
+                }
                 BufferOrEvent::Event(Event::Custom(bytes)) => {
                     if let Some(barrier) = decode_barrier(&bytes) {
                         let id = barrier.checkpoint_id;
@@ -893,7 +974,11 @@ impl TaskRun<'_> {
                 }
                 BufferOrEvent::Event(Event::EndOfPartition) => {
                     ended.insert((input, channel));
+                    data_ended.insert((input, channel));
                 }
+            }
+            if tdd.final_checkpoint && !self.input_ended && self.stop.is_none() && data_ended.len() >= total_channels {
+                self.end_input(chain)?;
             }
             // Aligned once every channel delivered the barrier or ended.
             let aligned = alignment.as_ref().is_some_and(|a| {
@@ -907,6 +992,9 @@ impl TaskRun<'_> {
                 }
             }
             self.periodic(chain, last_tick, last_report)?;
+        }
+        if self.input_ended {
+            self.await_final_checkpoint(chain, last_tick, last_report).await?;
         }
         Ok(())
     }

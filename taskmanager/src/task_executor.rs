@@ -770,7 +770,11 @@ impl Handler<TriggerCheckpoint> for TaskExecutor {
 impl Handler<NotifyCheckpoint> for TaskExecutor {
     type Result = bool;
     fn handle(&mut self, msg: NotifyCheckpoint, _ctx: &mut Context<Self>) -> bool {
-        let command = TaskCommand::NotifyCheckpoint { checkpoint_id: msg.checkpoint_id, completed: msg.completed };
+        let command = TaskCommand::NotifyCheckpoint {
+            checkpoint_id: msg.checkpoint_id,
+            completed: msg.completed,
+            final_checkpoint: msg.final_checkpoint,
+        };
         self.tasks.get(&msg.attempt_id).is_some_and(|t| t.handle.command(command))
     }
 }

@@ -214,6 +214,14 @@ impl Operator for Metered {
         self.inner.final_commits()
     }
 
+    fn expect_final_checkpoint(&mut self) {
+        self.inner.expect_final_checkpoint()
+    }
+
+    fn close(&mut self) -> Result<(), TaskError> {
+        self.inner.close()
+    }
+
     fn accumulators(&self, out: &mut Vec<(String, u64)>) {
         self.inner.accumulators(out)
     }

@@ -177,6 +177,8 @@ pub struct KafkaBroker {
     pub name: String,
     bootstrap: String,
     local: Option<Local>,
+    /// librdkafka's mock cluster (`rdkafka::mocking::MockCluster`) of the test process.
+    mock: bool,
 }
 
 impl KafkaBroker {
@@ -204,6 +206,7 @@ impl KafkaBroker {
             name: name.to_string(),
             bootstrap: String::new(),
             local: Some(Local { binary, dir, log, port: 0, child: None, starts: 0 }),
+            mock: false,
         };
         // The port was free a moment ago; if someone else took it meanwhile, pick another.
         let mut last_error = String::new();
@@ -224,7 +227,12 @@ impl KafkaBroker {
     /// (up to 30 s); `None` when the variable is not set. Starts nothing.
     pub fn external() -> Option<KafkaBroker> {
         let bootstrap = std::env::var(EXTERNAL_BOOTSTRAP_ENV).ok().filter(|b| !b.trim().is_empty())?;
-        let broker = KafkaBroker { name: "external".to_string(), bootstrap: bootstrap.trim().to_string(), local: None };
+        let broker = KafkaBroker {
+            name: "external".to_string(),
+            bootstrap: bootstrap.trim().to_string(),
+            local: None,
+            mock: false,
+        };
         let until = Instant::now() + READY_DEADLINE;
         loop {
             match broker.metadata_answers(Duration::from_secs(2)) {
@@ -247,9 +255,16 @@ impl KafkaBroker {
         KafkaBroker::external().unwrap_or_else(|| KafkaBroker::start(name))
     }
 
+    /// A client of librdkafka's mock cluster running in this test process (`bootstrap`:
+    /// its `bootstrap_servers()`): it takes the transactional calls but keeps no records away
+    /// from `read_committed` readers. Create its topics through the `MockCluster`.
+    pub fn mock_cluster(bootstrap: &str) -> KafkaBroker {
+        KafkaBroker { name: "mock".to_string(), bootstrap: bootstrap.to_string(), local: None, mock: true }
+    }
+
     /// Whether this is an external broker rather than one the harness started.
     pub fn is_external(&self) -> bool {
-        self.local.is_none()
+        self.local.is_none() && !self.mock
     }
 
     /// Whether the broker implements Kafka transactions: an external broker (a real Kafka)

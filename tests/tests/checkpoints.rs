@@ -375,3 +375,38 @@ fn stop_with_savepoint_and_resume() {
     let status = poll_operation(&h, &format!("/jobs/{id}/savepoints/{trigger}"));
     assert!(status["operation"]["failure-cause"].is_object(), "{status}");
 }
+
+/// Flink's final checkpoint: a bounded job with checkpointing ends only after a checkpoint
+/// taken once every input ended, which commits the file sink's last files (a job this short
+/// would otherwise finish before its first checkpoint). With
+/// `execution.checkpointing.checkpoints-after-tasks-finish: false` it ends at once and the
+/// jobmanager commits the last files when the job finished.
+#[test]
+fn a_bounded_job_ends_with_a_final_checkpoint_unless_turned_off() {
+    const RECORDS: u64 = 10_000;
+    let (h, _) = cluster("final-checkpoint", 1);
+    for after_finish in [true, false] {
+        let out = h.home.join(format!("out-{after_finish}"));
+        let spec = json!({
+            "flint": 1, "name": "final-checkpoint", "parallelism": 2,
+            "config": {
+                "execution.checkpointing.interval": "300 ms",
+                "execution.checkpointing.checkpoints-after-tasks-finish": after_finish.to_string(),
+                "state.checkpoints.dir": h.home.join("checkpoints")
+            },
+            "operators": [
+                { "id": "numbers", "op": "source.sequence", "from": 0, "to": RECORDS - 1 },
+                { "id": "out", "op": "sink.file", "inputs": ["numbers"], "path": out }
+            ]
+        });
+        let id = h.submit("", &spec);
+        h.wait_job_state(&id, "FINISHED", DEADLINE);
+        let completed = completed_checkpoints(&h, &id);
+        if after_finish {
+            assert!(completed >= 1, "no checkpoint completed before the job finished");
+        }
+        let mut numbers: Vec<u64> = read_output_lines(&out).iter().map(|l| l.parse().unwrap()).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..RECORDS).collect::<Vec<_>>(), "checkpoints-after-tasks-finish {after_finish}");
+    }
+}

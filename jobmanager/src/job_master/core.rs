@@ -131,7 +131,13 @@ pub enum Action {
     /// [`JobCore::checkpoint_stored`]).
     StoreCheckpoint { checkpoint_id: u64, handle: SavepointRestore },
     /// Tell a task that a checkpoint completed or was aborted (no answer).
-    NotifyCheckpoint { task_executor: RpcAddress, attempt: ExecutionAttemptId, checkpoint_id: u64, completed: bool },
+    NotifyCheckpoint {
+        task_executor: RpcAddress,
+        attempt: ExecutionAttemptId,
+        checkpoint_id: u64,
+        completed: bool,
+        final_checkpoint: bool,
+    },
     /// Delete a checkpoint directory and/or state files, in order with the other file work.
     Discard { checkpoint_id: u64, location: Option<String>, handles: Vec<String> },
     /// The job ended: delete the retained checkpoints it owns, then its directory if empty.
@@ -231,6 +237,9 @@ struct Checkpointing {
     quiet_savepoints: BTreeSet<u64>,
     /// The job was submitted with a savepoint, not restored from it yet.
     submitted_restore: bool,
+    /// Tasks wait for a final checkpoint at the end of their input: periodic checkpoints
+    /// are on and `execution.checkpointing.checkpoints-after-tasks-finish` is true.
+    final_checkpoint: bool,
 }
 
 /// Where checkpoints go when checkpointing is on but `state.checkpoints.dir` is not set.
@@ -283,7 +292,9 @@ impl Checkpointing {
             };
             initial = coordinator.restore_from(info, clock.now())?;
         }
+        let final_checkpoint = periodic.as_ref().is_some_and(|c| c.after_tasks_finish);
         Ok(Self {
+            final_checkpoint,
             coordinator,
             settings: CheckpointSettings { config: periodic, checkpoints_dir, savepoints_dir, retention },
             storage,
@@ -603,6 +614,7 @@ impl JobCore {
             info!(job_id = %self.job_id, checkpoint = r.checkpoint_id, location = %r.location, "restoring tasks from checkpoint");
         }
         let graph = self.job_graph.clone();
+        let final_checkpoint = self.checkpointing.as_ref().is_ok_and(|c| c.final_checkpoint);
         let mut submissions = Vec::new();
         for (vi, vertex) in graph.vertices.iter().enumerate() {
             let inputs: Vec<InputGateDeployment> = graph
@@ -670,6 +682,7 @@ impl JobCore {
                     artifacts: artifacts.clone(),
                     blob_server: self.blob_server.clone(),
                     operators_blob: operators_blob.clone(),
+                    final_checkpoint,
                 };
                 let assignment = SlotAssignment {
                     allocation_id: slot.allocation_id,
@@ -1360,15 +1373,15 @@ impl JobCore {
                     self.checkpoint_completed(checkpoint_id, &info);
                     Vec::new()
                 }
-                CheckpointAction::NotifyComplete { checkpoint_id, tasks } => {
+                CheckpointAction::NotifyComplete { checkpoint_id, tasks, final_checkpoint } => {
                     let quiet = self.checkpointing.as_mut().is_ok_and(|c| c.quiet_savepoints.remove(&checkpoint_id));
                     if !quiet {
-                        self.notify_tasks(checkpoint_id, tasks, true);
+                        self.notify_tasks(checkpoint_id, tasks, true, final_checkpoint);
                     }
                     Vec::new()
                 }
                 CheckpointAction::NotifyAborted { checkpoint_id, tasks } => {
-                    self.notify_tasks(checkpoint_id, tasks, false);
+                    self.notify_tasks(checkpoint_id, tasks, false, false);
                     Vec::new()
                 }
                 CheckpointAction::Abort { checkpoint_id, reason } => {
@@ -1619,10 +1632,22 @@ impl JobCore {
         self.finish_after_stop_savepoint();
     }
 
-    fn notify_tasks(&mut self, checkpoint_id: u64, tasks: Vec<ExecutionAttemptId>, completed: bool) {
+    fn notify_tasks(
+        &mut self,
+        checkpoint_id: u64,
+        tasks: Vec<ExecutionAttemptId>,
+        completed: bool,
+        final_checkpoint: bool,
+    ) {
         for attempt in tasks {
             let Some(task_executor) = self.task_executor_of(attempt) else { continue };
-            self.out.push(Action::NotifyCheckpoint { task_executor, attempt, checkpoint_id, completed });
+            self.out.push(Action::NotifyCheckpoint {
+                task_executor,
+                attempt,
+                checkpoint_id,
+                completed,
+                final_checkpoint,
+            });
         }
     }
 

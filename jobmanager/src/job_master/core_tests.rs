@@ -495,7 +495,8 @@ fn checkpoint_up_to_metadata(f: &mut Fixture) -> (u64, Vec<Action>) {
     assert_eq!(triggers.len(), 1, "one source subtask: {triggers:?}");
     let mut last = Vec::new();
     for a in f.attempts() {
-        let state = AckState { handle: String::new(), size_bytes: 1, alignment_ms: 0, duration_ms: 1 };
+        let state =
+            AckState { handle: String::new(), size_bytes: 1, alignment_ms: 0, duration_ms: 1, end_of_input: false };
         last = f.core.checkpoint_acknowledged(id, a, state);
     }
     (id, last)
@@ -571,7 +572,8 @@ fn a_stop_with_savepoint_during_a_checkpoint_finishes_the_job() {
     f.core.metadata_written(checkpoint, false, Ok("/cp/chk".into()));
     f.core.checkpoint_stored(checkpoint, "/cp/chk".into(), Ok(()));
     for a in f.attempts() {
-        let state = AckState { handle: String::new(), size_bytes: 1, alignment_ms: 0, duration_ms: 1 };
+        let state =
+            AckState { handle: String::new(), size_bytes: 1, alignment_ms: 0, duration_ms: 1, end_of_input: false };
         f.core.checkpoint_acknowledged(savepoint, a, state);
     }
     let actions = f.core.metadata_written(savepoint, true, Ok("/sp/savepoint-1".into()));
@@ -602,7 +604,8 @@ fn a_stop_whose_tasks_finish_before_its_savepoint_is_written_completes_the_savep
     let Some(Action::CreateDirectory { checkpoint_id: savepoint, .. }) = f.ids(actions).pop() else { panic!() };
     f.core.directory_created(savepoint, Ok(PathBuf::from("/sp/savepoint-2")));
     for a in f.attempts() {
-        let state = AckState { handle: String::new(), size_bytes: 1, alignment_ms: 0, duration_ms: 1 };
+        let state =
+            AckState { handle: String::new(), size_bytes: 1, alignment_ms: 0, duration_ms: 1, end_of_input: false };
         f.core.checkpoint_acknowledged(savepoint, a, state);
     }
     for a in f.attempts() {
@@ -758,6 +761,7 @@ fn random_events_keep_the_invariants() {
                                         size_bytes: 1,
                                         alignment_ms: 0,
                                         duration_ms: 1,
+                                        end_of_input: false,
                                     };
                                     all.extend(f.core.checkpoint_acknowledged(barrier.checkpoint_id, a, state));
                                 }

@@ -286,8 +286,13 @@ impl JobMaster {
                     act.run(ctx, actions);
                 }));
             }
-            Action::NotifyCheckpoint { task_executor, attempt, checkpoint_id, completed } => {
-                let fut = self.task_executor(task_executor).notify_checkpoint(attempt, checkpoint_id, completed);
+            Action::NotifyCheckpoint { task_executor, attempt, checkpoint_id, completed, final_checkpoint } => {
+                let fut = self.task_executor(task_executor).notify_checkpoint(
+                    attempt,
+                    checkpoint_id,
+                    completed,
+                    final_checkpoint,
+                );
                 actix::spawn(async move {
                     if let Err(e) = fut.await {
                         debug!(checkpoint_id, attempt = %attempt, error = %e, "could not notify task of checkpoint");
@@ -440,6 +445,7 @@ impl Handler<AcknowledgeCheckpoint> for JobMaster {
             size_bytes: msg.state.size_bytes,
             alignment_ms: msg.state.alignment_ms,
             duration_ms: msg.state.duration_ms,
+            end_of_input: msg.state.end_of_input,
         };
         let actions = self.core.checkpoint_acknowledged(msg.checkpoint_id, msg.attempt_id, state);
         self.run(ctx, actions);

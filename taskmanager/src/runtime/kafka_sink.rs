@@ -1197,6 +1197,9 @@ pub struct KafkaSink {
     mode: Mode,
     /// Records acknowledged by Kafka (exactly-once: committed).
     written: Arc<AtomicU64>,
+    /// A final checkpoint follows the end of the input: exactly-once commits the records
+    /// left at `finish` through it ([`Operator::expect_final_checkpoint`]).
+    final_checkpoint: bool,
 }
 
 impl KafkaSink {
@@ -1305,6 +1308,7 @@ impl KafkaSink {
             partitions: Partitions { partitioner: spec.partitioner, subtask: ctx.subtask, count: None, next: 0 },
             mode,
             written,
+            final_checkpoint: false,
         })
     }
 
@@ -1361,9 +1365,21 @@ impl Operator for KafkaSink {
     }
 
     /// End of the input: everything is written and acknowledged (exactly-once: committed).
+    fn expect_final_checkpoint(&mut self) {
+        self.final_checkpoint = true;
+    }
+
+    /// At-least-once: flushes. Exactly-once: the records since the last checkpoint go into
+    /// the final checkpoint when one follows; without one (checkpointing off, or
+    /// `checkpoints-after-tasks-finish` false) they are committed here, and a failure of the
+    /// job after this point writes them again.
     fn finish(&mut self, _out: &mut dyn Collector) -> Result<(), TaskError> {
         match &mut self.mode {
             Mode::Direct(direct) => direct.flush(&self.topic),
+            Mode::ExactlyOnce(eo) if self.final_checkpoint => {
+                eo.start();
+                eo.poll()
+            }
             Mode::ExactlyOnce(eo) => {
                 eo.start();
                 eo.poll()?;
@@ -1489,6 +1505,18 @@ impl Operator for KafkaSink {
                 eo.poll()?;
                 eo.send_due(Some(checkpoint_id));
                 Ok(())
+            }
+        }
+    }
+
+    /// Exactly-once: waits until the transactions handed to the committer (the final
+    /// checkpoint's) are committed.
+    fn close(&mut self) -> Result<(), TaskError> {
+        match &mut self.mode {
+            Mode::Direct(direct) => direct.flush(&self.topic),
+            Mode::ExactlyOnce(eo) => {
+                eo.start();
+                eo.drain()
             }
         }
     }
@@ -2110,6 +2138,40 @@ mod tests {
         sink.finish(&mut VecCollector::default()).unwrap();
         assert_eq!(read_values(&bootstrap), expected(0..20));
         assert!(eo(&mut sink).pending.is_empty());
+    }
+
+    /// With a final checkpoint to come, the end of the input commits nothing: the tail goes
+    /// into the final checkpoint and is committed when it completes, so a job that fails
+    /// between the end of input and that checkpoint replays the tail without duplicates.
+    #[test]
+    fn with_a_final_checkpoint_the_tail_is_committed_by_it_not_at_finish() {
+        let (_cluster, bootstrap) = cluster(1);
+        let spec = spec(&bootstrap, DeliveryGuarantee::ExactlyOnce);
+        let mut first = sink(&spec, 0, 1);
+        write(&mut first, numbered(0, 10));
+        let checkpoint = snapshot(&mut first, 1);
+        first.notify_checkpoint_complete(1).unwrap();
+        write(&mut first, numbered(10, 10));
+        first.expect_final_checkpoint();
+        first.finish(&mut VecCollector::default()).unwrap();
+        settle(&mut first);
+        assert_eq!(read_values(&bootstrap), expected(0..10), "the tail waits for the final checkpoint");
+        drop(first); // the job fails before its final checkpoint
+        if !MOCK.stores_transactional_offsets {
+            // What checkpoint 1's transaction left on a real broker.
+            commit_marker(&bootstrap, "tx-0", 1, &lineage(&checkpoint));
+        }
+
+        // The restart replays the tail from checkpoint 1 and ends with a final checkpoint.
+        let mut second = restored(&spec, std::slice::from_ref(&checkpoint), 0, 1);
+        write(&mut second, numbered(10, 10));
+        second.expect_final_checkpoint();
+        second.finish(&mut VecCollector::default()).unwrap();
+        snapshot(&mut second, 2);
+        second.notify_checkpoint_complete(2).unwrap();
+        second.close().unwrap();
+        assert_eq!(read_values(&bootstrap), expected(0..20), "every record once");
+        assert!(eo(&mut second).pending.is_empty());
     }
 
     #[test]

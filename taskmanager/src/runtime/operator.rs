@@ -153,6 +153,18 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Called before [`Operator::finish`] when a final checkpoint follows the end of the
+    /// input (checkpointing is on and `execution.checkpointing.checkpoints-after-tasks-finish`,
+    /// Flink's FLIP-147): what is still uncommitted at `finish` is committed through that
+    /// checkpoint ([`Operator::notify_checkpoint_complete`]), not at `finish`.
+    fn expect_final_checkpoint(&mut self) {}
+
+    /// The task ends well, after [`Operator::finish`] and the final checkpoint (if any):
+    /// wait for what is still underway (e.g. a commit).
+    fn close(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
     /// Checkpoint `checkpoint_id`: write everything needed to resume from this exact point
     /// of the input into `state` (a fresh store with this subtask's key groups). Called
     /// between batches, after every earlier input was processed and before any later one.
