@@ -387,6 +387,11 @@ fn lag_and_offset_metrics_have_flinks_names() {
     h.wait_for("the source to catch up and commit", DEADLINE, caught_up);
     assert_eq!(metric("KafkaSourceReader.KafkaConsumer.records-lag-max"), Some(0.0));
     assert_eq!(broker.committed_offsets(&group, &topic), ends, "the group's offsets");
+    // The commits at completed checkpoints, counted from their results.
+    h.wait_for("a confirmed offset commit", DEADLINE, || {
+        (metric("KafkaSourceReader.commitsSucceeded")? >= 1.0).then_some(())
+    });
+    assert_eq!(metric("KafkaSourceReader.commitsFailed"), Some(0.0));
 
     // The reporter: the topic and partition are labels, as Flink's key/value groups (label
     // values filtered as Flink's reporter does by default: `-` becomes `_`).
@@ -411,6 +416,7 @@ fn lag_and_offset_metrics_have_flinks_names() {
     }
     assert!(scrape.contains("flink_taskmanager_job_task_operator_pendingRecords{"), "{scrape}");
     assert!(scrape.contains("flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_lag_max{"));
+    assert!(scrape.contains("flink_taskmanager_job_task_operator_KafkaSourceReader_commitsSucceeded{"));
     h.delete(&format!("/jobs/{id}")).unwrap();
 }
 

@@ -27,8 +27,9 @@
 //! offset under `read_committed`, else its high watermark, as librdkafka's statistics report
 //! them every `statistics.interval.ms`, 1 s by default here),
 //! `KafkaSourceReader.KafkaConsumer.records-lag-max` (the largest of those per partition),
-//! and `KafkaSourceReader.topic.<t>.partition.<p>.currentOffset` / `.committedOffset` (the
-//! offset the group confirmed, from the statistics).
+//! `KafkaSourceReader.topic.<t>.partition.<p>.currentOffset` / `.committedOffset` (the
+//! offset the group confirmed, from the statistics), and `KafkaSourceReader.commitsSucceeded`
+//! / `.commitsFailed` (offset commits at completed checkpoints, from their results).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +52,7 @@ use flint_common::messages::{GroupedMetric, MetricGroupKey};
 use futures::future::BoxFuture;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
@@ -96,10 +97,13 @@ struct ReaderMetrics {
     ends: Mutex<HashMap<(String, i32), i64>>,
     /// Per partition: the offset last committed to the consumer group.
     committed: Mutex<HashMap<(String, i32), i64>>,
+    /// Offset commits the group coordinator confirmed, and those that failed.
+    commits_succeeded: AtomicU64,
+    commits_failed: AtomicU64,
 }
 
 /// The consumer's context: collects partition ends and committed offsets from librdkafka's
-/// statistics.
+/// statistics, and the outcome of every offset commit.
 struct SourceContext {
     metrics: Arc<ReaderMetrics>,
     read_committed: bool,
@@ -119,8 +123,6 @@ impl ClientContext for SourceContext {
                 if end >= 0 {
                     ends.insert((topic.clone(), partition), end);
                 }
-                // Asynchronous commits report no result to a consumer without a commit
-                // callback queue; the statistics carry what the group confirmed.
                 if p.committed_offset >= 0 {
                     committed.insert((topic.clone(), partition), p.committed_offset);
                 }
@@ -129,7 +131,46 @@ impl ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {}
+/// An asynchronous offset commit whose result comes back as an event on the consumer's queue,
+/// which the fetcher's poll serves to [`SourceContext::commit_callback`]. rdkafka's
+/// `commit(.., Async)` calls `rd_kafka_commit` without a reply queue, and librdkafka then
+/// reports the result to nobody unless a global `offset_commit_cb` is set, which the Rust
+/// client does not set; `rd_kafka_commit_queue` takes the queue to report to.
+fn commit_reporting(consumer: &SourceConsumer, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live consumer handle (borrowed from `consumer` for this call).
+    // `rd_kafka_queue_get_consumer` returns a new reference to the consumer queue (NULL
+    // without a group), released below; `rd_kafka_commit_queue` copies `offsets` and keeps
+    // its own reference to the queue for the reply, so both may go when it returns.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::UnknownGroup));
+        }
+        let err = rd::rd_kafka_commit_queue(rk, offsets.ptr(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    match rdkafka::types::RDKafkaErrorCode::from(err) {
+        rdkafka::types::RDKafkaErrorCode::NoError => Ok(()),
+        code => Err(KafkaError::ConsumerCommit(code)),
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    /// The result of an asynchronous commit, served by the fetcher's poll.
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+        let counter = match result {
+            Ok(()) => &self.metrics.commits_succeeded,
+            Err(e) => {
+                warn!("committing offsets to the consumer group failed: {e}");
+                &self.metrics.commits_failed
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 type SourceConsumer = BaseConsumer<SourceContext>;
 
@@ -444,6 +485,11 @@ impl SourceOperator for KafkaSource {
         let ends = self.metrics.ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let committed = self.metrics.committed.lock().unwrap_or_else(|e| e.into_inner()).clone();
         reader_metrics(&self.positions, &ends, &committed, out);
+        for (name, counter) in
+            [("commitsSucceeded", &self.metrics.commits_succeeded), ("commitsFailed", &self.metrics.commits_failed)]
+        {
+            out.gauges.push((format!("{READER_GROUP}.{name}"), counter.load(Ordering::Relaxed) as f64));
+        }
     }
 }
 
@@ -691,7 +737,7 @@ impl Fetcher {
         }
         // Commits are for monitoring only (the checkpoint holds the positions): a failed
         // one is logged and superseded by the next.
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = commit_reporting(&self.consumer, &tpl) {
             warn!(source = %self.name, "committing offsets to the consumer group failed: {e}");
         }
     }
