@@ -227,6 +227,17 @@ impl Harness {
         self
     }
 
+    /// ZooKeeper high availability against `quorum`, with the HA storage under this test's
+    /// home and the given ZooKeeper session timeout.
+    pub fn zookeeper_ha(&mut self, quorum: &str, session_timeout: &str) -> &mut Self {
+        let storage = self.home.join("ha").display().to_string();
+        self.set("high-availability.type", "zookeeper")
+            .set("high-availability.zookeeper.quorum", quorum)
+            .set("high-availability.storageDir", storage)
+            .set("high-availability.zookeeper.client.session-timeout", session_timeout)
+            .set("high-availability.zookeeper.client.connection-timeout", "15 s")
+    }
+
     fn write_config(&self) {
         let mut text = String::from("# written by the Flint test harness\n");
         for (k, v) in &self.config {

@@ -28,12 +28,7 @@ struct HaCluster {
 fn ha_cluster(name: &str, session_timeout: &str, taskmanagers: usize) -> HaCluster {
     let zk = ZooKeeperServer::start(name).unwrap_or_else(|e| panic!("ZooKeeper must run for this test: {e}"));
     let mut h = Harness::new(name);
-    let storage = h.home.join("ha").display().to_string();
-    h.set("high-availability.type", "zookeeper")
-        .set("high-availability.zookeeper.quorum", zk.connect_string())
-        .set("high-availability.storageDir", storage)
-        .set("high-availability.zookeeper.client.session-timeout", session_timeout)
-        .set("high-availability.zookeeper.client.connection-timeout", "15 s")
+    h.zookeeper_ha(&zk.connect_string(), session_timeout)
         .set("heartbeat.interval", "1 s")
         .set("heartbeat.timeout", "5 s");
     // Each jobmanager gets its own REST port; RPC ports are any free ones

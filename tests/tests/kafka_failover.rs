@@ -360,14 +360,7 @@ impl HaCluster {
     fn start(name: &str) -> HaCluster {
         let zk = ZooKeeperServer::start(name).unwrap_or_else(|e| panic!("ZooKeeper must run for this test: {e}"));
         let mut h = Harness::new(name);
-        let storage = h.home.join("ha").display().to_string();
-        h.set("high-availability.type", "zookeeper")
-            .set("high-availability.zookeeper.quorum", zk.connect_string())
-            .set("high-availability.storageDir", storage)
-            .set("high-availability.zookeeper.client.session-timeout", "5 s")
-            .set("high-availability.zookeeper.client.connection-timeout", "15 s")
-            .set("heartbeat.interval", "1 s")
-            .set("heartbeat.timeout", "5 s");
+        h.zookeeper_ha(&zk.connect_string(), "5 s").set("heartbeat.interval", "1 s").set("heartbeat.timeout", "5 s");
         let ports = free_ports(2);
         h.write_hosts(&[&format!("localhost:{}", ports[0]), &format!("localhost:{}", ports[1])], &["localhost"]);
         let jobmanagers = ports
