@@ -87,6 +87,11 @@ impl Config {
         self.values.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
 
+    /// Every key and value (the TLS options are read through Flint's typed options).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Describes where the configuration came from, for messages.
     pub fn source_description(&self) -> String {
         match &self.source {
@@ -196,12 +201,17 @@ pub fn find_conf_dir(cli: Option<&Path>, env: &Environment) -> Result<Option<Pat
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// `http` or `https` when `-m` named one; else the configuration decides
+    /// (`security.ssl.rest.enabled`).
+    pub scheme: Option<&'static str>,
 }
 
 impl Endpoint {
-    /// The base URL, e.g. `http://localhost:8081` (IPv6 hosts in brackets).
-    pub fn base_url(&self) -> String {
-        format!("http://{self}")
+    /// The base URL, e.g. `http://localhost:8081` or, with `https`, `https://localhost:8081`
+    /// (IPv6 hosts in brackets).
+    pub fn base_url(&self, https: bool) -> String {
+        let scheme = if https { "https" } else { "http" };
+        format!("{scheme}://{self}")
     }
 }
 
@@ -216,7 +226,7 @@ impl fmt::Display for Endpoint {
 }
 
 /// Works out the REST endpoint: `-m`/`--jobmanager` (`host`, `host:port`,
-/// `[v6]:port`, optionally prefixed with `http://`), else `rest.address`
+/// `[v6]:port`, optionally prefixed with `http://` or `https://`), else `rest.address`
 /// (falling back to `jobmanager.rpc.address`, then `localhost`) and
 /// `rest.port` (8081) from the configuration. A `-m` without a port uses the
 /// configured `rest.port`.
@@ -236,15 +246,16 @@ pub fn resolve_endpoint(jobmanager: Option<&str>, config: &Config) -> Result<End
             .or_else(|| config.get("jobmanager.rpc.address"))
             .unwrap_or(DEFAULT_REST_ADDRESS)
             .to_string();
-        return Ok(Endpoint { host, port: configured_port()? });
+        return Ok(Endpoint { host, port: configured_port()?, scheme: None });
     };
 
     let invalid = |why: &str| anyhow::anyhow!("Invalid JobManager address '{arg}': {why}");
     let mut rest = arg.trim();
+    let mut scheme = None;
     if let Some(stripped) = rest.strip_prefix("http://") {
-        rest = stripped;
-    } else if rest.starts_with("https://") {
-        return Err(invalid("https is not supported"));
+        (rest, scheme) = (stripped, Some("http"));
+    } else if let Some(stripped) = rest.strip_prefix("https://") {
+        (rest, scheme) = (stripped, Some("https"));
     } else if rest.contains("://") {
         return Err(invalid("expected host:port"));
     }
@@ -280,7 +291,7 @@ pub fn resolve_endpoint(jobmanager: Option<&str>, config: &Config) -> Result<End
         Some(p) => parse_port(p).map_err(|e| invalid(&e.to_string()))?,
         None => configured_port()?,
     };
-    Ok(Endpoint { host: host.to_string(), port })
+    Ok(Endpoint { host: host.to_string(), port, scheme })
 }
 
 fn parse_port(text: &str) -> Result<u16> {
@@ -418,7 +429,7 @@ mod tests {
     }
 
     fn endpoint(host: &str, port: u16) -> Endpoint {
-        Endpoint { host: host.to_string(), port }
+        Endpoint { host: host.to_string(), port, scheme: None }
     }
 
     #[test]
@@ -440,18 +451,20 @@ mod tests {
         let r = |arg: &str| resolve_endpoint(Some(arg), &c);
         assert_eq!(r("jm:8082").unwrap(), endpoint("jm", 8082));
         assert_eq!(r("jm").unwrap(), endpoint("jm", 9091));
-        assert_eq!(r("http://jm:8082/").unwrap(), endpoint("jm", 8082));
+        assert_eq!(r("http://jm:8082/").unwrap(), Endpoint { scheme: Some("http"), ..endpoint("jm", 8082) });
+        assert_eq!(r("https://jm:8082").unwrap(), Endpoint { scheme: Some("https"), ..endpoint("jm", 8082) });
         assert_eq!(r("[::1]:8082").unwrap(), endpoint("::1", 8082));
         assert_eq!(r("[::1]").unwrap(), endpoint("::1", 9091));
         assert_eq!(r("::1").unwrap(), endpoint("::1", 9091));
-        for bad in ["jm:", "jm:x", "jm:70000", "jm:0", ":8081", "https://jm:1", "jm:1/x", "[::1"] {
+        for bad in ["jm:", "jm:x", "jm:70000", "jm:0", ":8081", "ftp://jm:1", "jm:1/x", "[::1"] {
             assert!(r(bad).is_err(), "{bad} should be rejected");
         }
     }
 
     #[test]
     fn endpoint_urls() {
-        assert_eq!(endpoint("jm", 1).base_url(), "http://jm:1");
-        assert_eq!(endpoint("::1", 2).base_url(), "http://[::1]:2");
+        assert_eq!(endpoint("jm", 1).base_url(false), "http://jm:1");
+        assert_eq!(endpoint("::1", 2).base_url(false), "http://[::1]:2");
+        assert_eq!(endpoint("jm", 1).base_url(true), "https://jm:1");
     }
 }

@@ -19,6 +19,8 @@
 //!                   stop a job with a savepoint (-d: drain it first), wait for its path
 //!   checkpoint [--full] [--timeout D] <jobid>
 //!                   take a checkpoint of a running job now, wait for its id
+//!   cert --out DIR [--host NAME]... [--name NAME] [--days N] [--password PW] [--force]
+//!                   generate a CA and a certificate for a test cluster's TLS (no cluster)
 //! ```
 //!
 //! `savepoint`, `stop` and `checkpoint` wait at most `--timeout` (default 10 min) for the
@@ -26,8 +28,10 @@
 //!
 //! The endpoint is `-m`/`--jobmanager` if given, else `rest.address` (or
 //! `jobmanager.rpc.address`) and `rest.port` from the configuration found as
-//! described in [`config`]. Errors are printed to stderr and exit with code 1.
+//! described in [`config`]. With `security.ssl.rest.enabled: true` in that configuration
+//! the client talks HTTPS (see [`tls`]). Errors are printed to stderr and exit with code 1.
 
+mod cert;
 mod config;
 mod jobfile;
 mod jobs;
@@ -35,6 +39,7 @@ mod operations;
 mod rest;
 #[cfg(test)]
 mod testserver;
+mod tls;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -90,6 +95,9 @@ enum Command {
     Stop(StopArgs),
     /// Take a checkpoint of a running job now and wait for its id.
     Checkpoint(CheckpointArgs),
+    /// Generate a CA and a certificate for a test cluster's TLS, and print the
+    /// configuration that uses them (no cluster needed).
+    Cert(cert::CertArgs),
 }
 
 /// Options that shape a job: shared by `run` and `info`.
@@ -357,6 +365,7 @@ fn execute(cli: &Cli, io: &mut Io<'_>) -> Result<u8> {
             let client = connect(cli, &load_config(cli)?)?;
             operations::checkpoint(&client, job_id, args.full, args.wait.wait(), io)
         }
+        Command::Cert(args) => cert::run(args, io),
     }
 }
 
@@ -369,10 +378,23 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 /// Builds the REST client for the endpoint chosen by the options and the
-/// configuration.
+/// configuration: HTTPS when `security.ssl.rest.enabled` is true.
 fn connect(cli: &Cli, config: &Config) -> Result<RestClient> {
     let endpoint = resolve_endpoint(cli.jobmanager.as_deref(), config)?;
-    Ok(RestClient::new(&endpoint.base_url()))
+    let source = config.source_description();
+    let tls = tls::from_config(config.entries(), &source)?;
+    let https = match (endpoint.scheme, &tls) {
+        (Some("https"), None) => anyhow::bail!(
+            "The JobManager address names https, but security.ssl.rest.enabled is not true in {source}: set it \
+             and the endpoint's CA (security.ssl.rest.truststore or flint.ssl.rest.ca-certificates)"
+        ),
+        (Some("http"), Some(_)) => anyhow::bail!(
+            "The JobManager address names http, but security.ssl.rest.enabled is true in {source}: use https:// \
+             or no scheme"
+        ),
+        (_, tls) => tls.is_some(),
+    };
+    Ok(RestClient::with_tls(&endpoint.base_url(https), tls))
 }
 
 /// The cluster's default parallelism (`parallelism.default`, 1 if unset), which

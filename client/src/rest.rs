@@ -1,9 +1,11 @@
-//! A small blocking client for the JobManager's REST API (plain HTTP, JSON).
+//! A small blocking client for the JobManager's REST API (JSON over HTTP, or HTTPS with
+//! the TLS settings of [`crate::tls`]).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use ureq::tls::TlsConfig;
 use ureq::Agent;
 
 /// Talks to one JobManager REST endpoint.
@@ -64,18 +66,26 @@ impl std::error::Error for RestError {}
 
 impl RestClient {
     /// A client for the endpoint at `base_url` (e.g. `http://localhost:8081`).
+    #[cfg(test)]
     pub fn new(base_url: &str) -> RestClient {
-        let agent: Agent = Agent::config_builder()
+        Self::with_tls(base_url, None)
+    }
+
+    /// A client for the endpoint at `base_url`; `https://` URLs (the endpoint's, or a
+    /// leader's a standby names) use `tls`.
+    pub fn with_tls(base_url: &str, tls: Option<TlsConfig>) -> RestClient {
+        let mut config = Agent::config_builder()
             // Error statuses are answers too: their body carries the message.
             .http_status_as_error(false)
             // Like Flink's REST client, talk to the cluster directly.
             .proxy(None)
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_global(Some(Duration::from_secs(60)))
-            .user_agent(concat!("flint/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        RestClient { agent, base_url: base_url.trim_end_matches('/').to_string() }
+            .user_agent(concat!("flint/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls {
+            config = config.tls_config(tls);
+        }
+        RestClient { agent: config.build().into(), base_url: base_url.trim_end_matches('/').to_string() }
     }
 
     /// The base URL this client talks to.
@@ -149,8 +159,8 @@ fn decode<T: DeserializeOwned>(
 ) -> Result<T, RestError> {
     let response_error =
         |reason: String| RestError::Response { base_url: base_url.to_string(), method, path: path.to_string(), reason };
-    let mut response =
-        result.map_err(|e| RestError::Connect { base_url: base_url.to_string(), reason: connect_reason(&e) })?;
+    let mut response = result
+        .map_err(|e| RestError::Connect { base_url: base_url.to_string(), reason: connect_reason(base_url, &e) })?;
     let status = response.status().as_u16();
     let body = response.body_mut().read_to_string().map_err(|e| response_error(e.to_string()))?;
     if !(200..300).contains(&status) {
@@ -166,13 +176,31 @@ fn decode<T: DeserializeOwned>(
     serde_json::from_str(body).map_err(|e| response_error(e.to_string()))
 }
 
-fn connect_reason(error: &ureq::Error) -> String {
-    match error {
+fn connect_reason(base_url: &str, error: &ureq::Error) -> String {
+    let reason = match error {
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return e.to_string(),
         ureq::Error::Io(e) => e.to_string(),
-        ureq::Error::HostNotFound => "host not found".to_string(),
-        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => return "host not found".to_string(),
+        ureq::Error::Timeout(t) => return format!("timed out ({t})"),
         other => other.to_string(),
-    }
+    };
+    // Whatever else went wrong may be TLS: say which settings decide it.
+    let hint = if !base_url.starts_with("https://") {
+        "if the cluster serves HTTPS, set security.ssl.rest.enabled: true and its CA \
+         (security.ssl.rest.truststore or flint.ssl.rest.ca-certificates) in the client's configuration"
+    } else if reason.contains("CertificateRequired")
+        || reason.contains("alert: BadCertificate")
+        || reason.contains("UnknownCA")
+    {
+        "the cluster asks for a client certificate of its CA (security.ssl.rest.authentication-enabled): set \
+         security.ssl.rest.keystore, or flint.ssl.rest.certificate and flint.ssl.rest.private-key"
+    } else if reason.contains("invalid peer certificate") {
+        "the endpoint's certificate must be signed by a CA of security.ssl.rest.truststore or \
+         flint.ssl.rest.ca-certificates and name the host connected to"
+    } else {
+        return reason;
+    };
+    format!("{reason} ({hint})")
 }
 
 /// Extracts the messages of a REST error body (`{"errors": ["..."]}`); any

@@ -26,6 +26,8 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+
+use crate::tls::BlockingStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -373,7 +375,7 @@ impl BlobStore {
 }
 
 /// Settings of the server and the client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BlobSettings {
     /// `blob.client.socket.timeout`: bound on every read and write.
     pub socket_timeout: Duration,
@@ -383,6 +385,8 @@ pub struct BlobSettings {
     pub retries: u32,
     /// The largest blob accepted.
     pub max_blob_bytes: u64,
+    /// Mutual TLS of the server and its clients (`security.ssl.internal.*`).
+    pub tls: Option<crate::tls::TlsContext>,
 }
 
 impl BlobSettings {
@@ -410,7 +414,13 @@ impl BlobSettings {
 
 impl Default for BlobSettings {
     fn default() -> Self {
-        Self { socket_timeout: Duration::from_secs(300), max_connections: 50, retries: 5, max_blob_bytes: 4 << 30 }
+        Self {
+            socket_timeout: Duration::from_secs(300),
+            max_connections: 50,
+            retries: 5,
+            max_blob_bytes: 4 << 30,
+            tls: None,
+        }
     }
 }
 
@@ -468,7 +478,8 @@ fn accept_loop(listener: TcpListener, store: Arc<BlobStore>, settings: BlobSetti
         }
         let Ok(stream) = stream else { continue };
         if active.load(Ordering::SeqCst) >= settings.max_connections {
-            // Over the bound: refused at once, the client retries.
+            // Over the bound: refused at once, the client retries (over TLS the handshake
+            // fails instead of this answer, which is retryable too).
             let mut s = stream;
             let _ = write_frame(
                 &mut s,
@@ -482,10 +493,10 @@ fn accept_loop(listener: TcpListener, store: Arc<BlobStore>, settings: BlobSetti
             continue;
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (store, active) = (store.clone(), active.clone());
+        let (store, active, settings) = (store.clone(), active.clone(), settings.clone());
         let spawned = std::thread::Builder::new().name("blob-conn".into()).spawn(move || {
             let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            if let Err(e) = serve(stream, &store, settings) {
+            if let Err(e) = serve(stream, &store, &settings) {
                 debug!(%peer, error = %e, "blob request failed");
             }
             active.fetch_sub(1, Ordering::SeqCst);
@@ -496,9 +507,11 @@ fn accept_loop(listener: TcpListener, store: Arc<BlobStore>, settings: BlobSetti
     }
 }
 
-fn serve(mut stream: TcpStream, store: &BlobStore, settings: BlobSettings) -> Result<(), BlobError> {
+fn serve(stream: TcpStream, store: &BlobStore, settings: &BlobSettings) -> Result<(), BlobError> {
     stream.set_read_timeout(Some(settings.socket_timeout))?;
     stream.set_write_timeout(Some(settings.socket_timeout))?;
+    // A refused handshake is logged with the peer's address by `accept`.
+    let mut stream = BlockingStream::accept(settings.tls.as_ref(), stream, "blob")?;
     let request: BlobRequest = read_frame(&mut stream, true)?;
     let error = |e: &BlobError| BlobResponse::Error {
         message: e.to_string(),
@@ -512,8 +525,8 @@ fn serve(mut stream: TcpStream, store: &BlobStore, settings: BlobSettings) -> Re
                 write_frame(&mut stream, false, &error(&e))?;
                 return Err(e);
             }
-            let mut reader = std::io::BufReader::new(&stream);
-            let answer = match store.put(job_id, kind, &mut reader, size, sha256) {
+            let stored = store.put(job_id, kind, &mut std::io::BufReader::new(&mut stream), size, sha256);
+            let answer = match stored {
                 Ok(key) => BlobResponse::Stored { key },
                 Err(e) => error(&e),
             };
@@ -522,9 +535,10 @@ fn serve(mut stream: TcpStream, store: &BlobStore, settings: BlobSettings) -> Re
         BlobRequest::Get { job_id, key } => match store.open(job_id, &key) {
             Ok((mut file, size)) => {
                 write_frame(&mut stream, false, &BlobResponse::Content { size })?;
-                let mut out = std::io::BufWriter::new(&stream);
+                let mut out = std::io::BufWriter::new(&mut stream);
                 std::io::copy(&mut (&mut file).take(size), &mut out)?;
                 out.flush()?;
+                drop(out);
                 store.served(job_id, &key);
                 Ok(())
             }
@@ -533,7 +547,7 @@ fn serve(mut stream: TcpStream, store: &BlobStore, settings: BlobSettings) -> Re
     }
 }
 
-fn connect(address: &str, settings: BlobSettings) -> Result<TcpStream, BlobError> {
+fn connect(address: &str, settings: &BlobSettings) -> Result<BlockingStream, BlobError> {
     use std::net::ToSocketAddrs;
     let mut last = None;
     for addr in address.to_socket_addrs()? {
@@ -541,7 +555,11 @@ fn connect(address: &str, settings: BlobSettings) -> Result<TcpStream, BlobError
             Ok(s) => {
                 s.set_read_timeout(Some(settings.socket_timeout))?;
                 s.set_write_timeout(Some(settings.socket_timeout))?;
-                return Ok(s);
+                let host = crate::tls::stream::host_of(address);
+                return BlockingStream::connect(settings.tls.as_ref(), s, host).map_err(|e| match &settings.tls {
+                    Some(_) => BlobError::Io(std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))),
+                    None => BlobError::Io(e),
+                });
             }
             Err(e) => last = Some(e),
         }
@@ -562,13 +580,14 @@ fn fetch_once(
     job_id: Option<JobId>,
     key: BlobKey,
     dest: &Path,
-    settings: BlobSettings,
+    settings: &BlobSettings,
 ) -> Result<u64, BlobError> {
     let mut stream = connect(address, settings)?;
     write_frame(&mut stream, true, &BlobRequest::Get { job_id, key })?;
+    stream.flush()?;
     match read_frame(&mut stream, false)? {
         BlobResponse::Content { size } => {
-            let mut reader = std::io::BufReader::new(&stream);
+            let mut reader = std::io::BufReader::new(&mut stream);
             write_checked(dest, &mut reader, size, key.sha256)?;
             Ok(size)
         }
@@ -586,7 +605,7 @@ pub fn fetch(
     job_id: Option<JobId>,
     key: BlobKey,
     dest: &Path,
-    settings: BlobSettings,
+    settings: &BlobSettings,
 ) -> Result<u64, BlobError> {
     let mut attempt = 0;
     loop {
@@ -608,13 +627,13 @@ pub fn put(
     job_id: Option<JobId>,
     kind: BlobKind,
     path: &Path,
-    settings: BlobSettings,
+    settings: &BlobSettings,
 ) -> Result<BlobKey, BlobError> {
     let (sha256, size) = hash_file(path)?;
     let mut stream = connect(address, settings)?;
     write_frame(&mut stream, true, &BlobRequest::Put { job_id, kind, size, sha256 })?;
     let mut file = std::fs::File::open(path)?;
-    let mut out = std::io::BufWriter::new(&stream);
+    let mut out = std::io::BufWriter::new(&mut stream);
     copy_hashed(&mut file, &mut out, size)?;
     out.flush()?;
     drop(out);
@@ -662,20 +681,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("src.bin");
         std::fs::write(&src, &content).unwrap();
-        let key = put(&address, Some(job), BlobKind::Permanent, &src, settings()).unwrap();
+        let key = put(&address, Some(job), BlobKind::Permanent, &src, &settings()).unwrap();
         let dest = dir.join("out/got.bin");
-        assert_eq!(fetch(&address, Some(job), key, &dest, settings()).unwrap(), content.len() as u64);
+        assert_eq!(fetch(&address, Some(job), key, &dest, &settings()).unwrap(), content.len() as u64);
         assert_eq!(std::fs::read(&dest).unwrap(), content);
         // Another job does not see it.
-        let other = fetch(&address, Some(JobId::generate()), key, &dir.join("x"), settings()).unwrap_err();
+        let other = fetch(&address, Some(JobId::generate()), key, &dir.join("x"), &settings()).unwrap_err();
         assert!(matches!(other, BlobError::NotFound { .. }), "{other}");
 
-        let t = put(&address, None, BlobKind::Transient, &src, settings()).unwrap();
-        fetch(&address, None, t, &dir.join("t1"), settings()).unwrap();
-        assert!(matches!(fetch(&address, None, t, &dir.join("t2"), settings()), Err(BlobError::NotFound { .. })));
+        let t = put(&address, None, BlobKind::Transient, &src, &settings()).unwrap();
+        fetch(&address, None, t, &dir.join("t1"), &settings()).unwrap();
+        assert!(matches!(fetch(&address, None, t, &dir.join("t2"), &settings()), Err(BlobError::NotFound { .. })));
 
         server.store().delete_job(job);
-        assert!(matches!(fetch(&address, Some(job), key, &dir.join("y"), settings()), Err(BlobError::NotFound { .. })));
+        assert!(matches!(
+            fetch(&address, Some(job), key, &dir.join("y"), &settings()),
+            Err(BlobError::NotFound { .. })
+        ));
         drop(server);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -687,7 +709,7 @@ mod tests {
         let address = format!("127.0.0.1:{}", server.port());
         let job = JobId::generate();
         // Declared hash of other content.
-        let mut s = connect(&address, settings()).unwrap();
+        let mut s = connect(&address, &settings()).unwrap();
         write_frame(
             &mut s,
             true,
@@ -699,7 +721,7 @@ mod tests {
         assert!(matches!(answer, BlobResponse::Error { retryable: true, .. }), "{answer:?}");
         // Cut short: the connection ends before the declared size.
         let sha: [u8; 32] = Sha256::digest(b"abcdef").into();
-        let mut s = connect(&address, settings()).unwrap();
+        let mut s = connect(&address, &settings()).unwrap();
         write_frame(
             &mut s,
             true,
@@ -707,11 +729,11 @@ mod tests {
         )
         .unwrap();
         s.write_all(b"abc").unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.shutdown_write().unwrap();
         let answer: BlobResponse = read_frame(&mut s, false).unwrap();
         assert!(matches!(answer, BlobResponse::Error { .. }), "{answer:?}");
         // Garbage instead of a request: the server goes on serving.
-        let mut s = connect(&address, settings()).unwrap();
+        let mut s = connect(&address, &settings()).unwrap();
         s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
@@ -729,7 +751,7 @@ mod tests {
         }
         assert!(files.is_empty(), "{files:?}");
         let key = server.store().put_bytes(Some(job), BlobKind::Permanent, b"abcdef").unwrap();
-        fetch(&address, Some(job), key, &dir.join("ok"), settings()).unwrap();
+        fetch(&address, Some(job), key, &dir.join("ok"), &settings()).unwrap();
         drop(server);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -744,7 +766,7 @@ mod tests {
         // Tamper with the stored file: every transfer now hashes wrong.
         std::fs::write(server.store().local_path(Some(job), &key), b"something else!!").unwrap();
         let dest = dir.join("dest.bin");
-        let err = fetch(&address, Some(job), key, &dest, settings()).unwrap_err();
+        let err = fetch(&address, Some(job), key, &dest, &settings()).unwrap_err();
         assert!(matches!(err, BlobError::Corrupt(_)), "{err}");
         assert!(!dest.exists());
         assert_eq!(
@@ -771,9 +793,9 @@ mod tests {
         // Another "leader" with an empty local store.
         let second = server(&dir.join("second"), Some(ha.clone()));
         let address = format!("127.0.0.1:{}", second.port());
-        fetch(&address, Some(job), key, &dir.join("got"), settings()).unwrap();
+        fetch(&address, Some(job), key, &dir.join("got"), &settings()).unwrap();
         assert_eq!(std::fs::read(dir.join("got")).unwrap(), b"recover me");
-        assert!(fetch(&address, None, transient, &dir.join("t"), settings()).is_err());
+        assert!(fetch(&address, None, transient, &dir.join("t"), &settings()).is_err());
         second.store().delete_job(job);
         assert!(!ha.join(format!("job_{job}")).exists());
         drop(second);

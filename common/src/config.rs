@@ -1073,6 +1073,14 @@ pub mod options {
         "Directory of packages uploaded through /jars/upload; when set it persists and its packages are listed \
          again after a restart (default: a fresh directory under web.tmpdir, removed at shutdown).",
     );
+    pub const FLINT_IO_ALLOWED_PATHS: ConfigOption<crate::io_paths::AllowedPaths> = ConfigOption::new(
+        "flint.io.allowed-paths",
+        None,
+        &[],
+        "Absolute directories (separated by ';', or a YAML list) under which every local path a job or a request \
+         names must lie: source.file and sink.file paths, the job's checkpoint and savepoint directories, \
+         savepointPath, savepoint target directories (default: unrestricted).",
+    );
     pub const BLOB_STORAGE_DIRECTORY: ConfigOption<String> = ConfigOption::new(
         "blob.storage.directory",
         None,
@@ -1173,6 +1181,7 @@ pub mod options {
         &WEB_SUBMIT_ENABLE,
         &WEB_TMP_DIR,
         &WEB_UPLOAD_DIR,
+        &FLINT_IO_ALLOWED_PATHS,
         &BLOB_STORAGE_DIRECTORY,
         &BLOB_OFFLOAD_MINSIZE,
         &BLOB_SERVER_PORT,
@@ -1182,6 +1191,35 @@ pub mod options {
         &BLOB_SERVICE_CLEANUP_INTERVAL,
         &WASM_MEMORY_MAX,
         &WASM_CALL_TIMEOUT,
+        // TLS (common/src/tls/options.rs).
+        &crate::tls::options::SSL_INTERNAL_ENABLED,
+        &crate::tls::options::SSL_REST_ENABLED,
+        &crate::tls::options::SSL_REST_AUTHENTICATION_ENABLED,
+        &crate::tls::options::SSL_INTERNAL_KEYSTORE,
+        &crate::tls::options::SSL_INTERNAL_KEYSTORE_PASSWORD,
+        &crate::tls::options::SSL_INTERNAL_KEY_PASSWORD,
+        &crate::tls::options::SSL_INTERNAL_KEYSTORE_TYPE,
+        &crate::tls::options::SSL_INTERNAL_TRUSTSTORE,
+        &crate::tls::options::SSL_INTERNAL_TRUSTSTORE_PASSWORD,
+        &crate::tls::options::SSL_INTERNAL_TRUSTSTORE_TYPE,
+        &crate::tls::options::SSL_INTERNAL_CERT_FINGERPRINT,
+        &crate::tls::options::SSL_INTERNAL_HANDSHAKE_TIMEOUT,
+        &crate::tls::options::SSL_REST_KEYSTORE,
+        &crate::tls::options::SSL_REST_KEYSTORE_PASSWORD,
+        &crate::tls::options::SSL_REST_KEY_PASSWORD,
+        &crate::tls::options::SSL_REST_KEYSTORE_TYPE,
+        &crate::tls::options::SSL_REST_TRUSTSTORE,
+        &crate::tls::options::SSL_REST_TRUSTSTORE_PASSWORD,
+        &crate::tls::options::SSL_REST_TRUSTSTORE_TYPE,
+        &crate::tls::options::SSL_REST_CERT_FINGERPRINT,
+        &crate::tls::options::SSL_PROTOCOL,
+        &crate::tls::options::SSL_ALGORITHMS,
+        &crate::tls::options::FLINT_SSL_INTERNAL_CERTIFICATE,
+        &crate::tls::options::FLINT_SSL_INTERNAL_PRIVATE_KEY,
+        &crate::tls::options::FLINT_SSL_INTERNAL_CA_CERTIFICATES,
+        &crate::tls::options::FLINT_SSL_REST_CERTIFICATE,
+        &crate::tls::options::FLINT_SSL_REST_PRIVATE_KEY,
+        &crate::tls::options::FLINT_SSL_REST_CA_CERTIFICATES,
     ];
 
     /// Keys Flint does not read as options but that belong in a Flink configuration
@@ -1708,7 +1746,7 @@ mod tests {
         assert!(keys.contains(&"akka.framesize"));
         assert!(keys.contains(&"heartbeat.timeout"));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(ALL_OPTIONS.len(), 55);
+        assert_eq!(ALL_OPTIONS.len(), 84);
     }
 
     #[test]

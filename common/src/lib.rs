@@ -13,12 +13,14 @@
 //! - [`process_metrics`]: the process's memory, CPU and threads under Flint's and Flink's names.
 //! - [`metric_reporter`]: Flink's Prometheus reporter: every process serves its metrics on `/metrics`.
 //! - [`checkpoint_storage`]: checkpoint and savepoint directories on a filesystem path.
+//! - [`io_paths`]: `flint.io.allowed-paths`, the local directories jobs may read and write.
 
 pub mod blob;
 pub mod checkpoint_storage;
 pub mod config;
 pub mod ha;
 pub mod ids;
+pub mod io_paths;
 pub mod java_serialized_throwable;
 pub mod job;
 pub mod keygroups;
@@ -29,6 +31,7 @@ pub mod process;
 pub mod process_metrics;
 pub mod resources;
 pub mod rpc;
+pub mod tls;
 pub mod yaml;
 
 /// Flint's version, reported as `flink-version` by the REST API.

@@ -333,8 +333,8 @@ pub enum SubmitError {
 /// Checks that the savepoint at `path` can be restored into `graph`.
 fn check_savepoint(path: &str, graph: &JobGraph, allow_non_restored: bool) -> Result<SavepointRestore, String> {
     use flint_common::checkpoint_storage::{read_metadata, CheckpointStorage, METADATA_FILE};
-    let location = path.trim().strip_prefix("file://").unwrap_or(path.trim());
-    let location = std::path::PathBuf::from(location.strip_prefix("file:").unwrap_or(location));
+    // `flint.io.allowed-paths` reads the path the same way (checked before this runs).
+    let location = std::path::PathBuf::from(flint_common::io_paths::strip_file_scheme(path.trim()));
     // A job's checkpoint directory (`<state.checkpoints.dir>/<job-id>`) stands for its newest
     // complete checkpoint; torn ones (no `_metadata`) are skipped.
     let job_dir_of = |dir: &std::path::Path| -> Option<(std::path::PathBuf, JobId)> {

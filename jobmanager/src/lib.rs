@@ -10,7 +10,9 @@
 //! - [`checkpoint_coordinator`]: a job's CheckpointCoordinator (pure state machine).
 //! - [`dispatcher`]: the Dispatcher actor.
 //! - [`rest`]: the monitoring REST API and dashboard ([`rest_jobs`]: job endpoints;
-//!   [`rest_checkpoints`]: checkpoint statistics, savepoints, stop and manual checkpoints).
+//!   [`rest_checkpoints`]: checkpoint statistics, savepoints, stop and manual checkpoints;
+//!   [`rest_https`]: the HTTPS listener of `security.ssl.rest.enabled`, which logs refused
+//!   handshakes).
 //! - [`restart`]: restart strategies (fixed-delay, failure-rate, exponential-delay), pure logic.
 
 pub mod checkpoint_coordinator;
@@ -21,6 +23,7 @@ pub mod job_master;
 pub mod rest;
 pub mod rest_checkpoints;
 pub mod rest_flamegraph;
+pub mod rest_https;
 pub mod rest_jars;
 pub mod rest_jobs;
 pub mod rest_metrics;
@@ -36,6 +39,7 @@ use flint_common::ha::{
 };
 use flint_common::messages::{endpoints, DispatcherGateway, RemoteEndpoint, ResourceManagerGateway};
 use flint_common::rpc::{RpcService, RpcServiceConfig};
+use flint_common::tls::{Scope, TlsContext};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -54,6 +58,8 @@ pub enum JobManagerError {
     Ha(String),
     #[error("blob server: {0}")]
     Blob(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] flint_common::tls::TlsError),
 }
 
 /// The REST endpoint as a leader contender (`rest_server`).
@@ -78,6 +84,10 @@ impl LeaderContender for RestContender {
 
 /// Concurrent REST connections the server keeps; more wait in the listen backlog.
 const MAX_REST_CONNECTIONS: usize = 512;
+/// How long a REST client may take to send a request's head.
+const REST_CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Seconds a stopping REST server waits for requests in flight.
+const REST_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 
 /// The BlobServer on `blob.server.port` (the first free port of the range), storing under
 /// a fresh `blobStore-<uuid>` in `blob.storage.directory`.
@@ -85,9 +95,10 @@ fn start_blob_server(
     config: &Configuration,
     bind_host: &str,
     ha_dir: Option<std::path::PathBuf>,
+    tls: Option<TlsContext>,
 ) -> Result<flint_common::blob::BlobServer, JobManagerError> {
     use flint_common::blob::{BlobServer, BlobSettings, BlobStore};
-    let settings = BlobSettings::from_config(config)?;
+    let settings = BlobSettings { tls, ..BlobSettings::from_config(config)? };
     let ports = config.get(&options::BLOB_SERVER_PORT)?;
     let mut last = String::from("no port to try");
     let listener = ports.iter().find_map(|port| match std::net::TcpListener::bind((bind_host, port)) {
@@ -121,6 +132,10 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     };
     let refresh_interval_ms = config.get(&options::WEB_REFRESH_INTERVAL)?;
     let default_parallelism = config.get(&options::PARALLELISM_DEFAULT)?;
+    // HTTPS of the REST endpoint (`security.ssl.rest.*`): loaded and checked before anything
+    // starts, so a wrong password or an expired certificate fails the start naming the key.
+    let rest_tls = TlsContext::from_config(&config, Scope::Rest)?;
+    let rest_scheme = if rest_tls.is_some() { "https" } else { "http" };
     let limits = rest::RequestLimits {
         max_content_length: usize::try_from(config.get(&options::REST_SERVER_MAX_CONTENT_LENGTH)?)
             .unwrap_or(usize::MAX),
@@ -135,12 +150,16 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         != flint_common::ha::HaConfig::None;
     let rpc_ports =
         if zookeeper { config.get(&options::HIGH_AVAILABILITY_JOB_MANAGER_PORT)?.ports() } else { vec![rpc_port] };
+    // Mutual TLS of RPC and the BlobServer (`security.ssl.internal.*`): key material that
+    // cannot be used fails the start, naming the key.
+    let internal_tls = TlsContext::from_config(&config, Scope::Internal)?;
     let rpc = RpcService::start(RpcServiceConfig {
         bind_host: bind_host.clone(),
         ports: rpc_ports,
         advertised_host: rpc_address.clone(),
         max_frame_size: config.get(&options::PEKKO_FRAMESIZE)?.bytes() as usize,
         connect_timeout: ask_timeout,
+        tls: internal_tls.clone(),
     })?;
     config.set(options::JOB_MANAGER_RPC_PORT.key, rpc.port().to_string());
 
@@ -154,7 +173,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
     let dispatcher_gateway =
         DispatcherGateway(RemoteEndpoint::new(rpc.clone(), rpc.address_of(endpoints::DISPATCHER), ask_timeout));
     let log_dir = flint_common::process::log_dir(&config);
-    let mut blob_server = start_blob_server(&config, &bind_host, ha.blob_storage_dir())?;
+    let mut blob_server = start_blob_server(&config, &bind_host, ha.blob_storage_dir(), internal_tls.clone())?;
     config.set(options::BLOB_SERVER_PORT.key, blob_server.port().to_string());
     let blobs = (blob_server.store().clone(), format!("{rpc_address}:{}", blob_server.port()));
 
@@ -199,8 +218,10 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
         config.set(options::REST_PORT.key, rest_port.to_string());
         // The REST endpoint's own leadership: the leader publishes its URL; a standby names it.
         let leadership = Arc::new(rest::RestLeadership::default());
-        let rest_url =
-            format!("http://{}:{rest_port}", config.get(&options::REST_ADDRESS).unwrap_or(rpc_address.clone()));
+        let rest_url = format!(
+            "{rest_scheme}://{}:{rest_port}",
+            config.get(&options::REST_ADDRESS).unwrap_or(rpc_address.clone())
+        );
         let rest_election = ha.leader_election(REST_SERVER);
         rest_election.start(Arc::new(RestContender {
             leadership: leadership.clone(),
@@ -243,7 +264,7 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                 Box::pin(cluster_metrics::prometheus_points(reporter_state.clone(), metrics_host.clone()))
             }),
         );
-        let server = actix_web::HttpServer::new(move || {
+        let app = move || {
             actix_web::App::new()
                 .app_data(state.clone())
                 .app_data(actix_web::web::Data::new(limits))
@@ -253,19 +274,41 @@ pub fn run(mut config: Configuration, shutdown: CancellationToken) -> Result<(),
                 .wrap(actix_web::middleware::from_fn(rest::leader_only))
                 .wrap(actix_web::middleware::from_fn(rest::guard_requests))
                 .configure(rest::routes)
-        })
-        .max_connections(MAX_REST_CONNECTIONS)
-        .backlog(MAX_REST_CONNECTIONS as u32)
-        .client_request_timeout(std::time::Duration::from_secs(10))
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)
-        .map_err(|e| JobManagerError::Rest { address: format!("{rest_bind}:{rest_port}"), reason: e.to_string() })?
-        .run();
+        };
+        let rest_error = |e: std::io::Error| JobManagerError::Rest {
+            address: format!("{rest_bind}:{rest_port}"),
+            reason: e.to_string(),
+        };
+        let server = match &rest_tls {
+            None => actix_web::HttpServer::new(app)
+                .max_connections(MAX_REST_CONNECTIONS)
+                .backlog(MAX_REST_CONNECTIONS as u32)
+                .client_request_timeout(REST_CLIENT_REQUEST_TIMEOUT)
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(REST_SHUTDOWN_TIMEOUT_SECS)
+                .listen(listener)
+                .map_err(rest_error)?
+                .run(),
+            Some(tls) => rest_https::listen(
+                app,
+                listener,
+                tls,
+                rest_https::ListenSettings {
+                    max_connections: MAX_REST_CONNECTIONS,
+                    client_request_timeout: REST_CLIENT_REQUEST_TIMEOUT,
+                    shutdown_timeout: REST_SHUTDOWN_TIMEOUT_SECS,
+                },
+            )
+            .map_err(rest_error)?,
+        };
         let server_handle = server.handle();
         let server_task = actix_rt::spawn(server);
-        info!(rest = %format!("http://{rest_bind}:{rest_port}"), rpc = %rpc.host_port(), "job manager started");
+        info!(
+            rest = %format!("{rest_scheme}://{rest_bind}:{rest_port}"),
+            rpc = %rpc.host_port(),
+            "job manager started"
+        );
 
         shutdown.cancelled().await;
         info!("stopping job manager");

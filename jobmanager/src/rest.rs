@@ -43,7 +43,7 @@ pub struct RestState {
     pub flame_graphs: Arc<crate::rest_flamegraph::FlameGraphs>,
     /// Savepoint disposals and data set deletions.
     pub operations: Arc<rest_misc::Operations>,
-    /// This REST endpoint's URL (`http://<rest.address>:<port>`).
+    /// This REST endpoint's URL (`http://<rest.address>:<port>`, `https://` with REST TLS).
     pub rest_url: String,
     /// The BlobServer's store: artifacts over `blob.offload.minsize` go there.
     pub blobs: Arc<flint_common::blob::BlobStore>,

@@ -610,6 +610,9 @@ pub async fn trigger_savepoint(state: web::Data<RestState>, path: web::Path<Stri
     let body: SavepointTriggerRequestBody = parse_body(&body, "SavepointTriggerRequestBody")?;
     let target_directory = directory(body.target_directory.clone());
     require_directory(&state, job_id, &target_directory, "target-directory").await?;
+    if let Some(dir) = &target_directory {
+        crate::rest_jobs::check_location(&state, concat!("'", "target-directory", "'"), dir).await?;
+    }
     let operation = SavepointOperation::Savepoint {
         target_directory: directory(body.target_directory),
         cancel_job: body.cancel_job.unwrap_or(false),
@@ -623,6 +626,9 @@ pub async fn stop(state: web::Data<RestState>, path: web::Path<String>, body: we
     let body: StopWithSavepointRequestBody = parse_body(&body, "StopWithSavepointRequestBody")?;
     let target_directory = directory(body.target_directory.clone());
     require_directory(&state, job_id, &target_directory, "targetDirectory").await?;
+    if let Some(dir) = &target_directory {
+        crate::rest_jobs::check_location(&state, concat!("'", "targetDirectory", "'"), dir).await?;
+    }
     let operation = SavepointOperation::Stop {
         target_directory: directory(body.target_directory),
         drain: body.drain.unwrap_or(false),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use flint_common::ids::{JobId, JobVertexId};
+use flint_common::io_paths::AllowedPaths;
 use flint_common::job::load_job;
 use flint_common::job::package::looks_like_zip;
 use flint_common::process::epoch_ms;
@@ -425,12 +426,63 @@ async fn check_wasm(graph: flint_common::job::JobGraph) -> Result<flint_common::
     }
 }
 
+/// This jobmanager's `flint.io.allowed-paths` (validated at startup, so an error here is
+/// the server's).
+pub(crate) fn allowed_paths(state: &RestState) -> Result<AllowedPaths, RestError> {
+    AllowedPaths::from_config(&state.config)
+        .map_err(|e| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Checks a checkpoint or savepoint directory a request names (`field`) against
+/// `flint.io.allowed-paths`, on a blocking thread (it resolves links): 400 when refused.
+pub(crate) async fn check_location(state: &RestState, field: &'static str, given: &str) -> Result<(), RestError> {
+    let allowed = allowed_paths(state)?;
+    if !allowed.is_restricted() {
+        return Ok(());
+    }
+    let given = given.to_string();
+    tokio::task::spawn_blocking(move || allowed.check_location(field, &given))
+        .await
+        .map_err(|e| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("checking the path failed: {e}")))?
+        .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, e))
+}
+
+/// Checks every local path of a submission (the job's and `savepointPath`) against
+/// `flint.io.allowed-paths`, on a blocking thread (it resolves links): 400 with every
+/// refused path, nothing stored.
+async fn check_paths(
+    state: &RestState,
+    graph: flint_common::job::JobGraph,
+    savepoint_path: Option<&str>,
+) -> Result<flint_common::job::JobGraph, RestError> {
+    let allowed = allowed_paths(state)?;
+    if !allowed.is_restricted() {
+        return Ok(graph);
+    }
+    let savepoint_path = savepoint_path.map(str::to_owned);
+    let (graph, problems) = tokio::task::spawn_blocking(move || {
+        let mut problems = allowed.check_job(&graph).err().map(|e| e.lines()).unwrap_or_default();
+        if let Some(path) = savepoint_path {
+            problems.extend(allowed.check_restore_path("'savepointPath'", &path).err());
+        }
+        (graph, problems)
+    })
+    .await
+    .map_err(|e| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("checking the job's paths failed: {e}")))?;
+    if problems.is_empty() {
+        Ok(graph)
+    } else {
+        Err(RestError { status: StatusCode::BAD_REQUEST, errors: problems })
+    }
+}
+
 /// A job file's problems as Flink's `{"errors": [...]}` (400).
 pub(crate) fn job_error(e: flint_common::job::JobError) -> RestError {
     RestError { status: StatusCode::BAD_REQUEST, errors: e.lines() }
 }
 
-/// Hands a compiled job to the Dispatcher. Artifacts that together pass
+/// Hands a compiled job to the Dispatcher: its local paths must be allowed
+/// (`flint.io.allowed-paths`), its WebAssembly modules valid. Artifacts that together pass
 /// `blob.offload.minsize` are stored as permanent blobs of the job first (mirrored to the
 /// HA storage) and the job graph keeps only their keys; smaller ones travel inline.
 pub(crate) async fn submit_graph(
@@ -440,6 +492,7 @@ pub(crate) async fn submit_graph(
     savepoint_path: Option<String>,
     allow_non_restored_state: bool,
 ) -> Result<JobId, RestError> {
+    graph = check_paths(state, graph, savepoint_path.as_deref()).await?;
     graph = check_wasm(graph).await?;
     let inline: u64 = graph.artifacts.values().map(|a| a.size).sum();
     // Never above half an RPC frame, whatever blob.offload.minsize says: every deployment

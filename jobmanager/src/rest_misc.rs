@@ -135,11 +135,13 @@ pub async fn job_jobmanager_environment(state: web::Data<RestState>, path: web::
     crate::rest::jobmanager_environment().await
 }
 
-/// The dashboard's address, as the default log URLs name it.
+/// The dashboard's address, as the default log URLs name it (`https` when the REST
+/// endpoint serves HTTPS).
 fn web_url(state: &RestState) -> String {
     let host = state.config.get(&options::REST_ADDRESS).unwrap_or_else(|_| "localhost".into());
     let port = state.config.get_raw(options::REST_PORT.key).unwrap_or("8081");
-    format!("http://{host}:{port}")
+    let scheme = if state.rest_url.starts_with("https://") { "https" } else { "http" };
+    format!("{scheme}://{host}:{port}")
 }
 
 /// `GET /jobs/:jobid/jobmanager/log-url`.
@@ -345,6 +347,7 @@ pub async fn dispose_savepoint(state: web::Data<RestState>, body: web::Bytes) ->
     let Some(path) = request.savepoint_path.filter(|p| !p.trim().is_empty()) else {
         return Err(bad_request("Request did not match expected format SavepointDisposalRequest."));
     };
+    crate::rest_jobs::check_location(&state, "'savepoint-path'", &path).await?;
     let id = state.operations.start(Kind::SavepointDisposal, None);
     let operations = state.clone();
     actix_web::rt::spawn(async move {

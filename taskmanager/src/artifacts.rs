@@ -72,11 +72,16 @@ pub struct ArtifactStore {
 impl ArtifactStore {
     /// Fresh directories under `blob.storage.directory` (default: the system's temp
     /// directory) for the artifacts and the blob cache.
-    pub fn open(config: &Configuration) -> Result<Self, crate::TaskManagerError> {
+    /// Blob downloads use `tls` (the internal TLS) when it is set.
+    pub fn open(
+        config: &Configuration,
+        tls: Option<flint_common::tls::TlsContext>,
+    ) -> Result<Self, crate::TaskManagerError> {
         let base = BlobSettings::storage_base(config);
         let id = uuid::Uuid::new_v4().simple();
         let cleanup = Duration::from_secs(config.get(&options::BLOB_SERVICE_CLEANUP_INTERVAL)?);
-        let cache = BlobCache::new(base.join(format!("blobCache-{id}")), BlobSettings::from_config(config)?, cleanup)?;
+        let settings = BlobSettings { tls, ..BlobSettings::from_config(config)? };
+        let cache = BlobCache::new(base.join(format!("blobCache-{id}")), settings, cleanup)?;
         cache.start_cleanup()?;
         let mut store = Self::at(base.join(format!("flint-artifacts-{id}")))?;
         store.cache = Some(cache);

@@ -149,7 +149,7 @@ impl BlobCache {
             }
         }
         let started = Instant::now();
-        let result = fetch(server, Some(job_id), key, &path, self.settings);
+        let result = fetch(server, Some(job_id), key, &path, &self.settings);
         self.lock().downloading.remove(&(job_id, key));
         self.done.notify_all();
         let size = result?;

@@ -54,6 +54,8 @@ pub enum TaskManagerError {
     Io(#[from] std::io::Error),
     #[error("high availability: {0}")]
     Ha(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] flint_common::tls::TlsError),
     /// The taskmanager gave up (e.g. it could not register within
     /// `taskmanager.registration.timeout`); restarting it may help once the cause is gone.
     #[error("{0}")]
@@ -192,12 +194,16 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     // whatever leader ZooKeeper names.
     let leaders = BTreeMap::from([(RESOURCE_MANAGER.to_string(), tm.resource_manager_address.to_string())]);
     let ha = create_ha_services(&config, leaders).map_err(|e| TaskManagerError::Ha(e.to_string()))?;
+    // Mutual TLS of RPC, data plane and blob downloads (`security.ssl.internal.*`): key
+    // material that cannot be used fails the start, naming the key.
+    let tls = flint_common::tls::TlsContext::from_config(&config, flint_common::tls::Scope::Internal)?;
     let rpc = RpcService::start(RpcServiceConfig {
         bind_host: tm.bind_host.clone(),
         ports: tm.rpc_ports.clone(),
         advertised_host: tm.host.clone(),
         max_frame_size: tm.max_frame_size,
         connect_timeout: tm.ask_timeout,
+        tls: tls.clone(),
     })?;
     let data_listener = reserve_data_port(&tm)?;
     let data_port = data_listener.local_addr()?.port();
@@ -230,8 +236,9 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
     info!(%resource_id, rpc = %rpc.host_port(), data_port, slots = tm.num_slots, "starting task manager");
 
     let partitions = network::PartitionManager::new();
-    let data_server = network::DataServer::start(data_listener, partitions.clone(), tm.max_frame_size, tm.ask_timeout)?;
-    let data_client = network::DataClient::start(tm.max_frame_size, tm.ask_timeout)?;
+    let data_server =
+        network::DataServer::start(data_listener, partitions.clone(), tm.max_frame_size, tm.ask_timeout, tls.clone())?;
+    let data_client = network::DataClient::start(tm.max_frame_size, tm.ask_timeout, tls.clone())?;
     let env = Arc::new(task::TaskEnvironment {
         resource_id: resource_id.clone(),
         partitions,
@@ -243,11 +250,12 @@ pub fn run(config: Configuration, shutdown: CancellationToken) -> Result<(), Tas
             resource_id.to_string(),
             tm.managed_memory,
         )),
-        artifacts: artifacts::ArtifactStore::open(&config)?,
+        artifacts: artifacts::ArtifactStore::open(&config, tls.clone())?,
         wasm_limits: flint_wasm::Limits {
             memory_max: config.get(&options::WASM_MEMORY_MAX)?.bytes(),
             call_timeout: config.get(&options::WASM_CALL_TIMEOUT)?,
         },
+        allowed_paths: flint_common::io_paths::AllowedPaths::from_config(&config)?,
     });
     let tm_metrics = env.metrics.clone();
     let task_env = env.clone();

@@ -63,6 +63,8 @@ pub struct TaskEnvironment {
     pub artifacts: crate::artifacts::ArtifactStore,
     /// The taskmanager's `wasm.memory.max` and `wasm.call.timeout`.
     pub wasm_limits: flint_wasm::Limits,
+    /// The taskmanager's `flint.io.allowed-paths`, checked again when a task starts.
+    pub allowed_paths: flint_common::io_paths::AllowedPaths,
 }
 
 impl TaskEnvironment {
@@ -210,6 +212,28 @@ fn state_event(state: TaskState, failure: Option<TaskFailure>, metrics: TaskMetr
     TaskEvent::State { state, failure, metrics, accumulators: Vec::new(), commits: Vec::new() }
 }
 
+/// `flint.io.allowed-paths` once more, as the task is about to open its files: the
+/// jobmanager checked at submission, but a link may have been made since, and relative
+/// paths are this process's. The job's own package files (under the artifact directory)
+/// are allowed to its `source.file` operators. A refusal fails the task for good.
+fn check_paths(tdd: &TaskDeploymentDescriptor, env: &TaskEnvironment) -> Result<(), String> {
+    use flint_common::job::OperatorKind;
+    let allowed = &env.allowed_paths;
+    if !allowed.is_restricted() {
+        return Ok(());
+    }
+    let with_package = allowed.with_root(&env.artifacts.job_dir(tdd.job_id));
+    for op in &tdd.vertex.operators {
+        let roots = if matches!(op.kind, OperatorKind::FileSource { .. }) { &with_package } else { allowed };
+        for (field, path) in flint_common::io_paths::operator_paths(&op.kind, |_| false) {
+            roots
+                .allows(Path::new(path))
+                .map_err(|r| format!("operator '{}': {}", op.id, allowed.message(r, &field, path)))?;
+        }
+    }
+    Ok(())
+}
+
 fn run(
     mut tdd: TaskDeploymentDescriptor,
     env: Arc<TaskEnvironment>,
@@ -225,6 +249,10 @@ fn run(
         let failure =
             TaskFailure { message: format!("could not provide the job's artifacts: {e}"), retryable: e.is_retryable() };
         report(state_event(TaskState::Failed, Some(failure), TaskMetrics::default()));
+        return;
+    }
+    if let Err(message) = check_paths(&tdd, &env) {
+        report(state_event(TaskState::Failed, Some(TaskFailure::permanent(message)), TaskMetrics::default()));
         return;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

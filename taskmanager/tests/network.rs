@@ -57,9 +57,9 @@ impl Tm {
         init_logging();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let manager = PartitionManager::new();
-        let server = DataServer::start(listener, manager.clone(), MAX_FRAME, Duration::from_secs(10)).unwrap();
+        let server = DataServer::start(listener, manager.clone(), MAX_FRAME, Duration::from_secs(10), None).unwrap();
         let address = server.local_addr().to_string();
-        let client = DataClient::start(MAX_FRAME, Duration::from_secs(5)).unwrap();
+        let client = DataClient::start(MAX_FRAME, Duration::from_secs(5), None).unwrap();
         Tm { manager, server: Some(server), client, address }
     }
 
@@ -561,7 +561,7 @@ async fn a_misbehaving_server_fails_the_channel_not_the_process() {
         }),
     ];
     let manager = PartitionManager::new();
-    let client = DataClient::start(MAX_FRAME, Duration::from_secs(5)).unwrap();
+    let client = DataClient::start(MAX_FRAME, Duration::from_secs(5), None).unwrap();
     for (what, answer) in cases {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -655,7 +655,7 @@ async fn broadcast_reaches_every_subpartition_in_order_with_events() {
 async fn a_stopped_client_fails_channels_instead_of_hanging() {
     init_logging();
     let manager = PartitionManager::new();
-    let client = DataClient::start(MAX_FRAME, Duration::from_secs(5)).unwrap();
+    let client = DataClient::start(MAX_FRAME, Duration::from_secs(5), None).unwrap();
     let stopping = client.clone();
     within("stopping the client", tokio::task::spawn_blocking(move || stopping.stop())).await.unwrap();
     let channels = vec![

@@ -27,6 +27,12 @@ pub fn chromedriver() -> &'static str {
 
 /// Renders `url` in headless Chromium and returns the DOM after scripts ran.
 pub fn render(url: &str, profile_dir: &Path) -> String {
+    render_with(url, profile_dir, &[])
+}
+
+/// [`render`] with extra Chromium switches (e.g. `--ignore-certificate-errors` for a
+/// dashboard served over HTTPS with a test CA's certificate).
+pub fn render_with(url: &str, profile_dir: &Path, extra_args: &[&str]) -> String {
     let output = Command::new(chromium())
         .args([
             "--headless",
@@ -41,6 +47,7 @@ pub fn render(url: &str, profile_dir: &Path) -> String {
             "--timeout=20000",
             "--dump-dom",
         ])
+        .args(extra_args)
         .arg(format!("--user-data-dir={}", profile_dir.display()))
         .arg(url)
         .output()

@@ -169,6 +169,51 @@ pub struct Harness {
     config: BTreeMap<String, String>,
     processes: Vec<Process>,
     agent: ureq::Agent,
+    /// `https` once [`Harness::with_tls`] turned REST TLS on.
+    scheme: &'static str,
+}
+
+/// The certificates [`Harness::with_tls`] wrote under `<home>/tls`.
+pub struct TestCerts {
+    pub dir: PathBuf,
+    pub ca: flint_common::tls::certgen::Ca,
+    pub password: String,
+    /// The cluster certificate (for `localhost` and `127.0.0.1`): PEM files and keystore.
+    pub cluster: flint_common::tls::certgen::HostFiles,
+    pub truststore: PathBuf,
+    pub ca_pem: PathBuf,
+}
+
+/// A ureq agent like the harness's: HTTPS trusting `ca_pem`, presenting `client` (chain PEM,
+/// key PEM) when given.
+pub fn https_agent(ca_pem: &[u8], client: Option<(&[u8], &[u8])>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let roots: Vec<Certificate<'static>> = ureq::tls::parse_pem(ca_pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let client_cert = client.map(|(chain, key)| {
+        let chain: Vec<Certificate<'static>> = ureq::tls::parse_pem(chain)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        ClientCert::new_with_certs(&chain, PrivateKey::from_pem(key).expect("client key PEM"))
+    });
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .client_cert(client_cert)
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(tls)
+        .build()
+        .into()
 }
 
 impl Harness {
@@ -214,8 +259,18 @@ impl Harness {
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        let harness =
-            Self { home, conf_dir, log_dir, pid_dir, rest_port, rpc_port, config, processes: Vec::new(), agent };
+        let harness = Self {
+            home,
+            conf_dir,
+            log_dir,
+            pid_dir,
+            rest_port,
+            rpc_port,
+            config,
+            processes: Vec::new(),
+            agent,
+            scheme: "http",
+        };
         harness.write_config();
         harness
     }
@@ -236,6 +291,59 @@ impl Harness {
             .set("high-availability.storageDir", storage)
             .set("high-availability.zookeeper.client.session-timeout", session_timeout)
             .set("high-availability.zookeeper.client.connection-timeout", "15 s")
+    }
+
+    /// Internal TLS (RPC, data plane, BlobServer) and REST HTTPS with mutual authentication,
+    /// with a fresh CA and one cluster certificate in PKCS#12 keystores (Flink's keys); the
+    /// harness's own REST calls present the cluster certificate.
+    pub fn with_tls(&mut self) -> TestCerts {
+        use flint_common::tls::certgen::{write_ca, write_host, Ca, Validity};
+        let dir = self.home.join("tls");
+        fs::create_dir_all(&dir).expect("tls dir");
+        let password = "flint-test-password".to_string();
+        let ca = Ca::generate("Flint test CA", Validity::days(2)).expect("CA");
+        let (ca_pem, truststore) = write_ca(&dir, &ca, &password).expect("write CA");
+        let issued = ca.issue(&["localhost".into(), "127.0.0.1".into()], Validity::days(2)).expect("cluster cert");
+        let cluster = write_host(&dir, "cluster", &issued, &password).expect("write cluster cert");
+        for scope in ["internal", "rest"] {
+            self.set(&format!("security.ssl.{scope}.enabled"), "true")
+                .set(&format!("security.ssl.{scope}.keystore"), cluster.keystore.display())
+                .set(&format!("security.ssl.{scope}.keystore-password"), &password)
+                .set(&format!("security.ssl.{scope}.key-password"), &password)
+                .set(&format!("security.ssl.{scope}.truststore"), truststore.display())
+                .set(&format!("security.ssl.{scope}.truststore-password"), &password);
+        }
+        self.set("security.ssl.rest.authentication-enabled", "true");
+        self.agent =
+            https_agent(issued.ca_pem.as_bytes(), Some((issued.chain_pem().as_bytes(), issued.key_pem.as_bytes())));
+        self.scheme = "https";
+        TestCerts { dir, ca, password, cluster, truststore, ca_pem }
+    }
+
+    /// Everything the processes logged so far (log files and captured output).
+    pub fn all_logs(&self) -> String {
+        let mut text = String::new();
+        for entry in fs::read_dir(&self.log_dir).expect("log dir").flatten() {
+            text.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        text
+    }
+
+    /// Waits up to a minute until the processes' logs satisfy `check`.
+    pub fn wait_log(&self, what: &str, check: impl Fn(&str) -> bool) {
+        let start = std::time::Instant::now();
+        while !check(&self.all_logs()) {
+            if start.elapsed() > Duration::from_secs(60) {
+                self.dump_logs();
+                panic!("no log line: {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Replaces the agent the harness's REST calls go through.
+    pub fn set_agent(&mut self, agent: ureq::Agent) {
+        self.agent = agent;
     }
 
     fn write_config(&self) {
@@ -356,8 +464,8 @@ impl Harness {
         pids
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.rest_port, path)
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://127.0.0.1:{}{}", self.scheme, self.rest_port, path)
     }
 
     fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, String> {
@@ -544,6 +652,13 @@ impl Harness {
                 eprintln!("{line}");
             }
         }
+    }
+
+    /// Talks HTTPS through `agent` from now on (a cluster whose REST TLS the test set up
+    /// itself rather than through [`Harness::with_tls`]).
+    pub fn use_https(&mut self, agent: ureq::Agent) {
+        self.agent = agent;
+        self.scheme = "https";
     }
 }
 

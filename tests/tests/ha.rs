@@ -26,8 +26,16 @@ struct HaCluster {
 }
 
 fn ha_cluster(name: &str, session_timeout: &str, taskmanagers: usize) -> HaCluster {
+    ha_cluster_with(name, session_timeout, taskmanagers, false)
+}
+
+/// With `tls`: internal TLS and REST HTTPS with mutual authentication.
+fn ha_cluster_with(name: &str, session_timeout: &str, taskmanagers: usize, tls: bool) -> HaCluster {
     let zk = ZooKeeperServer::start(name).unwrap_or_else(|e| panic!("ZooKeeper must run for this test: {e}"));
     let mut h = Harness::new(name);
+    if tls {
+        h.with_tls();
+    }
     h.zookeeper_ha(&zk.connect_string(), session_timeout)
         .set("heartbeat.interval", "1 s")
         .set("heartbeat.timeout", "5 s");
@@ -122,6 +130,7 @@ fn leader_election_failover_and_fencing() {
         advertised_host: "127.0.0.1".into(),
         max_frame_size: 10 * 1024 * 1024,
         connect_timeout: Duration::from_secs(5),
+        tls: None,
     })
     .unwrap();
     let (rm_session, rm_address) = published_leader(&c.zk, RESOURCE_MANAGER).expect("a resource manager leader");
@@ -183,8 +192,19 @@ fn assert_exactly_once(out: &std::path::Path, keys: u64, per_key: u64) {
 /// exactly once. With a 6 s session timeout, the time from the kill to all tasks RUNNING.
 #[test]
 fn jobmanager_failover_recovers_the_job_from_its_latest_checkpoint() {
+    jobmanager_failover_in("ha-failover", false);
+}
+
+/// The same with every connection TLS (issue 16): the new leader's RPC, the taskmanagers'
+/// re-registration and REST all go through mutually authenticated TLS.
+#[test]
+fn jobmanager_failover_recovers_the_job_from_its_latest_checkpoint_over_tls() {
+    jobmanager_failover_in("ha-failover-tls", true);
+}
+
+fn jobmanager_failover_in(name: &str, tls: bool) {
     const RECORDS: u64 = 600_000;
-    let mut c = ha_cluster("ha-failover", "6 s", 2);
+    let mut c = ha_cluster_with(name, "6 s", 2, tls);
     let (leader_index, _) = c.leader(4);
     let out = c.h.home.join("out");
     let id = c.h.submit("", &failover_job(&out, RECORDS, 50_000, &c.h.home.join("checkpoints")));

@@ -143,6 +143,8 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     let write = async {
         writer.write_all(&len.to_be_bytes()).await?;
         writer.write_all(payload).await?;
+        // A TLS stream keeps what the socket did not take yet; plain TCP flushes nothing.
+        writer.flush().await?;
         Ok::<(), std::io::Error>(())
     };
     match tokio::time::timeout(timeout, write).await {

@@ -34,6 +34,7 @@ use super::frame::{Frame, FrameError, FrameHeader, FrameKind};
 use super::framing::{write_frame, FrameReader};
 use super::{RpcAddress, RpcError, RpcMessage};
 use crate::ids::LeaderSessionId;
+use crate::tls::TlsContext;
 
 /// How to start an [`RpcService`].
 #[derive(Clone, Debug)]
@@ -50,6 +51,8 @@ pub struct RpcServiceConfig {
     /// once it started, how long a peer may leave a written frame unread, and how long a new
     /// inbound connection has to send its first frame (`pekko.ask.timeout`).
     pub connect_timeout: Duration,
+    /// Mutual TLS on every connection (`security.ssl.internal.*`), or plain TCP.
+    pub tls: Option<TlsContext>,
 }
 
 /// Requests of one inbound connection being handled at once; the connection is not read
@@ -79,6 +82,7 @@ impl RpcServiceConfig {
             advertised_host: "127.0.0.1".into(),
             max_frame_size: 10 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -124,6 +128,7 @@ struct Inner {
     /// Inbound connections open now, and the most allowed.
     inbound: AtomicU64,
     max_inbound: usize,
+    tls: Option<TlsContext>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +162,7 @@ impl RpcService {
             thread: Mutex::new(None),
             inbound: AtomicU64::new(0),
             max_inbound: max_inbound_connections(),
+            tls: config.tls.clone(),
         });
         let accept_inner = Arc::downgrade(&inner);
         let thread = std::thread::Builder::new()
@@ -176,7 +182,7 @@ impl RpcService {
             })
             .map_err(RpcStartError::Runtime)?;
         *lock(&inner.thread) = Some(thread);
-        info!(address = %inner.host_port, bind = %local_addr, "rpc service started");
+        info!(address = %inner.host_port, bind = %local_addr, tls = inner.tls.is_some(), "rpc service started");
         Ok(RpcService { inner })
     }
 
@@ -356,8 +362,10 @@ impl Inner {
         let shutdown = self.shutdown.clone();
         let max_frame_size = self.max_frame_size;
         let connect_timeout = self.connect_timeout;
+        let tls = self.tls.clone();
         self.handle.spawn(async move {
-            let reason = run_outbound(&inner, &host_port, rx, shutdown, max_frame_size, connect_timeout).await;
+            let reason =
+                run_outbound(&inner, &host_port, rx, shutdown, max_frame_size, connect_timeout, tls.as_ref()).await;
             if let Some(inner) = inner.upgrade() {
                 inner.connection_closed(&host_port, id, reason);
             }
@@ -423,6 +431,7 @@ async fn run_outbound(
     shutdown: CancellationToken,
     max_frame_size: usize,
     io_timeout: Duration,
+    tls: Option<&TlsContext>,
 ) -> RpcError {
     let unreachable = |reason: String| RpcError::Unreachable { address: host_port.to_string(), reason };
     let stream = match tokio::time::timeout(io_timeout, TcpStream::connect(host_port)).await {
@@ -431,7 +440,13 @@ async fn run_outbound(
         Err(_) => return unreachable(format!("connect timed out after {} ms", io_timeout.as_millis())),
     };
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = match crate::tls::stream::connect(tls, stream, host_port).await {
+        Ok(halves) => halves,
+        Err(e) => {
+            warn!(peer = host_port, error = %e, "rpc connection refused: TLS handshake failed");
+            return unreachable(format!("TLS handshake failed: {e}"));
+        }
+    };
     let mut reader = FrameReader::new(read, max_frame_size, io_timeout);
     let lost = |reason: String| RpcError::ConnectionLost { address: host_port.to_string(), reason };
     loop {
@@ -504,11 +519,12 @@ async fn accept_loop(listener: TcpListener, inner: std::sync::Weak<Inner>, shutd
                     refused = 0;
                     strong.inbound.fetch_add(1, Ordering::Relaxed);
                     let (max, io_timeout) = (strong.max_frame_size, strong.connect_timeout);
+                    let tls = strong.tls.clone();
                     drop(strong);
                     let inner = inner.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        serve_inbound(stream, peer, inner.clone(), shutdown, max, io_timeout).await;
+                        serve_inbound(stream, peer, inner.clone(), shutdown, max, io_timeout, tls).await;
                         if let Some(inner) = inner.upgrade() {
                             inner.inbound.fetch_sub(1, Ordering::Relaxed);
                         }
@@ -551,9 +567,11 @@ async fn serve_inbound(
     shutdown: CancellationToken,
     max_frame_size: usize,
     io_timeout: Duration,
+    tls: Option<TlsContext>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+    // A refused handshake is logged with the peer's address by `accept`.
+    let Ok((read, mut write)) = crate::tls::stream::accept(tls.as_ref(), stream, peer, "rpc").await else { return };
     let mut reader = FrameReader::new(read, max_frame_size, io_timeout).with_handshake_timeout(io_timeout);
     let (reply_tx, mut reply_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE);
     let stalled = CancellationToken::new();

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use flint_common::tls::TlsContext;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +40,8 @@ struct ClientInner {
     connections: Mutex<HashMap<String, Arc<ClientConnection>>>,
     next_id: AtomicU64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Mutual TLS of every connection (`security.ssl.internal.*`).
+    tls: Option<TlsContext>,
 }
 
 impl Drop for ClientInner {
@@ -50,7 +53,11 @@ impl Drop for ClientInner {
 impl DataClient {
     /// Starts the client's thread. `max_frame_size` bounds frames both ways (as
     /// `pekko.framesize` does for RPC); `connect_timeout` bounds opening a connection.
-    pub fn start(max_frame_size: usize, connect_timeout: Duration) -> std::io::Result<DataClient> {
+    pub fn start(
+        max_frame_size: usize,
+        connect_timeout: Duration,
+        tls: Option<TlsContext>,
+    ) -> std::io::Result<DataClient> {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().thread_name("flint-data-client").build()?;
         let shutdown = CancellationToken::new();
@@ -70,6 +77,7 @@ impl DataClient {
                 connections: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 thread: Mutex::new(Some(thread)),
+                tls,
             }),
         })
     }
@@ -123,9 +131,10 @@ impl DataClient {
         };
         let shutdown = self.inner.shutdown.clone();
         let (max_frame_size, connect_timeout) = (self.inner.max_frame_size, self.inner.connect_timeout);
+        let tls = self.inner.tls.clone();
         self.inner.handle.spawn(async move {
             let mut guard = guard;
-            guard.reason = drive(&guard.connection, rx, shutdown, max_frame_size, connect_timeout).await;
+            guard.reason = drive(&guard.connection, rx, shutdown, max_frame_size, connect_timeout, tls).await;
         });
         connection
     }
@@ -280,6 +289,7 @@ async fn drive(
     shutdown: CancellationToken,
     max_frame_size: usize,
     connect_timeout: Duration,
+    tls: Option<TlsContext>,
 ) -> String {
     let peer = connection.address.as_str();
     let stream = tokio::select! {
@@ -291,8 +301,17 @@ async fn drive(
         _ = shutdown.cancelled() => return "the data client stopped".into(),
     };
     let _ = stream.set_nodelay(true);
+    let (read, write) = tokio::select! {
+        halves = flint_common::tls::stream::connect(tls.as_ref(), stream, peer) => match halves {
+            Ok(halves) => halves,
+            Err(e) => {
+                warn!(peer, error = %e, "data connection refused: TLS handshake failed");
+                return format!("TLS handshake failed: {e}");
+            }
+        },
+        _ = shutdown.cancelled() => return "the data client stopped".into(),
+    };
     debug!(peer, "data connection opened");
-    let (read, write) = stream.into_split();
     let mut reader = FramedRead::new(read, DataCodec::new(max_frame_size));
     let mut writer = FramedWrite::new(write, DataCodec::new(max_frame_size));
     loop {

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use flint_common::rpc::framing::FrameReader;
+use flint_common::tls::TlsContext;
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -61,6 +62,7 @@ impl DataServer {
         manager: PartitionManager,
         max_frame_size: usize,
         io_timeout: Duration,
+        tls: Option<TlsContext>,
     ) -> std::io::Result<DataServer> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -73,7 +75,7 @@ impl DataServer {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let thread = std::thread::Builder::new().name("flint-data-server".into()).spawn(move || {
-            runtime.block_on(accept_loop(listener, manager, max_frame_size, io_timeout, token));
+            runtime.block_on(accept_loop(listener, manager, max_frame_size, io_timeout, token, tls));
             // Dropping the runtime closes every connection.
         })?;
         info!(address = %local_addr, "data server started");
@@ -109,6 +111,7 @@ async fn accept_loop(
     max_frame_size: usize,
     io_timeout: Duration,
     shutdown: CancellationToken,
+    tls: Option<TlsContext>,
 ) {
     let max_connections = (flint_common::process::open_files_limit() / 4).clamp(16, 65_536) as usize;
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -129,8 +132,9 @@ async fn accept_loop(
                     refused = 0;
                     open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (manager, token, open) = (manager.clone(), shutdown.child_token(), open.clone());
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        serve(stream, peer, manager, max_frame_size, io_timeout, token).await;
+                        serve(stream, peer, manager, max_frame_size, io_timeout, token, tls).await;
                         open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     });
                 }
@@ -284,10 +288,14 @@ async fn serve(
     max_frame_size: usize,
     io_timeout: Duration,
     token: CancellationToken,
+    tls: Option<TlsContext>,
 ) {
     let _ = stream.set_nodelay(true);
     debug!(%peer, "data connection accepted");
-    let (read, write) = stream.into_split();
+    // A refused handshake is logged with the peer's address by `accept`.
+    let Ok((read, write)) = flint_common::tls::stream::accept(tls.as_ref(), stream, peer, "data").await else {
+        return;
+    };
     let connection = Arc::new(Connection { state: Mutex::new(ConnState::default()), ready: Notify::new() });
     let (control_tx, control_rx) = mpsc::channel::<Header>(CONTROL_QUEUE);
     let writer = tokio::spawn(write_loop(
@@ -407,7 +415,7 @@ fn handle(
 
 /// Sends control answers and data until the connection ends.
 async fn write_loop(
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: flint_common::tls::BoxedWrite,
     connection: Arc<Connection>,
     mut control: mpsc::Receiver<Header>,
     max_frame_size: usize,

@@ -13,6 +13,9 @@
 //! LATENCY measures POST → all subtasks RUNNING of a parallelism-4 job, inside the
 //! jobmanager (from its timestamps) and end to end through `flint run -d`. CONTROL measures
 //! `GET /jobs/overview` while checkpoint fsyncs of the jobmanager take 200 ms (needs strace).
+//! B2TLS runs B2 on two clusters of 2 taskmanagers × 1 slot (so the keyed shuffle crosses
+//! the network), one plain and one with internal TLS (issue 16), runs interleaved, and
+//! prints both medians and their ratio.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -173,6 +176,74 @@ fn start_cluster(name: &str, slots: u32) -> (Harness, i32) {
     (h, pid)
 }
 
+/// `taskmanagers` taskmanagers of `slots` slots; with `tls`, internal TLS and REST HTTPS with
+/// mutual authentication. Returns the taskmanagers' pids.
+fn start_cluster_with(name: &str, taskmanagers: usize, slots: u32, tls: bool) -> (Harness, Vec<i32>) {
+    let mut h = Harness::new(name);
+    if tls {
+        h.with_tls();
+    }
+    h.start_jobmanager("jobmanager");
+    let pids = (1..=taskmanagers)
+        .map(|i| {
+            let tm =
+                h.start_taskmanager(&format!("taskmanager-{i}"), &[format!("taskmanager.numberOfTaskSlots={slots}")]);
+            h.process(tm).pid()
+        })
+        .collect();
+    let total = slots as usize * taskmanagers;
+    h.wait_for_overview("the task managers", Duration::from_secs(30), |o| o["slots-total"] == total);
+    (h, pids)
+}
+
+/// B2 across two taskmanagers, plain TCP against TLS, interleaved.
+fn shuffle_over_tls(runs: usize) {
+    let bench = benches(&None).into_iter().find(|b| b.name == "B2").expect("B2");
+    let clusters = [
+        ("plain", start_cluster_with("bench-b2-plain", 2, 1, false)),
+        ("tls", start_cluster_with("bench-b2-tls", 2, 1, true)),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(), Vec::new()];
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(), Vec::new()];
+    for run in 1..=runs {
+        for (i, (label, (h, pids))) in clusters.iter().enumerate() {
+            let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+            let (job_id, done) = run_job(h, &bench.job, &bench.package);
+            let cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
+            let seconds = (done["timestamps"]["FINISHED"].as_f64().unwrap()
+                - done["timestamps"]["RUNNING"].as_f64().unwrap())
+                / 1000.0;
+            let sink = sink_records(h, &job_id);
+            assert_eq!(sink, bench.expected_sink_records, "B2 over {label} produced a wrong result");
+            let rate = bench.records as f64 / seconds;
+            let cpu_per_m = cpu / (bench.records as f64 / 1e6);
+            println!("B2 2 TMs {label} run {run}: {seconds:.2} s, {:.2} M records/s, taskmanagers {cpu_per_m:.3} CPU-s per 1M records", rate / 1e6);
+            rates[i].push(rate);
+            cpus[i].push(cpu_per_m);
+        }
+    }
+    let (plain, tls) = (median(rates[0].clone()), median(rates[1].clone()));
+    println!(
+        "B2 2 TMs median: plain {:.2} M records/s ({:.3} CPU-s/1M), TLS {:.2} M records/s ({:.3} CPU-s/1M); TLS/plain {:.1} %",
+        plain / 1e6,
+        median(cpus[0].clone()),
+        tls / 1e6,
+        median(cpus[1].clone()),
+        100.0 * tls / plain
+    );
+}
+
+/// The `sink-records` accumulator of a finished job.
+fn sink_records(h: &Harness, job_id: &str) -> u64 {
+    let acc = h.get_ok(&format!("/jobs/{job_id}/accumulators"));
+    acc["user-task-accumulators"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "sink-records"))
+        .and_then(|a| a["value"].as_str())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sink-records accumulator: {acc}"))
+}
+
 fn run_job(h: &Harness, job: &Value, package: &[(&str, Vec<u8>)]) -> (String, Value) {
     let reply = if package.is_empty() {
         h.post_json("/jobs", job).expect("POST /jobs")
@@ -212,13 +283,7 @@ fn throughput(bench: &Bench, runs: usize) {
         let running = done["timestamps"]["RUNNING"].as_f64().unwrap();
         let finished = done["timestamps"]["FINISHED"].as_f64().unwrap();
         let seconds = (finished - running) / 1000.0;
-        let acc = h.get_ok(&format!("/jobs/{job_id}/accumulators"));
-        let sink: u64 = acc["user-task-accumulators"]
-            .as_array()
-            .and_then(|a| a.iter().find(|a| a["name"] == "sink-records"))
-            .and_then(|a| a["value"].as_str())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no sink-records accumulator: {acc}"));
+        let sink = sink_records(&h, &job_id);
         let ok = if sink == bench.expected_sink_records { "ok" } else { "WRONG" };
         let rate = bench.records as f64 / seconds;
         println!(
@@ -415,6 +480,9 @@ fn main() {
         if want(bench.name) {
             throughput(&bench, runs);
         }
+    }
+    if selected.iter().any(|s| s.eq_ignore_ascii_case("B2TLS")) {
+        shuffle_over_tls(runs);
     }
     if want("LATENCY") {
         latency(5);
