@@ -611,7 +611,7 @@ pub async fn trigger_savepoint(state: web::Data<RestState>, path: web::Path<Stri
     let target_directory = directory(body.target_directory.clone());
     require_directory(&state, job_id, &target_directory, "target-directory").await?;
     if let Some(dir) = &target_directory {
-        crate::rest_jobs::check_location(&state, concat!("'", "target-directory", "'"), dir).await?;
+        crate::rest_jobs::check_location(&state, "'target-directory'", dir).await?;
     }
     let operation = SavepointOperation::Savepoint {
         target_directory: directory(body.target_directory),
@@ -627,7 +627,7 @@ pub async fn stop(state: web::Data<RestState>, path: web::Path<String>, body: we
     let target_directory = directory(body.target_directory.clone());
     require_directory(&state, job_id, &target_directory, "targetDirectory").await?;
     if let Some(dir) = &target_directory {
-        crate::rest_jobs::check_location(&state, concat!("'", "targetDirectory", "'"), dir).await?;
+        crate::rest_jobs::check_location(&state, "'targetDirectory'", dir).await?;
     }
     let operation = SavepointOperation::Stop {
         target_directory: directory(body.target_directory),
